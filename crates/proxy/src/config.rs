@@ -1,0 +1,914 @@
+//! The configuration file: its schema, parsing and validation.
+//!
+//! This module owns the user-facing contract documented in
+//! `docs/configuration.md`. It turns YAML text into typed structs and checks
+//! everything that can be checked without touching the network or the
+//! certificate files: unknown keys (with a "did you mean"), value ranges,
+//! duplicate names and addresses, TLS policy names. Paths are resolved
+//! relative to the directory of the configuration file.
+//!
+//! It does no I/O beyond reading the configuration file itself, so that the
+//! validation rules can be unit-tested and fuzzed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::tls::policy::{self, TlsPolicy};
+
+/// Default listener connection cap.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
+
+/// One problem found in a configuration file.
+///
+/// It always names the file; it names the field (as a path such as
+/// `listeners[0].tls.certificates[1].key`) or the line when it can, and
+/// carries a hint that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The configuration file (or the file it names) the problem is in.
+    pub file: PathBuf,
+    /// Where in the file: a field path, possibly with a line and column.
+    pub location: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+impl ConfigError {
+    /// A problem at a field of the configuration file.
+    pub fn at(file: &Path, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            location: Some(field.into()),
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    /// Adds a hint that says what to do.
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(location) = &self.location {
+            write!(f, ": {location}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All the problems found in one configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        Self(vec![e])
+    }
+}
+
+/// A duration written the human way: `10s`, `500ms`, `2m`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // A visitor, rather than parsing after the fact, so that the error
+        // is raised inside the field and its path names the field.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as 10s, 500ms or 2m")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(text.trim())
+                    .map(HumanDuration)
+                    .map_err(|e| {
+                        E::custom(format!(
+                            "invalid duration {text:?} ({e}); write it with a unit, like 10s, 500ms or 2m"
+                        ))
+                    })
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "a bare number ({n}) has no unit; write {n}s or {n}ms"
+                )))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!(
+                    "{n} is not a duration; write it like 10s"
+                )))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// The whole configuration file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The admin HTTP listener (`/healthz`, `/readyz`, `/metrics`); absent means none.
+    pub admin: Option<AdminConfig>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Graceful shutdown.
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// Development conveniences (the quickstart's generated certificates).
+    #[serde(default)]
+    pub development: DevelopmentConfig,
+    /// The TLS listeners.
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// The admin HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address to listen on, e.g. `127.0.0.1:9090`.
+    pub listen: SocketAddr,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A level (`error`, `warn`, `info`, `debug`, `trace`) or a full filter
+    /// directive; `RUST_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `text` or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Graceful shutdown on SIGTERM or SIGINT.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long live connections may keep going after the listeners close.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: HumanDuration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+fn default_drain_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+/// Development conveniences. Never use these in production.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevelopmentConfig {
+    /// Generate a development CA and server certificates for every
+    /// configured certificate whose files do not exist yet.
+    #[serde(default)]
+    pub generate_certificates: bool,
+}
+
+/// One TLS listener in front of one backend broker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// A short unique name, used in logs and metric labels.
+    pub name: String,
+    /// Address to accept TLS connections on.
+    pub listen: SocketAddr,
+    /// The plaintext broker, as `host:port`.
+    pub backend: String,
+    /// TLS settings.
+    pub tls: TlsConfig,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+    /// Connections beyond this many are refused at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The listen socket's accept backlog.
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
+}
+
+fn default_max_connections() -> usize {
+    DEFAULT_MAX_CONNECTIONS
+}
+
+fn default_backlog() -> u32 {
+    4096
+}
+
+/// Per-listener timeouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// Time allowed for a TLS handshake, from accept to finished.
+    #[serde(default = "default_handshake_timeout")]
+    pub handshake: HumanDuration,
+    /// Time allowed to connect to the backend.
+    #[serde(default = "default_connect_timeout")]
+    pub connect: HumanDuration,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            handshake: default_handshake_timeout(),
+            connect: default_connect_timeout(),
+        }
+    }
+}
+
+fn default_handshake_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
+}
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificates; picked by SNI, the first is the default.
+    pub certificates: Vec<CertificateConfig>,
+    /// `"1.2"` or `"1.3"`.
+    #[serde(default = "default_min_version")]
+    pub min_version: String,
+    /// Optional allowlist of cipher suites (IANA or OpenSSL names).
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    /// Optional key exchange groups, in preference order.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Client certificates (mutual TLS).
+    #[serde(default)]
+    pub client_auth: ClientAuthConfig,
+    /// Session resumption with tickets.
+    #[serde(default = "default_true")]
+    pub session_tickets: bool,
+    /// ALPN protocols to accept, in preference order; empty accepts any
+    /// client (ALPN is not negotiated).
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    /// Host names devices use to reach this listener. `moat check` and the
+    /// start-up warn when no certificate covers one of them.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+}
+
+fn default_min_version() -> String {
+    "1.2".to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM file with the chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+}
+
+/// Client certificate settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthConfig {
+    /// `none`, `optional` or `required`.
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+    /// PEM bundle of the CAs that issue device certificates.
+    pub ca: Option<PathBuf>,
+}
+
+/// Whether clients must present a certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// A certificate is asked for; one that is sent must verify.
+    Optional,
+    /// A certificate is required and must verify.
+    Required,
+}
+
+impl fmt::Display for ClientAuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        })
+    }
+}
+
+/// A configuration that parsed and passed every check that needs no files.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// The settings as written, with relative paths resolved.
+    pub config: Config,
+    /// The TLS policy of each listener, in the same order as `listeners`.
+    pub policies: Vec<TlsPolicy>,
+}
+
+impl ValidConfig {
+    /// The listeners with their TLS policies.
+    pub fn listeners(&self) -> impl Iterator<Item = (&ListenerConfig, &TlsPolicy)> {
+        self.config.listeners.iter().zip(self.policies.iter())
+    }
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<ValidConfig, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        location: None,
+        message: format!("cannot read the configuration file: {e}"),
+        hint: Some(match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "check the path given to --config; relative paths start from the current directory"
+                    .to_string()
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                "make the file readable by the user moat runs as".to_string()
+            }
+            _ => "check that the path names a readable text file".to_string(),
+        }),
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and validates configuration text. `path` names the file in
+/// messages and anchors relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<ValidConfig, ConfigErrors> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let mut config: Config =
+        serde_path_to_error::deserialize(de).map_err(|e| yaml_error(path, &e))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    resolve_paths(&mut config, base);
+    let policies = validate(path, &config)?;
+    Ok(ValidConfig {
+        path: path.to_path_buf(),
+        config,
+        policies,
+    })
+}
+
+fn resolve_paths(config: &mut Config, base: &Path) {
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    for l in &mut config.listeners {
+        for c in &mut l.tls.certificates {
+            resolve(&mut c.cert);
+            resolve(&mut c.key);
+        }
+        if let Some(ca) = &mut l.tls.client_auth.ca {
+            resolve(ca);
+        }
+    }
+}
+
+/// Turns a serde_yaml error into one that names the file, the field and the
+/// line, and suggests the closest known key for a misspelt one.
+fn yaml_error(path: &Path, e: &serde_path_to_error::Error<serde_yaml::Error>) -> ConfigErrors {
+    let inner = e.inner();
+    let text = inner.to_string();
+    // serde_yaml writes "[<field path>: ]<message>[ at line L column C]".
+    let body = match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => text.as_str(),
+    };
+    let message = match body.split_once(": ") {
+        Some((f, m)) if !f.contains(' ') => m.to_string(),
+        _ => body.to_string(),
+    };
+    let field = e.path().to_string();
+    let field = (!field.is_empty() && field != ".").then_some(field);
+    let line = inner
+        .location()
+        .map(|l| format!("line {} column {}", l.line(), l.column()));
+    let location = match (field, line) {
+        (Some(f), Some(l)) => Some(format!("{f} ({l})")),
+        (Some(f), None) => Some(f),
+        (None, l) => l,
+    };
+    let hint = unknown_field_hint(&message).or_else(|| {
+        if message.contains("missing field") {
+            Some("see docs/configuration.md for the required keys".to_string())
+        } else if message.contains("unknown variant") {
+            Some("use one of the values listed".to_string())
+        } else {
+            None
+        }
+    });
+    ConfigErrors(vec![ConfigError {
+        file: path.to_path_buf(),
+        location,
+        message,
+        hint,
+    }])
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`", suggests the
+/// closest expected name.
+fn unknown_field_hint(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let best = expected
+        .iter()
+        .map(|c| (strsim::damerau_levenshtein(unknown, c), *c))
+        .min()?;
+    if best.0 <= 3 || best.1.contains(unknown) || unknown.contains(best.1) {
+        Some(format!("did you mean `{}`?", best.1))
+    } else {
+        Some(format!("valid keys here: {}", expected.join(", ")))
+    }
+}
+
+/// Checks the rules that serde cannot express. Returns every problem found,
+/// not just the first.
+fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut policies = Vec::new();
+
+    if config.listeners.is_empty() {
+        errors.push(
+            ConfigError::at(path, "listeners", "no listeners are configured")
+                .hint("add at least one entry under `listeners:`; see config/example.yaml"),
+        );
+    }
+
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        errors.push(
+            ConfigError::at(
+                path,
+                "log.level",
+                format!("invalid level {:?}: {e}", config.log.level),
+            )
+            .hint("use error, warn, info, debug or trace"),
+        );
+    }
+
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let at = |field: &str| format!("listeners[{i}].{field}");
+        if !valid_name(&l.name) {
+            errors.push(
+                ConfigError::at(path, at("name"), format!("invalid name {:?}", l.name))
+                    .hint("use 1 to 64 letters, digits, '-' or '_'; it appears in metric labels"),
+            );
+        }
+        if let Some(j) = names.insert(&l.name, i) {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at("name"),
+                    format!(
+                        "listener name {:?} is already used by listeners[{j}]",
+                        l.name
+                    ),
+                )
+                .hint("give each listener its own name"),
+            );
+        }
+        for (j, other) in config.listeners[..i].iter().enumerate() {
+            if addresses_clash(l.listen, other.listen) {
+                errors.push(
+                    ConfigError::at(
+                        path,
+                        at("listen"),
+                        format!(
+                            "{} clashes with listeners[{j}] ({:?}) on {}",
+                            l.listen, other.name, other.listen
+                        ),
+                    )
+                    .hint("two listeners cannot share an address and port; change one port"),
+                );
+            }
+        }
+        if let Some(admin) = &config.admin {
+            if addresses_clash(l.listen, admin.listen) {
+                errors.push(
+                    ConfigError::at(
+                        path,
+                        at("listen"),
+                        format!("{} clashes with admin.listen {}", l.listen, admin.listen),
+                    )
+                    .hint("the admin endpoint needs a port of its own"),
+                );
+            }
+        }
+        if let Err(msg) = check_host_port(&l.backend) {
+            errors.push(
+                ConfigError::at(path, at("backend"), msg)
+                    .hint("write the broker as host:port, e.g. 127.0.0.1:1883"),
+            );
+        }
+        if l.tls.certificates.is_empty() {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at("tls.certificates"),
+                    "no certificates are configured",
+                )
+                .hint("add at least one `- cert: ... key: ...` entry"),
+            );
+        }
+        if l.max_connections == 0 {
+            errors.push(
+                ConfigError::at(path, at("max_connections"), "must be at least 1")
+                    .hint("remove it to use the default of 50000"),
+            );
+        }
+        if l.backlog == 0 || l.backlog > 65_535 {
+            errors.push(
+                ConfigError::at(path, at("backlog"), "must be between 1 and 65535")
+                    .hint("remove it to use the default of 4096"),
+            );
+        }
+        for (field, d) in [
+            ("timeouts.handshake", l.timeouts.handshake),
+            ("timeouts.connect", l.timeouts.connect),
+        ] {
+            if d.0.is_zero() {
+                errors.push(
+                    ConfigError::at(path, at(field), "must be longer than zero")
+                        .hint("a timeout of zero would refuse every connection"),
+                );
+            }
+        }
+        let ca = &l.tls.client_auth;
+        match (ca.mode, &ca.ca) {
+            (ClientAuthMode::None, Some(_)) => errors.push(
+                ConfigError::at(
+                    path,
+                    at("tls.client_auth.ca"),
+                    "a client CA is set but client_auth.mode is none, so it would be ignored",
+                )
+                .hint("set client_auth.mode to required or optional, or remove ca"),
+            ),
+            (ClientAuthMode::Optional | ClientAuthMode::Required, None) => errors.push(
+                ConfigError::at(
+                    path,
+                    at("tls.client_auth.ca"),
+                    format!("client_auth.mode is {} but no CA bundle is given", ca.mode),
+                )
+                .hint("set ca to the PEM bundle of the CA that issues your device certificates"),
+            ),
+            _ => {}
+        }
+        for (k, proto) in l.tls.alpn.iter().enumerate() {
+            if proto.is_empty() || proto.len() > 255 {
+                errors.push(
+                    ConfigError::at(
+                        path,
+                        at(&format!("tls.alpn[{k}]")),
+                        "an ALPN protocol name must be 1 to 255 bytes",
+                    )
+                    .hint("for MQTT, use \"mqtt\""),
+                );
+            }
+        }
+        match policy::build(&l.tls.min_version, &l.tls.cipher_suites, &l.tls.groups) {
+            Ok(p) => policies.push(p),
+            Err(problems) => {
+                for p in problems {
+                    errors.push(ConfigError {
+                        file: path.to_path_buf(),
+                        location: Some(at(&format!("tls.{}", p.field))),
+                        message: p.message,
+                        hint: p.hint,
+                    });
+                }
+            }
+        }
+    }
+
+    if errors.is_empty() {
+        Ok(policies)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Two listen addresses clash when the ports are equal and the addresses are
+/// equal or either is the wildcard of a family that covers the other.
+pub fn addresses_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() {
+        return false;
+    }
+    let (ia, ib) = (a.ip(), b.ip());
+    // On Linux, [::] is dual-stack by default and covers IPv4 too.
+    let covers = |w: std::net::IpAddr, o: std::net::IpAddr| {
+        w.is_unspecified() && (w.is_ipv6() || o.is_ipv4())
+    };
+    ia == ib || covers(ia, ib) || covers(ib, ia)
+}
+
+/// Checks `host:port` syntax (the host is resolved at connect time).
+fn check_host_port(s: &str) -> Result<(), String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} has no port"));
+    };
+    if host.is_empty() || host.contains(':') && !host.starts_with('[') {
+        return Err(format!("{s:?} is not a valid host:port"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{s:?} has an invalid port {port:?}")),
+        Ok(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "
+listeners:
+  - name: mqtts
+    listen: 127.0.0.1:8883
+    backend: 127.0.0.1:1883
+    tls:
+      certificates:
+        - cert: tls/server.pem
+          key: tls/server.key
+";
+
+    fn parse_str(text: &str) -> Result<ValidConfig, ConfigErrors> {
+        parse(Path::new("/etc/moat/moat.yaml"), text)
+    }
+
+    fn error_text(text: &str) -> String {
+        parse_str(text)
+            .expect_err("config should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let c = parse_str(MINIMAL).expect("valid");
+        let l = &c.config.listeners[0];
+        assert_eq!(l.timeouts.handshake.0, Duration::from_secs(10));
+        assert_eq!(l.timeouts.connect.0, Duration::from_secs(5));
+        assert_eq!(l.max_connections, 50_000);
+        assert_eq!(l.tls.client_auth.mode, ClientAuthMode::None);
+        assert!(l.tls.session_tickets);
+        assert_eq!(
+            l.tls.certificates[0].cert,
+            PathBuf::from("/etc/moat/tls/server.pem")
+        );
+        assert_eq!(c.config.shutdown.drain_timeout.0, Duration::from_secs(30));
+        assert_eq!(c.config.log.format, LogFormat::Text);
+        assert!(c.config.admin.is_none());
+    }
+
+    #[test]
+    fn issue_example_parses() {
+        let text = "
+admin:
+  listen: 127.0.0.1:9090
+log:
+  level: info
+  format: json
+listeners:
+  - name: mqtts
+    listen: 0.0.0.0:8883
+    backend: 127.0.0.1:1883
+    tls:
+      certificates:
+        - cert: tls/server-chain.pem
+          key: tls/server.key
+      min_version: \"1.2\"
+      cipher_suites: []
+      groups: []
+      client_auth:
+        mode: required
+        ca: tls/clients-ca.pem
+    timeouts: { handshake: 10s, connect: 5s }
+    max_connections: 50000
+";
+        let c = parse_str(text).expect("valid");
+        assert_eq!(c.config.log.format, LogFormat::Json);
+        assert_eq!(
+            c.config.listeners[0].tls.client_auth.ca.as_deref(),
+            Some(Path::new("/etc/moat/tls/clients-ca.pem"))
+        );
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_closest() {
+        let text = MINIMAL.replace("backend:", "backnd:");
+        let e = error_text(&text);
+        assert!(e.contains("/etc/moat/moat.yaml"), "{e}");
+        assert!(e.contains("listeners[0]"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+        assert!(e.contains("unknown field `backnd`"), "{e}");
+        assert!(e.contains("did you mean `backend`?"), "{e}");
+    }
+
+    #[test]
+    fn unknown_top_level_key_lists_valid_keys_when_nothing_is_close() {
+        let e = error_text(&format!("{MINIMAL}zzzzzzzzzz: 1\n"));
+        assert!(e.contains("valid keys here"), "{e}");
+        assert!(e.contains("listeners"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_field_and_form() {
+        let text = format!("{MINIMAL}    timeouts: {{ handshake: ten }}\n");
+        let e = error_text(&text);
+        assert!(e.contains("listeners[0].timeouts.handshake"), "{e}");
+        assert!(e.contains("like 10s"), "{e}");
+        let e = error_text(&format!("{MINIMAL}    timeouts: {{ connect: 5 }}\n"));
+        assert!(e.contains("listeners[0].timeouts.connect"), "{e}");
+        assert!(e.contains("write 5s"), "{e}");
+    }
+
+    #[test]
+    fn unquoted_version_is_accepted() {
+        let text = MINIMAL.replace(
+            "      certificates:",
+            "      min_version: 1.3\n      certificates:",
+        );
+        let c = parse_str(&text).expect("valid");
+        assert_eq!(c.policies[0].versions.len(), 1);
+    }
+
+    #[test]
+    fn old_version_is_refused_with_a_reason() {
+        let text = MINIMAL.replace(
+            "      certificates:",
+            "      min_version: \"1.0\"\n      certificates:",
+        );
+        let e = error_text(&text);
+        assert!(e.contains("listeners[0].tls.min_version"), "{e}");
+        assert!(e.contains("RFC 8996"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_names_and_addresses_are_refused() {
+        let text = format!(
+            "{MINIMAL}  - name: mqtts\n    listen: 0.0.0.0:8883\n    backend: b:1883\n    tls:\n      certificates:\n        - {{ cert: a, key: b }}\n"
+        );
+        let e = error_text(&text);
+        assert!(e.contains("listeners[1].name"), "{e}");
+        assert!(e.contains("already used by listeners[0]"), "{e}");
+        assert!(e.contains("listeners[1].listen"), "{e}");
+        assert!(e.contains("clashes with listeners[0]"), "{e}");
+    }
+
+    #[test]
+    fn address_clash_rules() {
+        let a = |s: &str| s.parse::<SocketAddr>().expect("addr");
+        assert!(addresses_clash(a("127.0.0.1:1"), a("127.0.0.1:1")));
+        assert!(addresses_clash(a("0.0.0.0:1"), a("127.0.0.1:1")));
+        assert!(addresses_clash(a("[::]:1"), a("127.0.0.1:1")));
+        assert!(!addresses_clash(a("0.0.0.0:1"), a("[::1]:1")));
+        assert!(!addresses_clash(a("127.0.0.1:1"), a("127.0.0.2:1")));
+        assert!(!addresses_clash(a("127.0.0.1:1"), a("127.0.0.1:2")));
+    }
+
+    #[test]
+    fn client_auth_needs_a_ca_and_a_ca_needs_a_mode() {
+        let text = format!("{MINIMAL}      client_auth: {{ mode: required }}\n");
+        let e = error_text(&text);
+        assert!(e.contains("tls.client_auth.ca"), "{e}");
+        assert!(e.contains("no CA bundle"), "{e}");
+
+        let text = format!("{MINIMAL}      client_auth: {{ ca: ca.pem }}\n");
+        let e = error_text(&text);
+        assert!(e.contains("would be ignored"), "{e}");
+    }
+
+    #[test]
+    fn bad_client_auth_mode_lists_variants() {
+        let text = format!("{MINIMAL}      client_auth: {{ mode: always, ca: x }}\n");
+        let e = error_text(&text);
+        assert!(e.contains("unknown variant `always`"), "{e}");
+        assert!(e.contains("required"), "{e}");
+    }
+
+    #[test]
+    fn backend_must_have_a_port() {
+        let e = error_text(&MINIMAL.replace("127.0.0.1:1883", "broker"));
+        assert!(e.contains("listeners[0].backend"), "{e}");
+        assert!(e.contains("has no port"), "{e}");
+        let ok = parse_str(&MINIMAL.replace("127.0.0.1:1883", "mosquitto.local:1883"));
+        assert!(ok.is_ok());
+        let ok = parse_str(&MINIMAL.replace("127.0.0.1:1883", "\"[::1]:1883\""));
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn several_problems_are_reported_together() {
+        let text = MINIMAL
+            .replace("name: mqtts", "name: \"bad name\"")
+            .replace("127.0.0.1:1883", "nohost");
+        let e = parse_str(&text).expect_err("refused");
+        assert_eq!(e.0.len(), 2, "{e}");
+    }
+
+    #[test]
+    fn empty_listeners_and_certificates_are_refused() {
+        let e = error_text("listeners: []\n");
+        assert!(e.contains("no listeners"), "{e}");
+        let text = "listeners:\n  - name: a\n    listen: 127.0.0.1:1\n    backend: h:1\n    tls: { certificates: [] }\n";
+        let e = error_text(text);
+        assert!(e.contains("listeners[0].tls.certificates"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = error_text("listeners: [\n");
+        assert!(e.contains("line 2"), "{e}");
+    }
+}

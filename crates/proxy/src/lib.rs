@@ -1,0 +1,20 @@
+//! moat: a TLS gateway for MQTT brokers.
+//!
+//! moat terminates TLS (and mutual TLS) in front of a plaintext broker such
+//! as Mosquitto, and relays bytes to it. See `docs/architecture.md` for the
+//! path of one connection and the role of each module.
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod backend;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod devcerts;
+pub mod listener;
+pub mod logging;
+pub mod metrics;
+pub mod relay;
+pub mod reload;
+pub mod server;
+pub mod tls;

@@ -1,0 +1,308 @@
+//! Prometheus metrics: their names, labels and help texts.
+//!
+//! All metrics live in one registry, rendered in the Prometheus text format
+//! by the admin endpoint. Names follow Prometheus conventions: a `moat_`
+//! prefix, base units, `_total` counters, `_timestamp_seconds` for absolute
+//! times. Labels are bounded: listener names, fixed reason and direction
+//! values; never a topic, a client id or an address.
+//!
+//! The connection path only touches pre-resolved handles
+//! ([`ListenerMetrics`]), so counting is an atomic add.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels: the listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// Listener name.
+    pub listener: String,
+}
+
+/// Labels: listener and a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Listener name.
+    pub listener: String,
+    /// A fixed reason value.
+    pub reason: String,
+}
+
+/// Labels of `moat_tls_handshakes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `success` or `failure`.
+    pub result: String,
+    /// Why it failed; empty for successes.
+    pub reason: String,
+}
+
+/// Labels of `moat_relayed_bytes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `client_to_backend` or `backend_to_client`.
+    pub direction: String,
+}
+
+/// Labels of `moat_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    rustls_provider: String,
+}
+
+/// Every metric moat exports.
+pub struct Metrics {
+    registry: Registry,
+    connections_active: Family<ListenerLabels, Gauge>,
+    connections: Family<ListenerLabels, Counter>,
+    connections_rejected: Family<ReasonLabels, Counter>,
+    handshakes: Family<HandshakeLabels, Counter>,
+    handshake_duration: Family<ListenerLabels, Histogram>,
+    sessions_resumed: Family<ListenerLabels, Counter>,
+    backend_connect_failures: Family<ListenerLabels, Counter>,
+    relayed_bytes: Family<DirectionLabels, Counter>,
+    ready: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn handshake_histogram() -> Histogram {
+    // 0.25 ms to about 8 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+impl Metrics {
+    /// Creates the registry with every metric family.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::default();
+        let connections_active = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "moat_connections_active",
+            "Client connections currently open (handshaking or relaying)",
+            connections_active.clone(),
+        );
+        let connections = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "moat_connections",
+            "Client connections accepted",
+            connections.clone(),
+        );
+        let connections_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "moat_connections_rejected",
+            "Client connections closed at once because a limit was reached",
+            connections_rejected.clone(),
+        );
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        registry.register(
+            "moat_tls_handshakes",
+            "TLS handshakes by result; failures carry a reason",
+            handshakes.clone(),
+        );
+        let handshake_duration = Family::<ListenerLabels, Histogram>::new_with_constructor(
+            handshake_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "moat_tls_handshake_duration_seconds",
+            "Time from accepting a connection to a completed TLS handshake",
+            handshake_duration.clone(),
+        );
+        let sessions_resumed = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "moat_tls_sessions_resumed",
+            "TLS handshakes that resumed an earlier session",
+            sessions_resumed.clone(),
+        );
+        let backend_connect_failures = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "moat_backend_connect_failures",
+            "Failed attempts to connect to the backend broker",
+            backend_connect_failures.clone(),
+        );
+        let relayed_bytes = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "moat_relayed_bytes",
+            "Plaintext bytes relayed between clients and the backend",
+            relayed_bytes.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "moat_ready",
+            "1 when every listener is bound and serving a certificate, else 0",
+            ready.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "moat_build_info",
+            "Build information; always 1",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                rustls_provider: "aws-lc-rs".to_string(),
+            })
+            .set(1);
+        Arc::new(Self {
+            registry,
+            connections_active,
+            connections,
+            connections_rejected,
+            handshakes,
+            handshake_duration,
+            sessions_resumed,
+            backend_connect_failures,
+            relayed_bytes,
+            ready,
+        })
+    }
+
+    /// Handles for one listener's hot path.
+    pub fn listener(self: &Arc<Self>, name: &str) -> ListenerMetrics {
+        let l = ListenerLabels {
+            listener: name.to_string(),
+        };
+        let dir = |d: &str| DirectionLabels {
+            listener: name.to_string(),
+            direction: d.to_string(),
+        };
+        let handshake_ok = HandshakeLabels {
+            listener: name.to_string(),
+            result: "success".to_string(),
+            reason: String::new(),
+        };
+        // get_or_create_owned: a borrowed handle would hold the family's lock.
+        let active = self.connections_active.get_or_create_owned(&l);
+        let accepted = self.connections.get_or_create_owned(&l);
+        let handshake_ok = self.handshakes.get_or_create_owned(&handshake_ok);
+        let handshake_duration = self.handshake_duration.get_or_create_owned(&l);
+        let resumed = self.sessions_resumed.get_or_create_owned(&l);
+        let backend_failures = self.backend_connect_failures.get_or_create_owned(&l);
+        let to_backend = self
+            .relayed_bytes
+            .get_or_create_owned(&dir("client_to_backend"));
+        let to_client = self
+            .relayed_bytes
+            .get_or_create_owned(&dir("backend_to_client"));
+        ListenerMetrics {
+            name: name.to_string(),
+            active,
+            accepted,
+            handshake_ok,
+            handshake_duration,
+            resumed,
+            backend_failures,
+            to_backend,
+            to_client,
+            all: self.clone(),
+        }
+    }
+
+    /// Sets `moat_ready`.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// Renders the registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The Content-Type of [`Metrics::render`]'s output.
+    pub const CONTENT_TYPE: &'static str =
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+}
+
+/// Pre-resolved metric handles for one listener.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    name: String,
+    /// `moat_connections_active`.
+    pub active: Gauge,
+    /// `moat_connections_total`.
+    pub accepted: Counter,
+    /// `moat_tls_handshakes_total{result="success"}`.
+    pub handshake_ok: Counter,
+    /// `moat_tls_handshake_duration_seconds`.
+    pub handshake_duration: Histogram,
+    /// `moat_tls_sessions_resumed_total`.
+    pub resumed: Counter,
+    /// `moat_backend_connect_failures_total`.
+    pub backend_failures: Counter,
+    /// `moat_relayed_bytes_total{direction="client_to_backend"}`.
+    pub to_backend: Counter,
+    /// `moat_relayed_bytes_total{direction="backend_to_client"}`.
+    pub to_client: Counter,
+    all: Arc<Metrics>,
+}
+
+impl ListenerMetrics {
+    /// Counts a failed handshake.
+    pub fn handshake_failed(&self, reason: &str) {
+        self.all
+            .handshakes
+            .get_or_create(&HandshakeLabels {
+                listener: self.name.clone(),
+                result: "failure".to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a connection refused by a limit.
+    pub fn rejected(&self, reason: &str) {
+        self.all
+            .connections_rejected
+            .get_or_create(&ReasonLabels {
+                listener: self.name.clone(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendering_follows_prometheus_naming() {
+        let m = Metrics::new();
+        let l = m.listener("mqtts");
+        l.accepted.inc();
+        l.handshake_failed("timeout");
+        l.to_backend.inc_by(10);
+        let text = m.render();
+        assert!(
+            text.contains("moat_connections_total{listener=\"mqtts\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("moat_tls_handshakes_total{listener=\"mqtts\",result=\"failure\",reason=\"timeout\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "moat_relayed_bytes_total{listener=\"mqtts\",direction=\"client_to_backend\"} 10"
+        ));
+        assert!(text.contains("moat_build_info{version="), "{text}");
+        assert!(text.contains("# TYPE moat_tls_handshake_duration_seconds histogram"));
+    }
+}

@@ -1,0 +1,339 @@
+//! Moving bytes between a device and the broker, both ways, until both sides
+//! are done.
+//!
+//! `tokio::io::copy_bidirectional` keeps two 8 KiB buffers for the whole
+//! life of a connection. An MQTT fleet is mostly idle connections, so that
+//! would pin 1.6 GB for 100k devices doing nothing. This relay holds a
+//! buffer only while data is moving: each direction first waits for the
+//! source to become readable with no buffer at all, then borrows one from a
+//! per-thread pool, reads and writes until the source would block, and
+//! gives the buffer back. An idle connection holds no relay buffer.
+//!
+//! Half-close is kept: when one side finishes sending (FIN, or TLS
+//! close_notify), the other side's write half is shut down, and the other
+//! direction carries on until it finishes too.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+/// Size of a relay buffer: one full TLS record of plaintext.
+pub const BUF_SIZE: usize = 16 * 1024;
+
+/// Buffers kept per worker thread for reuse.
+const POOL_PER_THREAD: usize = 64;
+
+// A per-thread free list. Buffers are borrowed only while bytes move, so a
+// few per thread serve any number of connections. No crate offers exactly a
+// lock-free, thread-local, capped free list of byte buffers without pulling
+// in a general object-pool abstraction, and this one is a dozen lines.
+thread_local! {
+    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_buffer() -> Box<[u8]> {
+    POOL.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
+}
+
+fn give_buffer(buf: Box<[u8]>) {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < POOL_PER_THREAD {
+            p.push(buf);
+        }
+    });
+}
+
+/// A source that can say "a read would make progress" without being handed
+/// a buffer.
+pub trait PollReadable {
+    /// Ready when a read is likely to return data, EOF or an error.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl PollReadable for TcpStream {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+impl PollReadable for TlsStream<TcpStream> {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (io, conn) = self.get_mut();
+        // rustls may already hold decrypted bytes, or a close_notify, from an
+        // earlier socket read; then there is nothing to wait for.
+        match conn.process_new_packets() {
+            Ok(state) if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() => {
+                return Poll::Ready(Ok(()))
+            }
+            Err(_) => return Poll::Ready(Ok(())),
+            Ok(_) => {}
+        }
+        io.poll_read_ready(cx)
+    }
+}
+
+/// One direction of the relay.
+struct Pump {
+    buf: Option<Box<[u8]>>,
+    pos: usize,
+    end: usize,
+    read_done: bool,
+    need_flush: bool,
+    done: bool,
+    bytes: u64,
+    counter: Counter,
+}
+
+impl Pump {
+    fn new(counter: Counter) -> Self {
+        Self {
+            buf: None,
+            pos: 0,
+            end: 0,
+            read_done: false,
+            need_flush: false,
+            done: false,
+            bytes: 0,
+            counter,
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some(b) = self.buf.take() {
+            give_buffer(b);
+        }
+    }
+
+    /// Flushes the writer if something was written since the last flush.
+    fn poll_flush_if_needed<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        w: &mut W,
+    ) -> Poll<io::Result<()>> {
+        if self.need_flush {
+            ready!(Pin::new(w).poll_flush(cx))?;
+            self.need_flush = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll<R, W>(&mut self, cx: &mut Context<'_>, r: &mut R, w: &mut W) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + PollReadable + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            // Write out what was read.
+            if let Some(buf) = &self.buf {
+                while self.pos < self.end {
+                    let n = ready!(Pin::new(&mut *w).poll_write(cx, &buf[self.pos..self.end]))?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    self.pos += n;
+                    self.bytes += n as u64;
+                    self.counter.inc_by(n as u64);
+                    self.need_flush = true;
+                }
+            }
+
+            if self.read_done {
+                self.release();
+                // Shutting down flushes first (and sends close_notify on TLS).
+                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+
+            if self.buf.is_none() {
+                match r.poll_readable(cx) {
+                    Poll::Pending => {
+                        ready!(self.poll_flush_if_needed(cx, w))?;
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => self.buf = Some(take_buffer()),
+                }
+            }
+
+            let Some(buf) = self.buf.as_mut() else {
+                continue;
+            };
+            let mut rb = ReadBuf::new(buf);
+            match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                Poll::Pending => {
+                    // Nothing more for now: give the buffer back while idle.
+                    self.release();
+                    ready!(self.poll_flush_if_needed(cx, w))?;
+                    return Poll::Pending;
+                }
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        self.read_done = true;
+                    } else {
+                        self.pos = 0;
+                        self.end = n;
+                    }
+                }
+                // A peer that closes TCP without TLS close_notify: MQTT is
+                // self-delimiting, so treat it as an ordinary end of stream.
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    self.read_done = true;
+                    self.pos = 0;
+                    self.end = 0;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Bytes moved by a finished relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// From the client to the backend.
+    pub to_backend: u64,
+    /// From the backend to the client.
+    pub to_client: u64,
+}
+
+/// The bidirectional relay future.
+pub struct Relay<'a, C, B> {
+    client: &'a mut C,
+    backend: &'a mut B,
+    up: Pump,
+    down: Pump,
+}
+
+/// Relays between `client` and `backend` until both directions have ended,
+/// or either fails. Byte counts go to the two counters as they move.
+pub fn relay<'a, C, B>(
+    client: &'a mut C,
+    backend: &'a mut B,
+    to_backend: Counter,
+    to_client: Counter,
+) -> Relay<'a, C, B>
+where
+    C: AsyncRead + AsyncWrite + PollReadable + Unpin,
+    B: AsyncRead + AsyncWrite + PollReadable + Unpin,
+{
+    Relay {
+        client,
+        backend,
+        up: Pump::new(to_backend),
+        down: Pump::new(to_client),
+    }
+}
+
+impl<C, B> Relay<'_, C, B> {
+    /// Bytes moved so far.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            to_backend: self.up.bytes,
+            to_client: self.down.bytes,
+        }
+    }
+}
+
+impl<C, B> Future for Relay<'_, C, B>
+where
+    C: AsyncRead + AsyncWrite + PollReadable + Unpin,
+    B: AsyncRead + AsyncWrite + PollReadable + Unpin,
+{
+    type Output = io::Result<Totals>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let up = this.up.poll(cx, this.client, this.backend)?;
+        let down = this.down.poll(cx, this.backend, this.client)?;
+        if up.is_ready() && down.is_ready() {
+            Poll::Ready(Ok(this.totals()))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+        (a.expect("connect"), b.expect("accept").0)
+    }
+
+    #[tokio::test]
+    async fn relays_both_ways_with_half_close() {
+        // client_end <-> [a | relay | b] <-> backend_end
+        let (mut client_end, mut a) = pair().await;
+        let (mut b, mut backend_end) = pair().await;
+        let up = Counter::default();
+        let down = Counter::default();
+        let (u, d) = (up.clone(), down.clone());
+        let task = tokio::spawn(async move { relay(&mut a, &mut b, u, d).await });
+
+        let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        client_end.write_all(&big).await.expect("write");
+        client_end.shutdown().await.expect("half-close");
+        let mut got = Vec::new();
+        backend_end
+            .read_to_end(&mut got)
+            .await
+            .expect("backend reads to EOF");
+        assert_eq!(got, big);
+
+        // The other direction still works after the client's half-close.
+        backend_end.write_all(b"connack").await.expect("write back");
+        backend_end.shutdown().await.expect("close");
+        let mut back = Vec::new();
+        client_end
+            .read_to_end(&mut back)
+            .await
+            .expect("client reads");
+        assert_eq!(back, b"connack");
+
+        let totals = task.await.expect("join").expect("relay ok");
+        assert_eq!(totals.to_backend, big.len() as u64);
+        assert_eq!(totals.to_client, 7);
+        assert_eq!(up.get(), big.len() as u64);
+        assert_eq!(down.get(), 7);
+    }
+
+    #[tokio::test]
+    async fn idle_relay_holds_no_buffer() {
+        let (_client_end, mut a) = pair().await;
+        let (mut b, _backend_end) = pair().await;
+        let mut r = relay(&mut a, &mut b, Counter::default(), Counter::default());
+        let polled = futures_poll_once(&mut r).await;
+        assert!(polled.is_pending());
+        assert!(r.up.buf.is_none() && r.down.buf.is_none());
+    }
+
+    async fn futures_poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx))).await
+    }
+}

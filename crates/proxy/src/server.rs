@@ -1,0 +1,218 @@
+//! The running gateway: start-up, signals and graceful shutdown.
+//!
+//! Start-up loads everything a listener needs before binding anything, so a
+//! bad certificate fails the start with exit code 2 and nothing half-open.
+//! Then it binds every listener and the admin endpoint, and only when all
+//! are bound and serving a certificate does `/readyz` turn ready.
+//!
+//! SIGTERM or SIGINT stops accepting at once, marks the process not ready,
+//! and lets live connections finish for up to `shutdown.drain_timeout`;
+//! whatever is still open then is closed, and the process exits 0. A second
+//! signal during the drain ends it at once. SIGHUP reloads certificates.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState, Health};
+use crate::backend::Backend;
+use crate::config::ValidConfig;
+use crate::listener::{self, ListenerShared};
+use crate::metrics::Metrics;
+use crate::reload;
+use crate::tls::certs::CertError;
+use crate::tls::{self, ListenerTls, Resumption};
+
+/// Why the gateway stopped with an error: something at run time failed,
+/// such as binding a port (exit code 1).
+#[derive(Debug)]
+pub struct RunError(pub String);
+
+/// A listener's TLS state, built and checked, before anything is bound.
+pub struct Prepared {
+    /// The TLS state of each listener, in configuration order.
+    pub tls: Vec<ListenerTls>,
+    /// Each listener's resumption keys.
+    pub resumption: Vec<Resumption>,
+}
+
+/// Loads every certificate and key of every listener. Reports all
+/// problems, not just the first.
+pub fn prepare(config: &ValidConfig) -> Result<Prepared, Vec<CertError>> {
+    let now = SystemTime::now();
+    let mut errors = Vec::new();
+    let mut states = Vec::new();
+    let mut resumptions = Vec::new();
+    for (l, policy) in config.listeners() {
+        let resumption = match Resumption::new() {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(CertError {
+                    file: config.path.clone(),
+                    message: format!(
+                        "listener {:?}: cannot create session ticket keys: {e}",
+                        l.name
+                    ),
+                    hint: "this is a bug or a broken system random source; please report it".into(),
+                });
+                continue;
+            }
+        };
+        match tls::build(l, policy, Some(&resumption), now) {
+            Ok(s) => {
+                states.push(s);
+                resumptions.push(resumption);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Prepared {
+            tls: states,
+            resumption: resumptions,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// Runs the gateway until a shutdown signal and the drain are over.
+pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError> {
+    let metrics = Metrics::new();
+    let health = Arc::new(Health::default());
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    // Bind everything first; fail before serving anything if a port is taken.
+    let mut bound = Vec::new();
+    let listeners = config
+        .listeners()
+        .zip(prepared.tls)
+        .zip(prepared.resumption);
+    for (((l, policy), state), resumption) in listeners {
+        let socket = listener::bind(l.listen, l.backlog).map_err(|e| {
+            RunError(format!(
+                "listener {:?}: cannot listen on {}: {e}{}",
+                l.name,
+                l.listen,
+                bind_hint(&e)
+            ))
+        })?;
+        let shared = Arc::new(ListenerShared {
+            config: l.clone(),
+            tls: ArcSwap::from_pointee(state),
+            backend: Backend::parse(&l.backend),
+            slots: Arc::new(Semaphore::new(l.max_connections)),
+            metrics: metrics.listener(&l.name),
+            policy: policy.clone(),
+            resumption,
+        });
+        bound.push((socket, shared));
+    }
+    let admin_socket = match &config.config.admin {
+        Some(a) => Some(listener::bind(a.listen, 128).map_err(|e| {
+            RunError(format!(
+                "admin: cannot listen on {}: {e}{}",
+                a.listen,
+                bind_hint(&e)
+            ))
+        })?),
+        None => None,
+    };
+
+    let mut shareds = Vec::new();
+    for (socket, shared) in bound {
+        let tls = shared.tls.load();
+        let leaf = tls.certs[0].leaf();
+        info!(
+            listener = %shared.config.name,
+            address = %shared.config.listen,
+            backend = %shared.backend,
+            certificate = %leaf.subject,
+            not_after = %leaf.not_after_rfc3339(),
+            client_auth = %shared.config.tls.client_auth.mode,
+            "listening"
+        );
+        drop(tls);
+        shareds.push(shared.clone());
+        tokio::spawn(listener::accept_loop(
+            socket,
+            shared,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
+    if let Some(socket) = admin_socket {
+        let state = Arc::new(AdminState {
+            health: health.clone(),
+            metrics: metrics.clone(),
+        });
+        tokio::spawn(admin::serve(socket, state, shutdown.clone()));
+    }
+    health.set_ready(true);
+    metrics.set_ready(true);
+    info!("ready");
+
+    let (mut term, mut int, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+        _ => return Err(RunError("cannot install signal handlers".into())),
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { info!(signal = "SIGTERM", "shutting down"); break; }
+            _ = int.recv() => { info!(signal = "SIGINT", "shutting down"); break; }
+            _ = hup.recv() => reload::reload_all(&shareds, "SIGHUP"),
+        }
+    }
+
+    // Drain.
+    health.set_ready(false);
+    metrics.set_ready(false);
+    shutdown.cancel();
+    tracker.close();
+    let open = tracker.len();
+    let deadline = config.config.shutdown.drain_timeout.0;
+    if open > 0 {
+        info!(
+            connections = open,
+            deadline = %humantime::format_duration(deadline),
+            "draining live connections"
+        );
+    }
+    tokio::select! {
+        _ = tracker.wait() => info!("all connections finished"),
+        _ = tokio::time::sleep(deadline) => warn!(
+            connections = tracker.len(),
+            "drain deadline reached; closing the remaining connections"
+        ),
+        _ = term.recv() => warn!(connections = tracker.len(), "second signal; closing the remaining connections now"),
+        _ = int.recv() => warn!(connections = tracker.len(), "second signal; closing the remaining connections now"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn bind_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "\n  hint: another process uses this port (find it with `ss -ltnp`), or another listener in this file does"
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "\n  hint: ports below 1024 need root or CAP_NET_BIND_SERVICE"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "\n  hint: this machine has no such address; use 0.0.0.0 or one of its own addresses"
+        }
+        _ => "",
+    }
+}

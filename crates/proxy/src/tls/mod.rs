@@ -1,0 +1,122 @@
+//! TLS for one listener: everything a handshake needs, built as one value.
+//!
+//! [`ListenerTls`] bundles the rustls `ServerConfig` with the certificates
+//! and client CAs it was built from. A listener holds the current one in an
+//! `ArcSwap`; a reload builds a complete new one off to the side and swaps
+//! it in, so handshakes never see a half-updated state. The session ticketer
+//! is created once per listener and carried across reloads, so devices keep
+//! resuming after a certificate rotation.
+
+pub mod certs;
+pub mod client_auth;
+pub mod policy;
+pub mod resolver;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::server::{
+    NoServerSessionStorage, ProducesTickets, ServerSessionMemoryCache, StoresServerSessions,
+};
+use rustls::ServerConfig;
+
+use crate::config::ListenerConfig;
+use certs::{CertError, CertInfo, LoadedCert};
+use policy::TlsPolicy;
+
+/// Number of TLS 1.2 session IDs remembered per listener.
+const SESSION_CACHE_SIZE: usize = 4096;
+
+/// The complete TLS state of a listener at one point in time.
+pub struct ListenerTls {
+    /// What handshakes use.
+    pub server_config: Arc<ServerConfig>,
+    /// The served certificates, in configuration order.
+    pub certs: Vec<LoadedCert>,
+    /// The client CA bundle (empty without mutual TLS).
+    pub client_cas: Vec<CertInfo>,
+    /// The client CA bundle file, if any.
+    pub client_ca_path: Option<PathBuf>,
+    /// When this state was built.
+    pub loaded_at: SystemTime,
+}
+
+impl std::fmt::Debug for ListenerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerTls")
+            .field("certs", &self.certs)
+            .field("client_cas", &self.client_cas.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What lets devices resume sessions: the ticket keys (TLS 1.3 and 1.2) and
+/// the TLS 1.2 session-ID cache. Created once per listener and kept across
+/// certificate reloads.
+#[derive(Clone)]
+pub struct Resumption {
+    ticketer: Arc<dyn ProducesTickets>,
+    cache: Arc<dyn StoresServerSessions>,
+}
+
+impl Resumption {
+    /// Fresh ticket keys (rotating, AEAD) and an empty session cache.
+    pub fn new() -> Result<Self, rustls::Error> {
+        Ok(Self {
+            ticketer: rustls::crypto::aws_lc_rs::Ticketer::new()?,
+            cache: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
+        })
+    }
+}
+
+/// Reads every file a listener's TLS settings name and builds its state.
+pub fn build(
+    listener: &ListenerConfig,
+    policy: &TlsPolicy,
+    resumption: Option<&Resumption>,
+    now: SystemTime,
+) -> Result<ListenerTls, CertError> {
+    let mut loaded = Vec::with_capacity(listener.tls.certificates.len());
+    for c in &listener.tls.certificates {
+        loaded.push(certs::load(&c.cert, &c.key, &policy.provider, now)?);
+    }
+    let client_auth = client_auth::build(&listener.tls.client_auth, &policy.provider)?;
+
+    let builder = ServerConfig::builder_with_provider(policy.provider.clone())
+        .with_protocol_versions(&policy.versions)
+        .map_err(|e| CertError {
+            file: PathBuf::from(&listener.name),
+            message: format!("TLS policy is inconsistent: {e}"),
+            hint: "check min_version, cipher_suites and groups".into(),
+        })?;
+    let builder = match &client_auth.verifier {
+        Some(v) => builder.with_client_cert_verifier(v.clone()),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(resolver::SniResolver::new(&loaded)));
+    config.alpn_protocols = listener
+        .tls
+        .alpn
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    match (listener.tls.session_tickets, resumption) {
+        (true, Some(r)) => {
+            config.ticketer = r.ticketer.clone();
+            config.session_storage = r.cache.clone();
+            config.send_tls13_tickets = 2;
+        }
+        _ => {
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+    }
+    Ok(ListenerTls {
+        server_config: Arc::new(config),
+        certs: loaded,
+        client_cas: client_auth.cas,
+        client_ca_path: listener.tls.client_auth.ca.clone(),
+        loaded_at: now,
+    })
+}
