@@ -263,6 +263,30 @@ async fn handle(
     }
 }
 
+/// Every value `reason` can take on `moat_tls_handshakes_total`; the series
+/// exist at zero from the start so that rate() and alerts see them.
+pub const HANDSHAKE_FAILURE_REASONS: &[&str] = &[
+    "timeout",
+    "no_client_certificate",
+    "bad_client_certificate",
+    "client_alert",
+    "no_shared_cipher",
+    "no_shared_group",
+    "no_shared_signature_scheme",
+    "protocol_version",
+    "incompatible_client",
+    "not_tls",
+    "protocol_error",
+    "no_application_protocol",
+    "other",
+    "client_closed",
+    "client_reset",
+    "io_error",
+];
+
+/// Every value `reason` can take on `moat_connections_rejected_total`.
+pub const REJECT_REASONS: &[&str] = &["max_connections", "resource_exhaustion"];
+
 /// A short, bounded reason for a failed handshake, for the metric label.
 pub fn handshake_failure_reason(e: &io::Error) -> &'static str {
     use rustls::{Error as E, PeerIncompatible as P};
@@ -275,10 +299,13 @@ pub fn handshake_failure_reason(e: &io::Error) -> &'static str {
             P::NoCipherSuitesInCommon => "no_shared_cipher",
             P::NoKxGroupsInCommon => "no_shared_group",
             P::NoSignatureSchemesInCommon => "no_shared_signature_scheme",
+            // A hello without signature_algorithms comes from a client that
+            // speaks only TLS 1.0 or 1.1.
             P::Tls12NotOffered
             | P::Tls12NotOfferedOrEnabled
             | P::Tls13RequiredForQuic
-            | P::SupportedVersionsExtensionRequired => "protocol_version",
+            | P::SupportedVersionsExtensionRequired
+            | P::SignatureAlgorithmsExtensionRequired => "protocol_version",
             _ => "incompatible_client",
         },
         Some(E::InvalidMessage(_)) => "not_tls",

@@ -172,8 +172,14 @@ impl Metrics {
         })
     }
 
-    /// Handles for one listener's hot path.
-    pub fn listener(self: &Arc<Self>, name: &str) -> ListenerMetrics {
+    /// Handles for one listener's hot path. The failure and rejection
+    /// series for every known reason are created at zero.
+    pub fn listener(
+        self: &Arc<Self>,
+        name: &str,
+        failure_reasons: &[&str],
+        reject_reasons: &[&str],
+    ) -> ListenerMetrics {
         let l = ListenerLabels {
             listener: name.to_string(),
         };
@@ -199,7 +205,7 @@ impl Metrics {
         let to_client = self
             .relayed_bytes
             .get_or_create_owned(&dir("backend_to_client"));
-        ListenerMetrics {
+        let m = ListenerMetrics {
             name: name.to_string(),
             active,
             accepted,
@@ -210,7 +216,14 @@ impl Metrics {
             to_backend,
             to_client,
             all: self.clone(),
+        };
+        for r in failure_reasons {
+            m.handshake_failures(r);
         }
+        for r in reject_reasons {
+            m.rejections(r);
+        }
+        m
     }
 
     /// Sets `moat_ready`.
@@ -255,27 +268,31 @@ pub struct ListenerMetrics {
 }
 
 impl ListenerMetrics {
-    /// Counts a failed handshake.
-    pub fn handshake_failed(&self, reason: &str) {
+    fn handshake_failures(&self, reason: &str) -> Counter {
+        self.all.handshakes.get_or_create_owned(&HandshakeLabels {
+            listener: self.name.clone(),
+            result: "failure".to_string(),
+            reason: reason.to_string(),
+        })
+    }
+
+    fn rejections(&self, reason: &str) -> Counter {
         self.all
-            .handshakes
-            .get_or_create(&HandshakeLabels {
+            .connections_rejected
+            .get_or_create_owned(&ReasonLabels {
                 listener: self.name.clone(),
-                result: "failure".to_string(),
                 reason: reason.to_string(),
             })
-            .inc();
+    }
+
+    /// Counts a failed handshake.
+    pub fn handshake_failed(&self, reason: &str) {
+        self.handshake_failures(reason).inc();
     }
 
     /// Counts a connection refused by a limit.
     pub fn rejected(&self, reason: &str) {
-        self.all
-            .connections_rejected
-            .get_or_create(&ReasonLabels {
-                listener: self.name.clone(),
-                reason: reason.to_string(),
-            })
-            .inc();
+        self.rejections(reason).inc();
     }
 }
 
@@ -286,7 +303,7 @@ mod tests {
     #[test]
     fn rendering_follows_prometheus_naming() {
         let m = Metrics::new();
-        let l = m.listener("mqtts");
+        let l = m.listener("mqtts", &["timeout", "other"], &["max_connections"]);
         l.accepted.inc();
         l.handshake_failed("timeout");
         l.to_backend.inc_by(10);
@@ -304,5 +321,13 @@ mod tests {
         ));
         assert!(text.contains("moat_build_info{version="), "{text}");
         assert!(text.contains("# TYPE moat_tls_handshake_duration_seconds histogram"));
+        // Known reasons exist at zero before anything happens.
+        assert!(text.contains("reason=\"other\"} 0"), "{text}");
+        assert!(
+            text.contains(
+                "moat_connections_rejected_total{listener=\"mqtts\",reason=\"max_connections\"} 0"
+            ),
+            "{text}"
+        );
     }
 }

@@ -87,6 +87,7 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
+    let admin_shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
     // Bind everything first; fail before serving anything if a port is taken.
@@ -109,7 +110,11 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
             tls: ArcSwap::from_pointee(state),
             backend: Backend::parse(&l.backend),
             slots: Arc::new(Semaphore::new(l.max_connections)),
-            metrics: metrics.listener(&l.name),
+            metrics: metrics.listener(
+                &l.name,
+                listener::HANDSHAKE_FAILURE_REASONS,
+                listener::REJECT_REASONS,
+            ),
             policy: policy.clone(),
             resumption,
         });
@@ -153,7 +158,9 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
             health: health.clone(),
             metrics: metrics.clone(),
         });
-        tokio::spawn(admin::serve(socket, state, shutdown.clone()));
+        // The admin endpoint outlives the listeners, so that /readyz reports
+        // the drain and /metrics stays scrapeable until the end.
+        tokio::spawn(admin::serve(socket, state, admin_shutdown.clone()));
     }
     health.set_ready(true);
     metrics.set_ready(true);
@@ -198,6 +205,7 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
         _ = term.recv() => warn!(connections = tracker.len(), "second signal; closing the remaining connections now"),
         _ = int.recv() => warn!(connections = tracker.len(), "second signal; closing the remaining connections now"),
     }
+    admin_shutdown.cancel();
     info!("stopped");
     Ok(())
 }

@@ -1,0 +1,325 @@
+//! Long-running processes under test: Mosquitto and moat.
+//!
+//! Each is started on free loopback ports, waited for until it serves, and
+//! killed when the test ends (also when it panics).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{free_port, moat_bin, port_open, require, wait_until};
+
+/// How long a process may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A real Mosquitto broker on 127.0.0.1.
+pub struct Mosquitto {
+    child: Child,
+    /// Its plaintext port.
+    pub port: u16,
+    /// Its log file.
+    pub log: PathBuf,
+    conf: PathBuf,
+}
+
+impl Mosquitto {
+    /// Starts a broker that allows anonymous clients.
+    pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "")
+    }
+
+    /// Starts a broker with extra configuration lines.
+    pub fn start_with(dir: &Path, extra: &str) -> Self {
+        Self::start_on(dir, free_port(), extra)
+    }
+
+    /// Starts a broker on a given port.
+    pub fn start_on(dir: &Path, port: u16, extra: &str) -> Self {
+        require("mosquitto", "mosquitto");
+        let conf = dir.join(format!("mosquitto-{port}.conf"));
+        let log = dir.join(format!("mosquitto-{port}.log"));
+        let mut text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest file {}\nlog_type all\nuser root\n",
+            log.display()
+        );
+        text.push_str(extra);
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        let m = Self {
+            child,
+            port,
+            log,
+            conf,
+        };
+        assert!(
+            wait_until(START_TIMEOUT, || port_open(port)),
+            "mosquitto did not start on port {port}; log: {}",
+            m.logs()
+        );
+        m
+    }
+
+    /// Its log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the broker (for backend-failure tests).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same configuration.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("restart mosquitto");
+        let port = self.port;
+        assert!(
+            wait_until(START_TIMEOUT, || port_open(port)),
+            "mosquitto did not restart"
+        );
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A running `moat` process.
+pub struct Moat {
+    child: Child,
+    /// The configuration file.
+    pub config: PathBuf,
+    /// Where its standard error (the log) goes.
+    pub log: PathBuf,
+    /// The admin port, when the configuration has one.
+    pub admin: Option<u16>,
+}
+
+/// The result of a moat command that ran to completion.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit code (None if killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `moat <args>` to completion (bounded to 30 s).
+pub fn moat_cmd(args: &[&str]) -> Finished {
+    let mut child = Command::new(moat_bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run moat");
+    let start = Instant::now();
+    loop {
+        if let Some(_status) = child.try_wait().expect("wait") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("moat {args:?} did not finish within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    Finished {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Writes `yaml` to `dir/<name>` and runs `moat check` on it.
+pub fn moat_check(dir: &Path, name: &str, yaml: &str) -> Finished {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write config");
+    moat_cmd(&["check", "--config", path.to_str().expect("utf-8 path")])
+}
+
+impl Moat {
+    /// Writes `yaml` to `dir/moat.yaml`, starts `moat run`, and waits until
+    /// it logs that it is ready. `admin` names the admin port the YAML uses,
+    /// if any, for [`Moat::get`].
+    pub fn start(dir: &Path, yaml: &str, admin: Option<u16>) -> Self {
+        let m = Self::spawn(dir, "moat.yaml", yaml, admin);
+        let ready = wait_until(START_TIMEOUT, || m.logs().contains(" ready") || m.exited());
+        assert!(
+            ready && !m.logs_exited(),
+            "moat did not become ready; log:\n{}",
+            m.logs()
+        );
+        m
+    }
+
+    /// Starts `moat run` without waiting.
+    pub fn spawn(dir: &Path, name: &str, yaml: &str, admin: Option<u16>) -> Self {
+        let config = dir.join(name);
+        std::fs::write(&config, yaml).expect("write config");
+        Self::spawn_config(&config, admin, &[])
+    }
+
+    /// Starts `moat run --config <config>` with extra environment.
+    pub fn spawn_config(config: &Path, admin: Option<u16>, env: &[(&str, &str)]) -> Self {
+        let log = config.with_extension("log");
+        let log_file = std::fs::File::create(&log).expect("create log");
+        let mut cmd = Command::new(moat_bin());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .env_remove("RUST_LOG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start moat");
+        Self {
+            child,
+            config: config.to_path_buf(),
+            log,
+            admin,
+        }
+    }
+
+    fn exited(&self) -> bool {
+        // try_wait needs &mut; peek through /proc instead.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()));
+        match stat {
+            Ok(s) => s.split(' ').nth(2) == Some("Z"),
+            Err(_) => true,
+        }
+    }
+
+    fn logs_exited(&self) -> bool {
+        self.exited()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.logs().contains(needle))
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `HUP`).
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GETs a path on the admin endpoint: (status code, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        let port = self.admin.expect("this moat has no admin port");
+        http_request(port, "GET", path).expect("admin request")
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics");
+        assert_eq!(code, 200, "GET /metrics failed: {body}");
+        body
+    }
+
+    /// The value of one metric series, matched by name and a label
+    /// substring (e.g. `reason="timeout"`); 0 when absent.
+    pub fn metric(&self, name: &str, labels: &str) -> f64 {
+        metric_value(&self.metrics(), name, labels)
+    }
+}
+
+impl Drop for Moat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sums the samples in Prometheus text whose name is `name` and whose
+/// labels contain every comma-separated part of `labels`; 0 when none.
+pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
+    let parts: Vec<&str> = labels.split(',').filter(|p| !p.is_empty()).collect();
+    let mut sum = 0.0;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let series_name = series.split('{').next().unwrap_or("");
+        if series_name == name && parts.iter().all(|p| series.contains(p)) {
+            sum += value.parse().unwrap_or(f64::NAN);
+        }
+    }
+    sum
+}
+
+/// A minimal HTTP/1.1 request to 127.0.0.1:`port` (the admin endpoint).
+pub fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
