@@ -345,8 +345,7 @@ impl RustlsConn {
     ) -> std::io::Result<Self> {
         let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let mut conn =
-            rustls::ClientConnection::new(cfg, name).map_err(std::io::Error::other)?;
+        let mut conn = rustls::ClientConnection::new(cfg, name).map_err(std::io::Error::other)?;
         let mut sock = TcpStream::connect(("127.0.0.1", port))?;
         sock.set_read_timeout(Some(Duration::from_secs(10)))?;
         while conn.is_handshaking() {
