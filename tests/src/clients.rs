@@ -387,3 +387,32 @@ pub fn mqtt_connect_v311(client_id: &str) -> Vec<u8> {
     p.extend(body);
     p
 }
+
+/// The serial number (upper-case hex, as openssl prints it) of the
+/// certificate served on 127.0.0.1:`port` for `server_name`, or an empty
+/// string when the handshake fails.
+pub fn served_serial(port: u16, server_name: &str) -> String {
+    let script = format!(
+        "timeout 10 openssl s_client -connect 127.0.0.1:{port} -servername {server_name} </dev/null 2>/dev/null | openssl x509 -noout -serial 2>/dev/null"
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run openssl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string()
+}
+
+/// Normalises a hex serial for comparison: lower case, no leading zeros.
+pub fn norm_serial(s: &str) -> String {
+    let t = s.trim().to_ascii_lowercase().replace(':', "");
+    let t = t.trim_start_matches('0');
+    if t.is_empty() {
+        "0".into()
+    } else {
+        t.to_string()
+    }
+}

@@ -371,3 +371,14 @@ pub fn openssl_issue(
         cert_pem,
     }
 }
+
+/// Puts `new`'s certificate and key in place of `cert` and `key` the way
+/// careful tools do: write a temporary file beside each, then rename it
+/// over the old one (certificate first, then key).
+pub fn replace_atomically(new: &CertFiles, cert: &Path, key: &Path) {
+    for (from, to) in [(&new.cert, cert), (&new.key, key)] {
+        let tmp = to.with_extension("tmp-new");
+        std::fs::copy(from, &tmp).expect("copy to temporary file");
+        std::fs::rename(&tmp, to).expect("rename into place");
+    }
+}

@@ -323,3 +323,57 @@ pub fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<(u16
         .unwrap_or_default();
     Ok((code, body))
 }
+
+/// Any other long-running peer (pebble, an OCSP responder...), with its
+/// output in a log file, killed when dropped.
+pub struct Daemon {
+    child: Child,
+    /// Its combined output.
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `program args...` with extra environment, logging to
+    /// `dir/<name>.log`.
+    pub fn start(
+        dir: &Path,
+        name: &str,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("create log");
+        let err = out.try_clone().expect("clone");
+        let mut cmd = Command::new(program);
+        cmd.args(args).stdout(out).stderr(err).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        Self { child, log }
+    }
+
+    /// Its output so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until it accepts connections on `port`.
+    pub fn wait_port(&self, port: u16) {
+        assert!(
+            wait_until(START_TIMEOUT, || port_open(port)),
+            "peer did not open port {port}; output:\n{}",
+            self.logs()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -58,6 +58,11 @@ fn health_readiness_and_metrics_that_promtool_accepts() {
         "moat_connections_rejected_total",
         "moat_ready",
         "moat_build_info",
+        "moat_certificate_not_after_timestamp_seconds",
+        "moat_certificate_not_before_timestamp_seconds",
+        "moat_certificate_reloads_total",
+        "moat_certificate_last_reload_success_timestamp_seconds",
+        "moat_certificate_reload_pending",
     ] {
         assert!(
             text.contains(&format!("# TYPE {}", name.trim_end_matches("_bucket")))
@@ -67,6 +72,22 @@ fn health_readiness_and_metrics_that_promtool_accepts() {
     }
     assert!(text.contains("moat_tls_handshakes_total{listener=\"mqtts\",result=\"failure\",reason=\"protocol_version\"} 1"), "{text}");
     assert_eq!(metric_value(&text, "moat_ready", ""), 1.0);
+    let not_after = metric_value(
+        &text,
+        "moat_certificate_not_after_timestamp_seconds",
+        "role=\"leaf\",subject=\"CN=localhost\"",
+    );
+    assert_eq!(not_after, 2051222400.0, "2035-01-01T00:00:00Z:\n{text}");
+    let loaded = metric_value(
+        &text,
+        "moat_certificate_last_reload_success_timestamp_seconds",
+        "listener=\"mqtts\"",
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(loaded > now - 120.0 && loaded <= now, "{loaded} vs {now}");
 
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])

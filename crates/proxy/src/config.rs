@@ -151,6 +151,9 @@ pub struct Config {
     /// Development conveniences (the quickstart's generated certificates).
     #[serde(default)]
     pub development: DevelopmentConfig,
+    /// Certificate reloading.
+    #[serde(default)]
+    pub reload: ReloadConfig,
     /// The TLS listeners.
     pub listeners: Vec<ListenerConfig>,
 }
@@ -219,6 +222,42 @@ impl Default for ShutdownConfig {
 
 fn default_drain_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
+}
+
+/// How certificate changes are noticed. SIGHUP and `POST /reload` always
+/// work.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the directories of every configured file for changes.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// Quiet time after the last file event before reloading, so that a
+    /// certificate and key written one after the other load together.
+    #[serde(default = "default_debounce")]
+    pub debounce: HumanDuration,
+    /// Also compare file contents this often, for filesystems without
+    /// change events; `0s` turns it off.
+    #[serde(default = "default_check_interval")]
+    pub check_interval: HumanDuration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce: default_debounce(),
+            check_interval: default_check_interval(),
+        }
+    }
+}
+
+fn default_debounce() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
+}
+
+fn default_check_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 /// Development conveniences. Never use these in production.
@@ -527,6 +566,24 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
         );
     }
 
+    if config.reload.debounce.0 > Duration::from_secs(60) {
+        errors.push(
+            ConfigError::at(path, "reload.debounce", "must be at most 60s")
+                .hint("a long debounce delays every certificate rotation; 500ms is the default"),
+        );
+    }
+    let interval = config.reload.check_interval.0;
+    if !interval.is_zero() && interval < Duration::from_secs(1) {
+        errors.push(
+            ConfigError::at(
+                path,
+                "reload.check_interval",
+                "must be 0s (off) or at least 1s",
+            )
+            .hint("the check reads every certificate file; 60s is the default"),
+        );
+    }
+
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, l) in config.listeners.iter().enumerate() {
         let at = |field: &str| format!("listeners[{i}].{field}");
@@ -747,6 +804,9 @@ listeners:
             PathBuf::from("/etc/moat/tls/server.pem")
         );
         assert_eq!(c.config.shutdown.drain_timeout.0, Duration::from_secs(30));
+        assert!(c.config.reload.watch);
+        assert_eq!(c.config.reload.debounce.0, Duration::from_millis(500));
+        assert_eq!(c.config.reload.check_interval.0, Duration::from_secs(60));
         assert_eq!(c.config.log.format, LogFormat::Text);
         assert!(c.config.admin.is_none());
     }

@@ -32,10 +32,11 @@ use crate::backend::Backend;
 use crate::config::ListenerConfig;
 use crate::metrics::ListenerMetrics;
 use crate::relay::relay;
+use crate::reload::ReloadState;
 use crate::tls::client_auth::PeerIdentity;
 use crate::tls::policy::suite_name;
 use crate::tls::policy::TlsPolicy;
-use crate::tls::{ListenerTls, Resumption};
+use crate::tls::ListenerTls;
 
 /// How long a failing backend connection waits for the TLS close_notify to
 /// reach the client.
@@ -58,8 +59,8 @@ pub struct ListenerShared {
     pub metrics: ListenerMetrics,
     /// The TLS policy (fixed for the life of the process).
     pub policy: TlsPolicy,
-    /// Session resumption keys, kept across reloads.
-    pub resumption: Resumption,
+    /// Reload bookkeeping (resumption keys, last failure, metric series).
+    pub reload: std::sync::Mutex<ReloadState>,
 }
 
 /// Binds a listening socket with the configured backlog.

@@ -54,6 +54,30 @@ pub struct DirectionLabels {
     pub direction: String,
 }
 
+/// Labels of the certificate validity gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The file the certificate comes from.
+    pub certificate: String,
+    /// `leaf`, `chain` (an intermediate served with the leaf) or `client_ca`.
+    pub role: String,
+    /// Subject distinguished name.
+    pub subject: String,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+}
+
+/// Labels of `moat_certificate_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `success`, `failure` or `unchanged`.
+    pub result: String,
+}
+
 /// Labels of `moat_build_info`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
@@ -73,6 +97,11 @@ pub struct Metrics {
     backend_connect_failures: Family<ListenerLabels, Counter>,
     relayed_bytes: Family<DirectionLabels, Counter>,
     ready: Gauge,
+    cert_not_after: Family<CertLabels, Gauge>,
+    cert_not_before: Family<CertLabels, Gauge>,
+    reloads: Family<ResultLabels, Counter>,
+    last_reload_success: Family<ListenerLabels, Gauge>,
+    reload_pending: Family<ListenerLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -146,6 +175,36 @@ impl Metrics {
             "1 when every listener is bound and serving a certificate, else 0",
             ready.clone(),
         );
+        let cert_not_after = Family::<CertLabels, Gauge>::default();
+        registry.register(
+            "moat_certificate_not_after_timestamp_seconds",
+            "End of validity of each served certificate and client CA certificate (stays after expiry)",
+            cert_not_after.clone(),
+        );
+        let cert_not_before = Family::<CertLabels, Gauge>::default();
+        registry.register(
+            "moat_certificate_not_before_timestamp_seconds",
+            "Start of validity of each served certificate and client CA certificate",
+            cert_not_before.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "moat_certificate_reloads",
+            "Certificate reload attempts by result: success, failure (the previous certificates stay in service) or unchanged",
+            reloads.clone(),
+        );
+        let last_reload_success = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "moat_certificate_last_reload_success_timestamp_seconds",
+            "When the listener's certificates were last loaded successfully (start-up included)",
+            last_reload_success.clone(),
+        );
+        let reload_pending = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "moat_certificate_reload_pending",
+            "1 when the certificate files on disk differ from what is served because loading them failed",
+            reload_pending.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "moat_build_info",
@@ -169,6 +228,11 @@ impl Metrics {
             backend_connect_failures,
             relayed_bytes,
             ready,
+            cert_not_after,
+            cert_not_before,
+            reloads,
+            last_reload_success,
+            reload_pending,
         })
     }
 
@@ -223,7 +287,86 @@ impl Metrics {
         for r in reject_reasons {
             m.rejections(r);
         }
+        for result in ["success", "failure", "unchanged"] {
+            let _ = self.reloads.get_or_create_owned(&ResultLabels {
+                listener: name.to_string(),
+                result: result.to_string(),
+            });
+        }
         m
+    }
+
+    /// Exports the validity of every certificate a listener serves and
+    /// trusts, replacing the series of `previous`. Returns the new series.
+    pub fn set_certificates(
+        &self,
+        listener: &str,
+        tls: &crate::tls::ListenerTls,
+        previous: &[CertLabels],
+    ) -> Vec<CertLabels> {
+        for labels in previous {
+            self.cert_not_after.remove(labels);
+            self.cert_not_before.remove(labels);
+        }
+        let mut series = Vec::new();
+        let mut add = |path: &std::path::Path, role: &str, c: &crate::tls::certs::CertInfo| {
+            let labels = CertLabels {
+                listener: listener.to_string(),
+                certificate: path.display().to_string(),
+                role: role.to_string(),
+                subject: c.subject.clone(),
+                serial: c.serial.clone(),
+            };
+            self.cert_not_after
+                .get_or_create_owned(&labels)
+                .set(c.not_after);
+            self.cert_not_before
+                .get_or_create_owned(&labels)
+                .set(c.not_before);
+            series.push(labels);
+        };
+        for cert in &tls.certs {
+            for (i, c) in cert.chain.iter().enumerate() {
+                add(&cert.cert_path, if i == 0 { "leaf" } else { "chain" }, c);
+            }
+        }
+        if let Some(path) = &tls.client_ca_path {
+            for c in &tls.client_cas {
+                add(path, "client_ca", c);
+            }
+        }
+        series
+    }
+
+    /// Counts a reload attempt.
+    pub fn reload_result(&self, listener: &str, result: &str) {
+        self.reloads
+            .get_or_create_owned(&ResultLabels {
+                listener: listener.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records a successful load at `unix_secs`, and that nothing is pending.
+    pub fn reload_succeeded(&self, listener: &str, unix_secs: i64) {
+        let l = ListenerLabels {
+            listener: listener.to_string(),
+        };
+        self.last_reload_success
+            .get_or_create_owned(&l)
+            .set(unix_secs);
+        self.reload_pending.get_or_create_owned(&l).set(0);
+    }
+
+    /// Sets whether a listener has files on disk it could not load.
+    pub fn set_reload_pending(&self, listener: &str, pending: bool) {
+        let l = ListenerLabels {
+            listener: listener.to_string(),
+        };
+        self.reload_pending
+            .get_or_create_owned(&l)
+            .set(i64::from(pending));
     }
 
     /// Sets `moat_ready`.

@@ -1,54 +1,424 @@
-//! Reloading a listener's certificates without a restart.
+//! Reloading certificates without a restart.
 //!
-//! A reload reads every file the listener names, builds a complete new TLS
-//! state off to the side and publishes it with one atomic swap. Handshakes
-//! that start afterwards use the new state; established connections are
-//! never touched. If anything is wrong, the listener keeps serving its
-//! last good state and the failure is logged with the file and the reason.
+//! Four triggers lead to the same path: a change in a watched directory
+//! (debounced), a periodic content check, SIGHUP, and `POST /reload`. One
+//! worker runs reloads one at a time. For each listener it reads every file
+//! into memory, and if the bytes differ from what is served, builds a
+//! complete new TLS state off to the side and publishes it with one atomic
+//! swap. Handshakes that start afterwards use it; established connections
+//! are never touched. On any failure the listener keeps its last good state,
+//! the file and the reason are logged, the failure is counted, and the
+//! listener stays ready.
+//!
+//! Session ticket keys survive a certificate change. When the client CA
+//! bundle changes, they are replaced, so that a device the new bundle would
+//! refuse cannot get back in by resuming an old session.
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use tracing::{error, info};
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
 
+use crate::config::ReloadConfig;
 use crate::listener::ListenerShared;
-use crate::tls::{self, certs::CertError};
+use crate::metrics::{CertLabels, Metrics};
+use crate::tls::certs::{unix, CertError};
+use crate::tls::files::{Digest, Sources};
+use crate::tls::{self, Resumption};
 
-/// Rebuilds one listener's TLS state from its files and swaps it in.
-pub fn reload(shared: &ListenerShared) -> Result<(), CertError> {
-    let state = tls::build(
-        &shared.config,
-        &shared.policy,
-        Some(&shared.resumption),
-        SystemTime::now(),
-    )?;
-    shared.tls.store(Arc::new(state));
-    Ok(())
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// SIGHUP.
+    Signal,
+    /// `POST /reload`.
+    Admin,
+    /// A change in a watched directory.
+    FileChange,
+    /// The periodic content check.
+    Periodic,
 }
 
-/// Reloads every listener; each one succeeds or fails on its own.
-pub fn reload_all(listeners: &[Arc<ListenerShared>], trigger: &str) {
-    info!(trigger, "reloading certificates");
-    for shared in listeners {
-        match reload(shared) {
-            Ok(()) => {
-                let tls = shared.tls.load();
-                let leaf = tls.certs[0].leaf();
-                info!(
-                    listener = %shared.config.name,
-                    certificate = %leaf.subject,
-                    serial = %leaf.serial,
-                    not_after = %leaf.not_after_rfc3339(),
-                    "certificates reloaded"
-                );
-            }
-            Err(e) => error!(
-                listener = %shared.config.name,
-                file = %e.file.display(),
-                error = %e.message,
-                hint = %e.hint,
-                "reload failed; still serving the previous certificates"
-            ),
+impl Trigger {
+    /// The name used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Signal => "SIGHUP",
+            Self::Admin => "admin",
+            Self::FileChange => "file change",
+            Self::Periodic => "periodic check",
         }
     }
+
+    /// Whether an operator asked: then "unchanged" is reported and counted.
+    fn explicit(self) -> bool {
+        matches!(self, Self::Signal | Self::Admin)
+    }
+}
+
+/// What a reload did to one listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// New certificates are in service.
+    Reloaded {
+        /// The default certificate's serial.
+        serial: String,
+    },
+    /// The files are as served; nothing was done.
+    Unchanged,
+    /// The files could not be used; the previous state stays in service.
+    Failed(CertError),
+    /// A failure that was already reported for the same files.
+    StillFailing,
+}
+
+/// Per-listener reload bookkeeping. Only the reload worker touches it.
+pub struct ReloadState {
+    resumption: Resumption,
+    failed: Option<Digest>,
+    series: Vec<CertLabels>,
+}
+
+impl ReloadState {
+    /// The state of a listener just loaded at start-up; exports its
+    /// certificate metrics.
+    pub fn new(
+        shared_name: &str,
+        tls: &tls::ListenerTls,
+        resumption: Resumption,
+        metrics: &Metrics,
+    ) -> Self {
+        let series = metrics.set_certificates(shared_name, tls, &[]);
+        metrics.reload_succeeded(shared_name, unix(tls.loaded_at));
+        Self {
+            resumption,
+            failed: None,
+            series,
+        }
+    }
+}
+
+fn error_digest(e: &CertError) -> Digest {
+    let mut out = [0u8; 32];
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, e.to_string().as_bytes());
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Reloads one listener if its files changed. Blocking: it reads files.
+pub fn reload_listener(shared: &ListenerShared, metrics: &Metrics, trigger: Trigger) -> Outcome {
+    let name = &shared.config.name;
+    let mut state = match shared.reload.lock() {
+        Ok(s) => s,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let current = shared.tls.load_full();
+    let now = SystemTime::now();
+
+    let sources = match Sources::read(&shared.config) {
+        Ok(s) => s,
+        // No file digest for unreadable files: key the failure on the error
+        // itself, so that the periodic check reports each distinct one once.
+        Err(e) => return failed(&mut state, metrics, name, trigger, error_digest(&e), e),
+    };
+    let digest = sources.digest();
+    if digest == current.digest {
+        state.failed = None;
+        metrics.set_reload_pending(name, false);
+        if trigger.explicit() {
+            metrics.reload_result(name, "unchanged");
+            info!(listener = %name, trigger = trigger.as_str(), "certificates unchanged; nothing to reload");
+        } else {
+            debug!(listener = %name, trigger = trigger.as_str(), "certificates unchanged");
+        }
+        return Outcome::Unchanged;
+    }
+    if !trigger.explicit() && state.failed == Some(digest) {
+        return Outcome::StillFailing;
+    }
+
+    // A new client CA bundle gets new ticket keys; certificates alone keep
+    // them, so devices go on resuming across a rotation.
+    let client_auth_changed = sources.client_auth_digest() != current.client_auth_digest;
+    let resumption = if client_auth_changed {
+        match Resumption::new() {
+            Ok(r) => r,
+            Err(e) => {
+                let err = CertError {
+                    file: shared.config.tls.client_auth.ca.clone().unwrap_or_default(),
+                    message: format!("cannot create new session ticket keys: {e}"),
+                    hint: "this is a bug or a broken system random source; please report it".into(),
+                };
+                return failed(&mut state, metrics, name, trigger, digest, err);
+            }
+        }
+    } else {
+        state.resumption.clone()
+    };
+    let new = match tls::build_from(
+        &shared.config,
+        &shared.policy,
+        &sources,
+        Some(&resumption),
+        now,
+    ) {
+        Ok(new) => new,
+        Err(e) => return failed(&mut state, metrics, name, trigger, digest, e),
+    };
+
+    let leaf = new.certs[0].leaf().clone();
+    state.series = metrics.set_certificates(name, &new, &state.series);
+    state.resumption = resumption;
+    state.failed = None;
+    shared.tls.store(Arc::new(new));
+    metrics.reload_result(name, "success");
+    metrics.reload_succeeded(name, unix(now));
+    info!(
+        listener = %name,
+        trigger = trigger.as_str(),
+        certificate = %leaf.subject,
+        serial = %leaf.serial,
+        not_after = %leaf.not_after_rfc3339(),
+        days_left = leaf.days_left(now),
+        "certificates reloaded"
+    );
+    if client_auth_changed {
+        info!(listener = %name, "client CA bundle changed: session tickets rotated, so every device makes one full handshake against the new bundle");
+    }
+    Outcome::Reloaded {
+        serial: leaf.serial,
+    }
+}
+
+/// Records a failed reload: the old state stays, the failure is logged and
+/// counted once per distinct failure (every time when an operator asked).
+fn failed(
+    state: &mut ReloadState,
+    metrics: &Metrics,
+    name: &str,
+    trigger: Trigger,
+    key: Digest,
+    e: CertError,
+) -> Outcome {
+    let repeat = !trigger.explicit() && state.failed == Some(key);
+    state.failed = Some(key);
+    metrics.set_reload_pending(name, true);
+    if repeat {
+        return Outcome::StillFailing;
+    }
+    metrics.reload_result(name, "failure");
+    error!(
+        listener = %name,
+        trigger = trigger.as_str(),
+        file = %e.file.display(),
+        error = %e.message,
+        hint = %e.hint,
+        "certificate reload failed; still serving the previous certificates"
+    );
+    Outcome::Failed(e)
+}
+
+/// A request to the reload worker.
+struct Request {
+    trigger: Trigger,
+    reply: Option<oneshot::Sender<Vec<(String, Outcome)>>>,
+}
+
+/// Asks the reload worker for reloads. Cheap to clone.
+#[derive(Clone)]
+pub struct ReloadHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+impl ReloadHandle {
+    /// Reloads every listener and waits for the outcome of each.
+    pub async fn reload(&self, trigger: Trigger) -> Vec<(String, Outcome)> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Request {
+                trigger,
+                reply: Some(reply),
+            })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Queues a reload of every listener without waiting; a queue that is
+    /// already full has one pending, which covers this one too.
+    pub fn request(&self, trigger: Trigger) {
+        let _ = self.tx.try_send(Request {
+            trigger,
+            reply: None,
+        });
+    }
+}
+
+/// Starts the reload worker, the file watcher and the periodic check.
+pub fn start(
+    listeners: Vec<Arc<ListenerShared>>,
+    metrics: Arc<Metrics>,
+    config: &ReloadConfig,
+    shutdown: CancellationToken,
+) -> ReloadHandle {
+    let (tx, mut rx) = mpsc::channel::<Request>(4);
+    let handle = ReloadHandle { tx };
+
+    let worker_listeners = listeners.clone();
+    tokio::spawn(async move {
+        while let Some(req) = rx.recv().await {
+            if req.trigger.explicit() {
+                info!(trigger = req.trigger.as_str(), "reloading certificates");
+            }
+            let ls = worker_listeners.clone();
+            let m = metrics.clone();
+            let trigger = req.trigger;
+            let outcomes = tokio::task::spawn_blocking(move || {
+                ls.iter()
+                    .map(|l| (l.config.name.clone(), reload_listener(l, &m, trigger)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            if let Some(reply) = req.reply {
+                let _ = reply.send(outcomes);
+            }
+        }
+    });
+
+    if config.watch {
+        spawn_watcher(
+            &listeners,
+            handle.clone(),
+            config.debounce.0,
+            shutdown.clone(),
+        );
+    }
+    let interval = config.check_interval.0;
+    if !interval.is_zero() {
+        let h = handle.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tick.tick() => h.request(Trigger::Periodic),
+                }
+            }
+        });
+    }
+    handle
+}
+
+/// The directories to watch: the parent of every configured file, and the
+/// parent of where it really lives when it is a symlink (certbot's `live/`
+/// links into `archive/`; Kubernetes links through `..data`).
+fn watch_dirs(listeners: &[Arc<ListenerShared>]) -> BTreeSet<PathBuf> {
+    let mut dirs = BTreeSet::new();
+    let mut add = |p: &Path| {
+        if let Some(d) = p.parent() {
+            dirs.insert(d.to_path_buf());
+        }
+        if let Ok(real) = std::fs::canonicalize(p) {
+            if let Some(d) = real.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+    };
+    for l in listeners {
+        for c in &l.config.tls.certificates {
+            add(&c.cert);
+            add(&c.key);
+        }
+        if let Some(ca) = &l.config.tls.client_auth.ca {
+            add(ca);
+        }
+    }
+    dirs
+}
+
+fn spawn_watcher(
+    listeners: &[Arc<ListenerShared>],
+    handle: ReloadHandle,
+    debounce: Duration,
+    shutdown: CancellationToken,
+) {
+    let changed = Arc::new(Notify::new());
+    let signal = changed.clone();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match event {
+            // Reading the files ourselves must not look like a change.
+            Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => {}
+            Ok(_) => signal.notify_one(),
+            Err(e) => debug!(error = %e, "file watch error"),
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            warn!(error = %e, "cannot watch certificate files; relying on the periodic check, SIGHUP and POST /reload");
+            return;
+        }
+    };
+    let listeners = listeners.to_vec();
+    let mut watched = BTreeSet::new();
+    sync_watches(&mut watcher, &mut watched, watch_dirs(&listeners));
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = changed.notified() => {}
+            }
+            // Debounce: wait until the directory has been quiet for a while.
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = changed.notified() => continue,
+                    _ = tokio::time::sleep(debounce) => break,
+                }
+            }
+            let _ = handle.reload(Trigger::FileChange).await;
+            // Symlink targets move on rotation; follow them.
+            sync_watches(&mut watcher, &mut watched, watch_dirs(&listeners));
+        }
+        drop(watcher);
+    });
+}
+
+fn sync_watches(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut BTreeSet<PathBuf>,
+    wanted: BTreeSet<PathBuf>,
+) {
+    for gone in watched.difference(&wanted) {
+        let _ = watcher.unwatch(gone);
+    }
+    for dir in wanted.difference(watched) {
+        match watcher.watch(dir, RecursiveMode::NonRecursive) {
+            Ok(()) => debug!(directory = %dir.display(), "watching for certificate changes"),
+            Err(e) => {
+                warn!(directory = %dir.display(), error = %e, "cannot watch directory; relying on the periodic check")
+            }
+        }
+    }
+    *watched = wanted;
+}
+
+/// A summary of outcomes for logs and the admin endpoint.
+pub fn all_ok(outcomes: &[(String, Outcome)]) -> bool {
+    outcomes
+        .iter()
+        .all(|(_, o)| matches!(o, Outcome::Reloaded { .. } | Outcome::Unchanged))
 }

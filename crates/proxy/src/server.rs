@@ -8,7 +8,8 @@
 //! SIGTERM or SIGINT stops accepting at once, marks the process not ready,
 //! and lets live connections finish for up to `shutdown.drain_timeout`;
 //! whatever is still open then is closed, and the process exits 0. A second
-//! signal during the drain ends it at once. SIGHUP reloads certificates.
+//! signal during the drain ends it at once. SIGHUP reloads certificates
+//! (see `reload`).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -25,7 +26,7 @@ use crate::backend::Backend;
 use crate::config::ValidConfig;
 use crate::listener::{self, ListenerShared};
 use crate::metrics::Metrics;
-use crate::reload;
+use crate::reload::{self, ReloadState, Trigger};
 use crate::tls::certs::CertError;
 use crate::tls::{self, ListenerTls, Resumption};
 
@@ -105,6 +106,7 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
                 bind_hint(&e)
             ))
         })?;
+        let reload_state = ReloadState::new(&l.name, &state, resumption, &metrics);
         let shared = Arc::new(ListenerShared {
             config: l.clone(),
             tls: ArcSwap::from_pointee(state),
@@ -116,7 +118,7 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
                 listener::REJECT_REASONS,
             ),
             policy: policy.clone(),
-            resumption,
+            reload: std::sync::Mutex::new(reload_state),
         });
         bound.push((socket, shared));
     }
@@ -153,10 +155,18 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
             tracker.clone(),
         ));
     }
+    let reloader = reload::start(
+        shareds.clone(),
+        metrics.clone(),
+        &config.config.reload,
+        admin_shutdown.clone(),
+    );
     if let Some(socket) = admin_socket {
         let state = Arc::new(AdminState {
             health: health.clone(),
             metrics: metrics.clone(),
+            listeners: shareds.clone(),
+            reloader: reloader.clone(),
         });
         // The admin endpoint outlives the listeners, so that /readyz reports
         // the drain and /metrics stays scrapeable until the end.
@@ -178,7 +188,7 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
         tokio::select! {
             _ = term.recv() => { info!(signal = "SIGTERM", "shutting down"); break; }
             _ = int.recv() => { info!(signal = "SIGINT", "shutting down"); break; }
-            _ = hup.recv() => reload::reload_all(&shareds, "SIGHUP"),
+            _ = hup.recv() => reloader.request(Trigger::Signal),
         }
     }
 

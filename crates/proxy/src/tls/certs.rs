@@ -289,7 +289,8 @@ impl LoadedCert {
     }
 }
 
-fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CertError> {
+/// Reads a whole file, with an error that names it and says what to do.
+pub fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CertError> {
     std::fs::read(path).map_err(|e| {
         let hint = match e.kind() {
             std::io::ErrorKind::NotFound => "check the path; relative paths start from the directory of the configuration file".to_string(),
@@ -300,13 +301,6 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, CertError> {
         };
         CertError::new(path, format!("cannot read the {what}: {e}"), hint)
     })
-}
-
-/// Reads a chain of certificates from a PEM file (or a single DER
-/// certificate).
-pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError> {
-    let bytes = read_file(path, "certificate file")?;
-    parse_certificates(path, &bytes)
 }
 
 /// Parses a chain of certificates from PEM (or a single DER certificate).
@@ -350,9 +344,8 @@ pub fn parse_certificates(
     Ok(certs)
 }
 
-/// Reads a private key in PKCS#8, SEC1 or PKCS#1 PEM form.
-pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
-    let bytes = read_file(path, "private key file")?;
+/// Parses a private key in PKCS#8, SEC1 or PKCS#1 PEM form.
+pub fn parse_private_key(path: &Path, bytes: &[u8]) -> Result<PrivateKeyDer<'static>, CertError> {
     if bytes.windows(9).any(|w| w == b"ENCRYPTED") {
         return Err(CertError::new(
             path,
@@ -360,7 +353,7 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError
             "moat cannot prompt for passphrases; decrypt it with `openssl pkey -in KEY -out KEY.dec` and protect the file with permissions (0600) instead",
         ));
     }
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| {
         let hint = if bytes.windows(11).any(|w| w == b"CERTIFICATE") {
             "this looks like a certificate; `key` must name the private key file"
         } else {
@@ -370,16 +363,18 @@ pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError
     })
 }
 
-/// Loads a chain and key and checks that they belong together and are
-/// valid now.
+/// Parses a chain and key read from `cert_path` and `key_path` and checks
+/// that they belong together and are valid now.
 pub fn load(
     cert_path: &Path,
+    cert_bytes: &[u8],
     key_path: &Path,
+    key_bytes: &[u8],
     provider: &CryptoProvider,
     now: SystemTime,
 ) -> Result<LoadedCert, CertError> {
-    let chain = read_certificates(cert_path)?;
-    let key = read_private_key(key_path)?;
+    let chain = parse_certificates(cert_path, cert_bytes)?;
+    let key = parse_private_key(key_path, key_bytes)?;
     build(cert_path, key_path, chain, key, provider, now)
 }
 
@@ -532,9 +527,12 @@ pub fn build(
     })
 }
 
-/// Reads a bundle of CA certificates (for client authentication).
-pub fn read_ca_bundle(path: &Path) -> Result<Vec<(CertificateDer<'static>, CertInfo)>, CertError> {
-    let certs = read_certificates(path)?;
+/// Parses a bundle of CA certificates (for client authentication).
+pub fn parse_ca_bundle(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<(CertificateDer<'static>, CertInfo)>, CertError> {
+    let certs = parse_certificates(path, bytes)?;
     certs
         .into_iter()
         .enumerate()

@@ -15,7 +15,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 use x509_parser::prelude::*;
 
-use super::certs::{read_ca_bundle, sha256_hex, CertError, CertInfo};
+use super::certs::{parse_ca_bundle, sha256_hex, CertError, CertInfo};
 use crate::config::{ClientAuthConfig, ClientAuthMode};
 
 /// The client-authentication state of a listener.
@@ -35,20 +35,22 @@ impl std::fmt::Debug for ClientAuth {
     }
 }
 
-/// Builds the client verifier for a listener.
+/// Builds the client verifier for a listener from the CA bundle's bytes
+/// (`None` when client authentication is off).
 pub fn build(
     config: &ClientAuthConfig,
+    ca_bytes: Option<&[u8]>,
     provider: &Arc<CryptoProvider>,
 ) -> Result<ClientAuth, CertError> {
-    let (ClientAuthMode::Optional | ClientAuthMode::Required, Some(ca_path)) =
-        (config.mode, &config.ca)
+    let (ClientAuthMode::Optional | ClientAuthMode::Required, Some(ca_path), Some(ca_bytes)) =
+        (config.mode, &config.ca, ca_bytes)
     else {
         return Ok(ClientAuth {
             verifier: None,
             cas: Vec::new(),
         });
     };
-    let bundle = read_ca_bundle(ca_path)?;
+    let bundle = parse_ca_bundle(ca_path, ca_bytes)?;
     let mut roots = RootCertStore::empty();
     let mut cas = Vec::new();
     for (i, (der, info)) in bundle.into_iter().enumerate() {

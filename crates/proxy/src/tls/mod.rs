@@ -9,6 +9,7 @@
 
 pub mod certs;
 pub mod client_auth;
+pub mod files;
 pub mod policy;
 pub mod resolver;
 
@@ -23,6 +24,7 @@ use rustls::ServerConfig;
 
 use crate::config::ListenerConfig;
 use certs::{CertError, CertInfo, LoadedCert};
+use files::{Digest, Sources};
 use policy::TlsPolicy;
 
 /// Number of TLS 1.2 session IDs remembered per listener.
@@ -40,6 +42,10 @@ pub struct ListenerTls {
     pub client_ca_path: Option<PathBuf>,
     /// When this state was built.
     pub loaded_at: SystemTime,
+    /// Hash of every file it was built from.
+    pub digest: Digest,
+    /// Hash of the files that decide who may connect.
+    pub client_auth_digest: Digest,
 }
 
 impl std::fmt::Debug for ListenerTls {
@@ -77,11 +83,33 @@ pub fn build(
     resumption: Option<&Resumption>,
     now: SystemTime,
 ) -> Result<ListenerTls, CertError> {
-    let mut loaded = Vec::with_capacity(listener.tls.certificates.len());
-    for c in &listener.tls.certificates {
-        loaded.push(certs::load(&c.cert, &c.key, &policy.provider, now)?);
+    build_from(listener, policy, &Sources::read(listener)?, resumption, now)
+}
+
+/// Builds a listener's state from files already read.
+pub fn build_from(
+    listener: &ListenerConfig,
+    policy: &TlsPolicy,
+    sources: &Sources,
+    resumption: Option<&Resumption>,
+    now: SystemTime,
+) -> Result<ListenerTls, CertError> {
+    let mut loaded = Vec::with_capacity(sources.certs.len());
+    for (c, k) in &sources.certs {
+        loaded.push(certs::load(
+            &c.path,
+            &c.bytes,
+            &k.path,
+            &k.bytes,
+            &policy.provider,
+            now,
+        )?);
     }
-    let client_auth = client_auth::build(&listener.tls.client_auth, &policy.provider)?;
+    let client_auth = client_auth::build(
+        &listener.tls.client_auth,
+        sources.client_ca.as_ref().map(|f| f.bytes.as_slice()),
+        &policy.provider,
+    )?;
 
     let builder = ServerConfig::builder_with_provider(policy.provider.clone())
         .with_protocol_versions(&policy.versions)
@@ -118,5 +146,7 @@ pub fn build(
         client_cas: client_auth.cas,
         client_ca_path: listener.tls.client_auth.ca.clone(),
         loaded_at: now,
+        digest: sources.digest(),
+        client_auth_digest: sources.client_auth_digest(),
     })
 }

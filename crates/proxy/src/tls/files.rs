@@ -1,0 +1,98 @@
+//! The files a listener's TLS state is made of, read once into memory.
+//!
+//! A reload reads every file (chains, keys, client CA bundle) into a
+//! [`Sources`] snapshot, hashes it, and builds the new state from exactly
+//! those bytes. The hash says whether anything changed, so a reload of
+//! unchanged files is a no-op, and the state is never built from a file
+//! that changed between hashing and parsing. Key bytes are wiped from
+//! memory when the snapshot is dropped.
+
+use std::path::{Path, PathBuf};
+
+use aws_lc_rs::digest::{Context, SHA256};
+use zeroize::Zeroizing;
+
+use super::certs::{read_file, CertError};
+use crate::config::{ClientAuthMode, ListenerConfig};
+
+/// A SHA-256 over file paths and contents.
+pub type Digest = [u8; 32];
+
+/// One file's path and contents.
+pub struct SourceFile {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// What it held.
+    pub bytes: Zeroizing<Vec<u8>>,
+}
+
+impl SourceFile {
+    fn read(path: &Path, what: &str) -> Result<Self, CertError> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            bytes: Zeroizing::new(read_file(path, what)?),
+        })
+    }
+}
+
+/// Every file of one listener's TLS settings.
+pub struct Sources {
+    /// (chain, key) per configured certificate.
+    pub certs: Vec<(SourceFile, SourceFile)>,
+    /// The client CA bundle, when client authentication is on.
+    pub client_ca: Option<SourceFile>,
+}
+
+impl Sources {
+    /// Reads every file the listener names.
+    pub fn read(listener: &ListenerConfig) -> Result<Self, CertError> {
+        let mut certs = Vec::with_capacity(listener.tls.certificates.len());
+        for c in &listener.tls.certificates {
+            certs.push((
+                SourceFile::read(&c.cert, "certificate file")?,
+                SourceFile::read(&c.key, "private key file")?,
+            ));
+        }
+        let client_ca = match (listener.tls.client_auth.mode, &listener.tls.client_auth.ca) {
+            (ClientAuthMode::None, _) | (_, None) => None,
+            (_, Some(p)) => Some(SourceFile::read(p, "client CA bundle")?),
+        };
+        Ok(Self { certs, client_ca })
+    }
+
+    /// A hash of every file's path and contents.
+    pub fn digest(&self) -> Digest {
+        let mut ctx = Context::new(&SHA256);
+        for (c, k) in &self.certs {
+            feed(&mut ctx, c);
+            feed(&mut ctx, k);
+        }
+        if let Some(ca) = &self.client_ca {
+            feed(&mut ctx, ca);
+        }
+        finish(ctx)
+    }
+
+    /// A hash of what decides who may connect (the client CA bundle).
+    pub fn client_auth_digest(&self) -> Digest {
+        let mut ctx = Context::new(&SHA256);
+        if let Some(ca) = &self.client_ca {
+            feed(&mut ctx, ca);
+        }
+        finish(ctx)
+    }
+}
+
+fn feed(ctx: &mut Context, f: &SourceFile) {
+    let path = f.path.as_os_str().as_encoded_bytes();
+    ctx.update(&(path.len() as u64).to_be_bytes());
+    ctx.update(path);
+    ctx.update(&(f.bytes.len() as u64).to_be_bytes());
+    ctx.update(&f.bytes);
+}
+
+fn finish(ctx: Context) -> Digest {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
