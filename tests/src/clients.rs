@@ -144,6 +144,36 @@ impl Sub {
         Self { child, out }
     }
 
+    /// Subscribes to `topic` with `-v` (each line: topic, then payload),
+    /// for up to 100 messages or 30 seconds.
+    pub fn watch(dir: &Path, name: &str, port: u16, topic: &str) -> Self {
+        require("mosquitto_sub", "mosquitto-clients");
+        let out = dir.join(format!("{name}.out"));
+        let file = std::fs::File::create(&out).expect("create sub output");
+        let err = file.try_clone().expect("clone");
+        let child = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "localhost",
+                "-p",
+                &port.to_string(),
+                "-t",
+                topic,
+                "-v",
+                "-C",
+                "100",
+                "-W",
+                "30",
+                "-i",
+                name,
+            ])
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .expect("start mosquitto_sub");
+        Self { child, out }
+    }
+
     /// What it printed so far.
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.out).unwrap_or_default()

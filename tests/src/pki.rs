@@ -382,3 +382,215 @@ pub fn replace_atomically(new: &CertFiles, cert: &Path, key: &Path) {
         std::fs::rename(&tmp, to).expect("rename into place");
     }
 }
+
+/// A CA run with `openssl ca` and its `index.txt` database, so that
+/// certificates can be revoked and CRLs published the way operators do it.
+pub struct OpensslCa {
+    dir: PathBuf,
+    /// The CA certificate.
+    pub cert: PathBuf,
+    /// The CA key.
+    pub key: PathBuf,
+}
+
+impl OpensslCa {
+    /// A new CA in `parent/<name>/`.
+    pub fn new(parent: &Path, name: &str) -> Self {
+        let dir = parent.join(name);
+        std::fs::create_dir_all(dir.join("newcerts")).expect("mkdir");
+        std::fs::write(dir.join("index.txt"), "").expect("index");
+        std::fs::write(dir.join("serial"), "1000\n").expect("serial");
+        std::fs::write(dir.join("crlnumber"), "1000\n").expect("crlnumber");
+        let cnf = format!(
+            r#"[ ca ]
+default_ca = CA_default
+[ CA_default ]
+dir = {dir}
+database = $dir/index.txt
+new_certs_dir = $dir/newcerts
+certificate = $dir/ca.pem
+private_key = $dir/ca.key
+serial = $dir/serial
+crlnumber = $dir/crlnumber
+default_md = sha256
+default_days = 365
+default_crl_days = 1
+policy = policy_any
+unique_subject = no
+copy_extensions = copy
+[ policy_any ]
+commonName = supplied
+organizationalUnitName = optional
+[ req ]
+distinguished_name = dn
+[ dn ]
+[ client_ext ]
+basicConstraints = CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+[ v3_ca ]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+"#,
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("openssl.cnf"), cnf).expect("cnf");
+        openssl(
+            &dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                "ca.key",
+            ],
+        );
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-config",
+                "openssl.cnf",
+                "-new",
+                "-x509",
+                "-key",
+                "ca.key",
+                "-subj",
+                &format!("/CN={name}"),
+                "-days",
+                "3650",
+                "-extensions",
+                "v3_ca",
+                "-out",
+                "ca.pem",
+            ],
+        );
+        Self {
+            cert: dir.join("ca.pem"),
+            key: dir.join("ca.key"),
+            dir,
+        }
+    }
+
+    /// Issues a device (client) certificate with `openssl ca`. `subject`
+    /// is an openssl subject such as `/CN=device-1/OU=fleet-a`; `san` an
+    /// optional subjectAltName value such as `DNS:d1.fleet.example`.
+    pub fn issue_client(
+        &self,
+        out: &Path,
+        stem: &str,
+        subject: &str,
+        san: Option<&str>,
+    ) -> CertFiles {
+        let key = out.join(format!("{stem}.key"));
+        let csr = out.join(format!("{stem}.csr"));
+        let cert = out.join(format!("{stem}.pem"));
+        let p = |x: &Path| x.to_str().expect("utf-8 path").to_string();
+        openssl(
+            &self.dir,
+            &[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                &p(&key),
+            ],
+        );
+        let mut req = vec![
+            "req".to_string(),
+            "-config".into(),
+            "openssl.cnf".into(),
+            "-new".into(),
+            "-key".into(),
+            p(&key),
+            "-subj".into(),
+            subject.into(),
+            "-out".into(),
+            p(&csr),
+        ];
+        if let Some(san) = san {
+            req.extend(["-addext".into(), format!("subjectAltName={san}")]);
+        }
+        openssl(
+            &self.dir,
+            &req.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        openssl(
+            &self.dir,
+            &[
+                "ca",
+                "-config",
+                "openssl.cnf",
+                "-batch",
+                "-notext",
+                "-extensions",
+                "client_ext",
+                "-in",
+                &p(&csr),
+                "-out",
+                &p(&cert),
+            ],
+        );
+        let cert_pem = std::fs::read_to_string(&cert).expect("cert");
+        CertFiles {
+            cert,
+            key,
+            cert_pem,
+        }
+    }
+
+    /// Revokes a certificate in the CA's database.
+    pub fn revoke(&self, cert: &Path) {
+        openssl(
+            &self.dir,
+            &[
+                "ca",
+                "-config",
+                "openssl.cnf",
+                "-revoke",
+                cert.to_str().expect("path"),
+                "-crl_reason",
+                "keyCompromise",
+            ],
+        );
+    }
+
+    /// Publishes a CRL (valid for a day) to `out`.
+    pub fn gencrl(&self, out: &Path) {
+        openssl(
+            &self.dir,
+            &[
+                "ca",
+                "-config",
+                "openssl.cnf",
+                "-gencrl",
+                "-out",
+                out.to_str().expect("path"),
+            ],
+        );
+    }
+
+    /// Publishes a CRL whose nextUpdate is already past.
+    pub fn gencrl_expired(&self, out: &Path) {
+        openssl(
+            &self.dir,
+            &[
+                "ca",
+                "-config",
+                "openssl.cnf",
+                "-gencrl",
+                "-crl_lastupdate",
+                "20200101000000Z",
+                "-crl_nextupdate",
+                "20200102000000Z",
+                "-out",
+                out.to_str().expect("path"),
+            ],
+        );
+    }
+}

@@ -14,8 +14,8 @@ use std::time::SystemTime;
 use crate::cli::EXIT_BAD_INPUT;
 use crate::config::ValidConfig;
 use crate::server::{self, Prepared};
-use crate::tls::certs::{unix, CertInfo};
-use crate::tls::client_auth::ca_warnings;
+use crate::tls::certs::{rfc3339, unix, CertInfo};
+use crate::tls::client_auth::{ca_warnings, crl_warnings};
 
 /// Days before expiry from which a certificate is worth a warning.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -131,6 +131,33 @@ pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Str
                 describe(&mut out, "    ", ca, now);
             }
         }
+        for crl in &tls.crls {
+            let next = crl
+                .next_update
+                .map(|n| {
+                    format!(
+                        "{} ({} days left)",
+                        rfc3339(n),
+                        (n - unix(now)).div_euclid(86_400)
+                    )
+                })
+                .unwrap_or_else(|| "none".to_string());
+            let _ = writeln!(out, "  CRL: {}", crl.path.display());
+            let _ = writeln!(out, "    issuer:      {}", crl.issuer);
+            let _ = writeln!(out, "    revoked:     {}", crl.revoked);
+            let _ = writeln!(out, "    next update: {next}");
+        }
+        let auth = &l.tls.client_auth;
+        if !auth.allow.is_empty() {
+            let _ = writeln!(out, "  allow-list: {} rule(s)", auth.allow.len());
+        }
+        if l.backend_proxy_protocol != crate::config::ProxyProtocol::None {
+            let _ = writeln!(
+                out,
+                "  PROXY protocol to the backend: {:?}",
+                l.backend_proxy_protocol
+            );
+        }
     }
     out
 }
@@ -181,6 +208,13 @@ pub fn warnings(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> V
         if let Some(path) = &tls.client_ca_path {
             out.extend(ca_warnings(path, &tls.client_cas, now_s));
         }
+        out.extend(crl_warnings(
+            &l.name,
+            &tls.crls,
+            &tls.client_cas,
+            l.tls.client_auth.expired_crl,
+            now_s,
+        ));
     }
     out
 }

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::mqtt::acl::AclRule;
+use crate::tls::allow::AllowRule;
 use crate::tls::policy::{self, TlsPolicy};
 
 /// Default listener connection cap.
@@ -291,6 +293,116 @@ pub struct ListenerConfig {
     /// The listen socket's accept backlog.
     #[serde(default = "default_backlog")]
     pub backlog: u32,
+    /// Send a PROXY protocol header to the backend first.
+    #[serde(default)]
+    pub backend_proxy_protocol: ProxyProtocol,
+    /// MQTT awareness; absent, the relay is an opaque byte pipe. A bare
+    /// `mqtt:` turns it on with the defaults.
+    #[serde(default, deserialize_with = "mqtt_section")]
+    pub mqtt: Option<MqttConfig>,
+}
+
+fn mqtt_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<MqttConfig>, D::Error> {
+    Ok(Some(
+        Option::<MqttConfig>::deserialize(d)?.unwrap_or_default(),
+    ))
+}
+
+/// MQTT awareness of a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// The first packet must be a CONNECT within this time.
+    #[serde(default = "default_mqtt_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Largest packet a client may send, in bytes.
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: u32,
+    /// Which certificate field is the device's identity.
+    #[serde(default)]
+    pub identity: IdentitySource,
+    /// How the client id must relate to the identity.
+    #[serde(default)]
+    pub client_id: ClientIdPolicy,
+    /// What username the broker sees.
+    #[serde(default)]
+    pub username: UsernamePolicy,
+    /// What a denied PUBLISH or SUBSCRIBE gets.
+    #[serde(default)]
+    pub on_deny: OnDeny,
+    /// Topic ACL rules; absent, every topic is allowed.
+    pub acl: Option<Vec<AclRule>>,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: default_mqtt_connect_timeout(),
+            max_packet_size: default_max_packet_size(),
+            identity: IdentitySource::default(),
+            client_id: ClientIdPolicy::default(),
+            username: UsernamePolicy::default(),
+            on_deny: OnDeny::default(),
+            acl: None,
+        }
+    }
+}
+
+fn default_mqtt_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+fn default_max_packet_size() -> u32 {
+    1024 * 1024
+}
+
+/// The certificate field that names the device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentitySource {
+    /// The subject common name.
+    #[default]
+    CommonName,
+    /// The first SAN URI (a SPIFFE ID, say).
+    Uri,
+    /// The first SAN DNS name.
+    Dns,
+}
+
+/// How the CONNECT's client id must relate to the identity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientIdPolicy {
+    /// Any client id.
+    #[default]
+    Any,
+    /// Exactly the identity.
+    EqualToIdentity,
+    /// The identity, optionally followed by more (`sensor-7`, `sensor-7/ota`).
+    PrefixedByIdentity,
+}
+
+/// The username the broker sees.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsernamePolicy {
+    /// Whatever the client sent.
+    #[default]
+    Passthrough,
+    /// The identity; the client's username and password are dropped.
+    Identity,
+}
+
+/// What a denied PUBLISH or SUBSCRIBE gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDeny {
+    /// Mosquitto's behaviour: dropped, but acknowledged (PUBACK/PUBREC, a
+    /// failure code in the SUBACK); the connection stays.
+    #[default]
+    Acknowledge,
+    /// The connection is closed (MQTT 5: DISCONNECT 0x87 first).
+    Disconnect,
 }
 
 fn default_max_connections() -> usize {
@@ -388,6 +500,68 @@ pub struct ClientAuthConfig {
     pub mode: ClientAuthMode,
     /// PEM bundle of the CAs that issue device certificates.
     pub ca: Option<PathBuf>,
+    /// Which verified devices may connect; empty admits every device the
+    /// CA bundle verifies.
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
+    /// Certificate revocation lists (PEM or DER), one file or a list.
+    #[serde(default)]
+    pub crl: OneOrMany<PathBuf>,
+    /// What to do with a CRL past its nextUpdate.
+    #[serde(default)]
+    pub expired_crl: ExpiredCrlPolicy,
+}
+
+/// A value written either alone or as a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany<T>(pub Vec<T>);
+
+impl<T> Default for OneOrMany<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either<T> {
+            Many(Vec<T>),
+            One(T),
+        }
+        match Either::deserialize(d) {
+            Ok(Either::Many(v)) => Ok(Self(v)),
+            Ok(Either::One(x)) => Ok(Self(vec![x])),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a file name or a list of file names",
+            )),
+        }
+    }
+}
+
+/// What to do when a CRL is past its nextUpdate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpiredCrlPolicy {
+    /// Refuse devices whose revocation status depends on an expired CRL.
+    #[default]
+    Deny,
+    /// Keep using the expired CRL (logged).
+    Allow,
+}
+
+/// Whether and how the backend hears who the client is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyProtocol {
+    /// Plain bytes only.
+    #[default]
+    None,
+    /// PROXY protocol v1 (text): the client address.
+    V1,
+    /// PROXY protocol v2 (binary): the client address and TLS details.
+    V2,
 }
 
 /// Whether clients must present a certificate.
@@ -481,6 +655,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         if let Some(ca) = &mut l.tls.client_auth.ca {
             resolve(ca);
         }
+        for crl in &mut l.tls.client_auth.crl.0 {
+            resolve(crl);
+        }
     }
 }
 
@@ -531,6 +708,26 @@ fn unknown_field_hint(message: &str) -> Option<String> {
     let rest = message.strip_prefix("unknown field `")?;
     let (unknown, rest) = rest.split_once('`')?;
     let expected: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    // Abbreviations people bring from OpenSSL and other proxies.
+    let alias = match unknown {
+        "cn" | "CN" | "commonName" => Some("common_name"),
+        "ou" | "OU" => Some("organizational_unit"),
+        "san" | "dns_name" => Some("dns"),
+        "fingerprint" | "sha256" | "pin" => Some("certificate_sha256"),
+        "spki" | "pubkey_sha256" => Some("spki_sha256"),
+        "crls" | "crl_file" => Some("crl"),
+        "cafile" | "ca_file" | "ca_cert" => Some("ca"),
+        "certfile" => Some("cert"),
+        "keyfile" => Some("key"),
+        "ciphers" => Some("cipher_suites"),
+        "tls_version" => Some("min_version"),
+        "port" | "bind" | "address" => Some("listen"),
+        "upstream" | "target" | "broker" => Some("backend"),
+        _ => None,
+    };
+    if let Some(a) = alias.filter(|a| expected.contains(a)) {
+        return Some(format!("did you mean `{a}`?"));
+    }
     let best = expected
         .iter()
         .map(|c| (strsim::damerau_levenshtein(unknown, c), *c))
@@ -692,6 +889,34 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
             ),
             _ => {}
         }
+        if ca.mode == ClientAuthMode::None {
+            for (field, set) in [
+                ("allow", !ca.allow.is_empty()),
+                ("crl", !ca.crl.0.is_empty()),
+            ] {
+                if set {
+                    errors.push(
+                        ConfigError::at(
+                            path,
+                            at(&format!("tls.client_auth.{field}")),
+                            format!("{field} is set but client_auth.mode is none, so it would be ignored"),
+                        )
+                        .hint("set client_auth.mode to required (or optional) with a ca bundle"),
+                    );
+                }
+            }
+        }
+        for (k, rule) in ca.allow.iter().enumerate() {
+            for problem in rule.problems() {
+                errors.push(
+                    ConfigError::at(path, at(&format!("tls.client_auth.allow[{k}]")), problem)
+                        .hint("see docs/device-identity.md for allow-list rules"),
+                );
+            }
+        }
+        if let Some(m) = &l.mqtt {
+            check_mqtt(path, i, m, ca.mode, &mut errors);
+        }
         for (k, proto) in l.tls.alpn.iter().enumerate() {
             if proto.is_empty() || proto.len() > 255 {
                 errors.push(
@@ -723,6 +948,54 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
         Ok(policies)
     } else {
         Err(ConfigErrors(errors))
+    }
+}
+
+fn check_mqtt(
+    path: &Path,
+    i: usize,
+    m: &MqttConfig,
+    auth: ClientAuthMode,
+    errors: &mut Vec<ConfigError>,
+) {
+    let at = |field: &str| format!("listeners[{i}].mqtt.{field}");
+    if m.connect_timeout.0.is_zero() {
+        errors.push(ConfigError::at(
+            path,
+            at("connect_timeout"),
+            "must be longer than zero",
+        ));
+    }
+    if !(16..=268_435_455).contains(&m.max_packet_size) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("max_packet_size"),
+                "must be between 16 and 268435455 bytes",
+            )
+            .hint("1048576 (1 MiB) is the default"),
+        );
+    }
+    let needs_identity = m.client_id != ClientIdPolicy::Any
+        || m.username == UsernamePolicy::Identity
+        || m.acl.iter().flatten().any(|r| r.uses_identity());
+    if needs_identity && auth == ClientAuthMode::None {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("client_id"),
+                "client_id, username: identity or %i in the ACL need the device's certificate, but tls.client_auth.mode is none",
+            )
+            .hint("set tls.client_auth.mode: required and a ca bundle"),
+        );
+    }
+    for (k, rule) in m.acl.iter().flatten().enumerate() {
+        for problem in rule.problems() {
+            errors.push(
+                ConfigError::at(path, at(&format!("acl[{k}]")), problem)
+                    .hint("see docs/mqtt.md for ACL rules"),
+            );
+        }
     }
 }
 
@@ -935,6 +1208,85 @@ listeners:
         let e = error_text(&text);
         assert!(e.contains("unknown variant `always`"), "{e}");
         assert!(e.contains("required"), "{e}");
+    }
+
+    #[test]
+    fn allow_lists_crls_and_proxy_protocol() {
+        let text = format!(
+            "{MINIMAL}      client_auth:\n        mode: required\n        ca: ca.pem\n        crl: devices.crl\n        expired_crl: allow\n        allow:\n          - common_name: \"sensor-*\"\n          - spki_sha256: \"{}\"\n    backend_proxy_protocol: v2\n",
+            "ab".repeat(32)
+        );
+        let c = parse_str(&text).expect("valid");
+        let l = &c.config.listeners[0];
+        assert_eq!(
+            l.tls.client_auth.crl.0,
+            vec![PathBuf::from("/etc/moat/devices.crl")]
+        );
+        assert_eq!(l.tls.client_auth.expired_crl, ExpiredCrlPolicy::Allow);
+        assert_eq!(l.tls.client_auth.allow.len(), 2);
+        assert_eq!(l.backend_proxy_protocol, ProxyProtocol::V2);
+
+        let text = format!(
+            "{MINIMAL}      client_auth: {{ mode: required, ca: ca.pem, crl: [a.crl, b.crl] }}\n"
+        );
+        assert_eq!(
+            parse_str(&text).expect("valid").config.listeners[0]
+                .tls
+                .client_auth
+                .crl
+                .0
+                .len(),
+            2
+        );
+
+        let text = format!("{MINIMAL}      client_auth: {{ crl: a.crl }}\n");
+        assert!(error_text(&text).contains("crl is set but client_auth.mode is none"));
+        let text = format!(
+            "{MINIMAL}      client_auth: {{ mode: required, ca: ca.pem, allow: [{{}}] }}\n"
+        );
+        assert!(error_text(&text).contains("tls.client_auth.allow[0]"));
+        let text = format!(
+            "{MINIMAL}      client_auth: {{ mode: required, ca: ca.pem, allow: [{{ cn: x }}] }}\n"
+        );
+        assert!(
+            error_text(&text).contains("did you mean `common_name`?"),
+            "{}",
+            error_text(&text)
+        );
+        let text = format!("{MINIMAL}      client_auth: {{ mode: required, ca: ca.pem, allow: [{{ certificate_sha256: xyz }}] }}\n");
+        assert!(error_text(&text).contains("64 hex digits"));
+    }
+
+    #[test]
+    fn mqtt_section() {
+        let text = format!(
+            "{MINIMAL}      client_auth: {{ mode: required, ca: ca.pem }}\n    mqtt:\n      client_id: equal_to_identity\n      username: identity\n      identity: uri\n      max_packet_size: 65536\n      acl:\n        - match: {{ identity: \"sensor-*\" }}\n          publish: [\"devices/%i/#\"]\n          subscribe: [\"devices/%i/commands/+\"]\n"
+        );
+        let c = parse_str(&text).expect("valid");
+        let m = c.config.listeners[0].mqtt.as_ref().expect("mqtt");
+        assert_eq!(m.client_id, ClientIdPolicy::EqualToIdentity);
+        assert_eq!(m.identity, IdentitySource::Uri);
+        assert_eq!(m.acl.as_ref().expect("acl").len(), 1);
+        assert_eq!(m.connect_timeout.0, Duration::from_secs(10));
+
+        let bare = parse_str(&format!("{MINIMAL}    mqtt:\n")).expect("valid");
+        assert_eq!(
+            bare.config.listeners[0]
+                .mqtt
+                .as_ref()
+                .expect("on")
+                .max_packet_size,
+            1 << 20
+        );
+        assert!(parse_str(MINIMAL).expect("valid").config.listeners[0]
+            .mqtt
+            .is_none());
+        let text = format!("{MINIMAL}    mqtt: {{ client_id: equal_to_identity }}\n");
+        assert!(error_text(&text).contains("need the device's certificate"));
+        let text = format!("{MINIMAL}    mqtt: {{ acl: [{{ publish: [\"a/#/b\"] }}] }}\n");
+        assert!(error_text(&text).contains("listeners[0].mqtt.acl[0]"));
+        let text = format!("{MINIMAL}    mqtt: {{ on_deny: drop }}\n");
+        assert!(error_text(&text).contains("acknowledge"));
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod devcerts;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod mqtt;
+pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
 pub mod server;

@@ -30,12 +30,17 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use crate::backend::Backend;
 use crate::config::ListenerConfig;
+use crate::config::MqttConfig;
 use crate::metrics::ListenerMetrics;
+use crate::mqtt::relay::End as MqttEnd;
+use crate::mqtt::ConnectDecision;
+use crate::proxy_protocol;
 use crate::relay::relay;
 use crate::reload::ReloadState;
-use crate::tls::client_auth::PeerIdentity;
-use crate::tls::policy::suite_name;
+use crate::tls::allow::DeviceFacts;
+use crate::tls::client_auth::{denial_reason, PeerIdentity};
 use crate::tls::policy::TlsPolicy;
+use crate::tls::policy::{openssl_suite_name, suite_name};
 use crate::tls::ListenerTls;
 
 /// How long a failing backend connection waits for the TLS close_notify to
@@ -150,7 +155,7 @@ impl Drop for ActiveGuard {
 
 async fn handle(
     stream: TcpStream,
-    _peer: SocketAddr,
+    peer: SocketAddr,
     shared: Arc<ListenerShared>,
     _permit: OwnedSemaphorePermit,
 ) {
@@ -159,11 +164,12 @@ async fn handle(
     m.active.inc();
     let _active = ActiveGuard(m.active.clone());
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(shared.config.listen);
 
     let started = Instant::now();
-    let tls_state = shared.tls.load();
-    let acceptor = TlsAcceptor::from(tls_state.server_config.clone());
-    drop(tls_state);
+    // The state this connection is handled with, start to end.
+    let state = shared.tls.load_full();
+    let acceptor = TlsAcceptor::from(state.server_config.clone());
     let handshake =
         tokio::time::timeout(shared.config.timeouts.handshake.0, acceptor.accept(stream)).await;
     let mut tls = match handshake {
@@ -171,6 +177,11 @@ async fn handle(
         Ok(Err(e)) => {
             let reason = handshake_failure_reason(&e);
             m.handshake_failed(reason);
+            if let Some(te) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                if is_client_cert_error(te) {
+                    m.client_auth_denied(denial_reason(te));
+                }
+            }
             info!(reason, error = %e, "TLS handshake failed");
             return;
         }
@@ -183,59 +194,15 @@ async fn handle(
             return;
         }
     };
-    m.handshake_ok.inc();
-    m.handshake_duration
-        .observe(started.elapsed().as_secs_f64());
 
-    let (_, conn) = tls.get_ref();
-    let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-    if resumed {
-        m.resumed.inc();
-    }
-    let version = conn
-        .protocol_version()
-        .and_then(|v| v.as_str())
-        .unwrap_or("unknown");
-    let suite = conn
-        .negotiated_cipher_suite()
-        .map(suite_name)
-        .unwrap_or("unknown");
-    let group = conn
-        .negotiated_key_exchange_group()
-        .and_then(|g| g.name().as_str())
-        .unwrap_or("none");
-    let sni = conn.server_name().unwrap_or("").to_string();
-    let identity = conn.peer_certificates().and_then(PeerIdentity::from_chain);
-    match &identity {
-        Some(id) => info!(
-            tls.version = version,
-            tls.cipher = suite,
-            tls.group = group,
-            tls.sni = %sni,
-            tls.resumed = resumed,
-            client.subject = %id.subject,
-            client.sha256 = %id.sha256,
-            "client authenticated"
-        ),
-        None => info!(
-            tls.version = version,
-            tls.cipher = suite,
-            tls.group = group,
-            tls.sni = %sni,
-            tls.resumed = resumed,
-            "client connected"
-        ),
-    }
-
-    let mut backend = match shared
-        .backend
-        .connect(shared.config.timeouts.connect.0)
-        .await
-    {
-        Ok(b) => b,
-        Err(e) => {
-            m.backend_failures.inc();
-            warn!(backend = %shared.backend, error = %e, "cannot reach the backend broker; closing the client connection");
+    let details = ConnDetails::of(tls.get_ref().1);
+    if details.resumed {
+        // rustls does not re-verify the client certificate a resumed
+        // session carries; the CRLs or CA bundle may have changed since.
+        if let Err(e) = recheck_resumed(tls.get_ref().1, &state) {
+            m.handshake_failed("bad_client_certificate");
+            m.client_auth_denied(denial_reason(&e));
+            info!(error = %e, "resumed session refused: its client certificate no longer passes");
             let _ = tokio::time::timeout(
                 CLOSE_NOTIFY_TIMEOUT,
                 tokio::io::AsyncWriteExt::shutdown(&mut tls),
@@ -243,8 +210,22 @@ async fn handle(
             .await;
             return;
         }
-    };
+        m.resumed.inc();
+    }
+    m.handshake_ok.inc();
+    m.handshake_duration
+        .observe(started.elapsed().as_secs_f64());
+    details.log();
 
+    if let Some(mqtt) = &shared.config.mqtt {
+        mqtt_session(tls, mqtt, peer, local, &shared, &state, &details, started).await;
+        return;
+    }
+
+    let Some(mut backend) = connect_backend(&shared, &mut tls, peer, local, &state, &details).await
+    else {
+        return;
+    };
     let result = relay(
         &mut tls,
         &mut backend,
@@ -261,6 +242,304 @@ async fn handle(
             "connection closed"
         ),
         Err(e) => info!(error = %e, duration_s = secs, "connection ended with an error"),
+    }
+}
+
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+
+/// Connects to the backend and sends the PROXY header. On failure the
+/// client gets a close_notify (opaque listeners) and `None` comes back.
+async fn connect_backend(
+    shared: &ListenerShared,
+    tls: &mut Tls,
+    peer: SocketAddr,
+    local: SocketAddr,
+    state: &ListenerTls,
+    details: &ConnDetails,
+) -> Option<TcpStream> {
+    let m = &shared.metrics;
+    let mut backend = match shared
+        .backend
+        .connect(shared.config.timeouts.connect.0)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            m.backend_failures.inc();
+            warn!(backend = %shared.backend, error = %e, "cannot reach the backend broker; closing the client connection");
+            if shared.config.mqtt.is_none() {
+                let _ = tokio::time::timeout(
+                    CLOSE_NOTIFY_TIMEOUT,
+                    tokio::io::AsyncWriteExt::shutdown(tls),
+                )
+                .await;
+            }
+            return None;
+        }
+    };
+    let mode = shared.config.backend_proxy_protocol;
+    if let Some(header) = proxy_protocol::encode(mode, peer, local, &details.proxy_details(state)) {
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut backend, &header).await {
+            m.backend_failures.inc();
+            warn!(error = %e, "cannot send the PROXY header to the backend");
+            return None;
+        }
+    }
+    Some(backend)
+}
+
+/// Writes `bytes` to the client, then closes the TLS session.
+async fn reply_and_close(tls: &mut Tls, bytes: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, async {
+        if !bytes.is_empty() {
+            tls.write_all(bytes).await?;
+        }
+        tls.shutdown().await
+    })
+    .await;
+}
+
+/// Reads the first packet, which must be a CONNECT, within the MQTT
+/// connect timeout. Returns the bytes read (CONNECT first) and its length.
+async fn read_connect(tls: &mut Tls, mqtt: &MqttConfig) -> Result<(Vec<u8>, usize), &'static str> {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + mqtt.connect_timeout.0;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match crate::mqtt::connect_len(&buf, mqtt.max_packet_size)? {
+            Some(n) if buf.len() >= n => return Ok((buf, n)),
+            _ => {}
+        }
+        let read = tokio::time::timeout_at(deadline, tls.read(&mut chunk)).await;
+        match read {
+            Err(_) => return Err("connect_timeout"),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err("client_closed"),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// An MQTT-aware connection: CONNECT checked before the broker is even
+/// connected, then every packet through the guard.
+#[allow(clippy::too_many_arguments)]
+async fn mqtt_session(
+    mut tls: Tls,
+    mqtt: &MqttConfig,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: &ListenerShared,
+    state: &ListenerTls,
+    details: &ConnDetails,
+    started: Instant,
+) {
+    let m = &shared.metrics;
+    let (buf, len) = match read_connect(&mut tls, mqtt).await {
+        Ok(x) => x,
+        Err(reason) => {
+            m.mqtt_connect_rejected(reason);
+            info!(reason, "MQTT connection refused before CONNECT");
+            reply_and_close(&mut tls, &[]).await;
+            return;
+        }
+    };
+    let facts = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| DeviceFacts::from_der(c));
+    let identity = crate::mqtt::identity(facts.as_ref(), mqtt.identity);
+    let decision =
+        crate::mqtt::decide_connect(&buf[..len], mqtt, identity.as_deref(), m.mqtt.clone());
+    let (forward, session, client_id, username) = match decision {
+        ConnectDecision::Refuse { reply, reason } => {
+            m.mqtt_connect_rejected(reason);
+            info!(reason, "MQTT CONNECT refused");
+            reply_and_close(&mut tls, &reply).await;
+            return;
+        }
+        ConnectDecision::Accept {
+            forward,
+            session,
+            client_id,
+            username,
+        } => (forward, session, client_id, username),
+    };
+    let version = session.version();
+    let Some(mut backend) = connect_backend(shared, &mut tls, peer, local, state, details).await
+    else {
+        m.mqtt_connect_rejected("backend_unavailable");
+        reply_and_close(&mut tls, &crate::mqtt::server_unavailable(version)).await;
+        return;
+    };
+    if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut backend, &forward).await {
+        m.backend_failures.inc();
+        warn!(error = %e, "cannot send the CONNECT to the backend");
+        reply_and_close(&mut tls, &crate::mqtt::server_unavailable(version)).await;
+        return;
+    }
+    m.mqtt_connected(crate::mqtt::version_label(version));
+    info!(
+        mqtt.version = crate::mqtt::version_label(version),
+        mqtt.client_id = %client_id,
+        mqtt.username = username.as_deref().unwrap_or(""),
+        "MQTT session started"
+    );
+    let pending = buf[len..].to_vec();
+    drop(buf);
+    let result = crate::mqtt::relay::relay(
+        &mut tls,
+        &mut backend,
+        *session,
+        pending,
+        m.to_backend.clone(),
+        m.to_client.clone(),
+    )
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    match result {
+        Ok(MqttEnd::Finished(t)) => info!(
+            bytes_to_backend = t.to_backend,
+            bytes_to_client = t.to_client,
+            duration_s = secs,
+            "connection closed"
+        ),
+        Ok(MqttEnd::Closed(reason, t)) => {
+            m.mqtt_session_closed(reason);
+            info!(
+                reason,
+                bytes_to_backend = t.to_backend,
+                bytes_to_client = t.to_client,
+                duration_s = secs,
+                "MQTT session closed by moat"
+            );
+        }
+        Err(e) => info!(error = %e, duration_s = secs, "connection ended with an error"),
+    }
+}
+
+/// Whether a handshake error is about the client's certificate.
+fn is_client_cert_error(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)
+    )
+}
+
+/// Verifies a resumed session's client certificate against the current
+/// client-auth state, as a full handshake would.
+fn recheck_resumed(
+    conn: &rustls::ServerConnection,
+    state: &ListenerTls,
+) -> Result<(), rustls::Error> {
+    let (Some(verifier), Some(chain)) = (&state.client_verifier, conn.peer_certificates()) else {
+        return Ok(());
+    };
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return Ok(());
+    };
+    use rustls::server::danger::ClientCertVerifier;
+    verifier
+        .verify_client_cert(
+            end_entity,
+            intermediates,
+            rustls::pki_types::UnixTime::now(),
+        )
+        .map(|_| ())
+}
+
+/// What a finished handshake negotiated, and who the client is.
+struct ConnDetails {
+    version: Option<rustls::ProtocolVersion>,
+    suite: Option<rustls::SupportedCipherSuite>,
+    group: &'static str,
+    sni: Option<String>,
+    alpn: Option<Vec<u8>>,
+    resumed: bool,
+    identity: Option<PeerIdentity>,
+}
+
+impl ConnDetails {
+    fn of(conn: &rustls::ServerConnection) -> Self {
+        Self {
+            version: conn.protocol_version(),
+            suite: conn.negotiated_cipher_suite(),
+            group: conn
+                .negotiated_key_exchange_group()
+                .and_then(|g| g.name().as_str())
+                .unwrap_or("none"),
+            sni: conn.server_name().map(str::to_string),
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+            resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            identity: conn.peer_certificates().and_then(PeerIdentity::from_chain),
+        }
+    }
+
+    /// The one line per connection that says who connected and how.
+    fn log(&self) {
+        let version = self.version.and_then(|v| v.as_str()).unwrap_or("unknown");
+        let suite = self.suite.map(suite_name).unwrap_or("unknown");
+        let sni = self.sni.as_deref().unwrap_or("");
+        match &self.identity {
+            Some(id) => info!(
+                tls.version = version,
+                tls.cipher = suite,
+                tls.group = self.group,
+                tls.sni = %sni,
+                tls.resumed = self.resumed,
+                client.subject = %id.subject,
+                client.cn = id.common_name.as_deref().unwrap_or(""),
+                client.sha256 = %id.sha256,
+                "client authenticated"
+            ),
+            None => info!(
+                tls.version = version,
+                tls.cipher = suite,
+                tls.group = self.group,
+                tls.sni = %sni,
+                tls.resumed = self.resumed,
+                "client connected"
+            ),
+        }
+    }
+
+    /// What the PROXY v2 header says about this connection.
+    fn proxy_details(&self, state: &ListenerTls) -> proxy_protocol::TlsDetails {
+        // The certificate served: the first one covering the SNI, else the
+        // default. (rustls does not report which one it chose.)
+        let served = self
+            .sni
+            .as_deref()
+            .and_then(|n| state.certs.iter().find(|c| c.leaf().covers(n)))
+            .or(state.certs.first());
+        let (server_sig_alg, server_key_alg) = served
+            .map(|c| proxy_protocol::haproxy_alg_names(c.leaf()))
+            .unwrap_or_default();
+        proxy_protocol::TlsDetails {
+            version: self
+                .version
+                .map(proxy_protocol::openssl_version_name)
+                .unwrap_or("unknown")
+                .to_string(),
+            cipher: self
+                .suite
+                .map(openssl_suite_name)
+                .unwrap_or("unknown")
+                .to_string(),
+            sni: self.sni.clone(),
+            alpn: self.alpn.clone(),
+            client_cert: self
+                .identity
+                .as_ref()
+                .map(|id| proxy_protocol::ClientCertDetails {
+                    common_name: id.common_name.clone(),
+                }),
+            resumed: self.resumed,
+            server_sig_alg,
+            server_key_alg,
+        }
     }
 }
 

@@ -69,6 +69,25 @@ pub struct CertLabels {
     pub serial: String,
 }
 
+/// Labels of the CRL validity gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrlLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The CRL file.
+    pub crl: String,
+    /// The CRL's issuer.
+    pub issuer: String,
+}
+
+/// The metric series describing one listener's TLS state, to be replaced
+/// on the next reload.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSeries {
+    certs: Vec<CertLabels>,
+    crls: Vec<CrlLabels>,
+}
+
 /// Labels of `moat_certificate_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -102,6 +121,23 @@ pub struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     last_reload_success: Family<ListenerLabels, Gauge>,
     reload_pending: Family<ListenerLabels, Gauge>,
+    client_auth_denied: Family<ReasonLabels, Counter>,
+    crl_next_update: Family<CrlLabels, Gauge>,
+    crl_this_update: Family<CrlLabels, Gauge>,
+    mqtt_connections: Family<ProtocolLabels, Counter>,
+    mqtt_connect_rejected: Family<ReasonLabels, Counter>,
+    mqtt_publish_denied: Family<ListenerLabels, Counter>,
+    mqtt_subscribe_denied: Family<ListenerLabels, Counter>,
+    mqtt_sessions_closed: Family<ReasonLabels, Counter>,
+}
+
+/// Labels: listener and MQTT protocol version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `3.1`, `3.1.1` or `5`.
+    pub protocol: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -205,6 +241,54 @@ impl Metrics {
             "1 when the certificate files on disk differ from what is served because loading them failed",
             reload_pending.clone(),
         );
+        let client_auth_denied = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "moat_client_auth_denied",
+            "Client certificates refused, by reason (not on the allow-list, revoked, unknown CA, ...)",
+            client_auth_denied.clone(),
+        );
+        let crl_next_update = Family::<CrlLabels, Gauge>::default();
+        registry.register(
+            "moat_crl_next_update_timestamp_seconds",
+            "nextUpdate of each client-certificate CRL (stays after it passes)",
+            crl_next_update.clone(),
+        );
+        let crl_this_update = Family::<CrlLabels, Gauge>::default();
+        registry.register(
+            "moat_crl_this_update_timestamp_seconds",
+            "thisUpdate of each client-certificate CRL",
+            crl_this_update.clone(),
+        );
+        let mqtt_connections = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "moat_mqtt_connections",
+            "MQTT sessions accepted on MQTT-aware listeners, by protocol version",
+            mqtt_connections.clone(),
+        );
+        let mqtt_connect_rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "moat_mqtt_connect_rejected",
+            "MQTT connections refused at CONNECT, by reason",
+            mqtt_connect_rejected.clone(),
+        );
+        let mqtt_publish_denied = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "moat_mqtt_publish_denied",
+            "PUBLISH packets denied by the topic ACL",
+            mqtt_publish_denied.clone(),
+        );
+        let mqtt_subscribe_denied = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "moat_mqtt_subscribe_denied",
+            "SUBSCRIBE filters denied by the topic ACL",
+            mqtt_subscribe_denied.clone(),
+        );
+        let mqtt_sessions_closed = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "moat_mqtt_sessions_closed",
+            "MQTT sessions closed by moat after CONNECT, by reason (oversize packet, malformed packet, denial with on_deny: disconnect, ...)",
+            mqtt_sessions_closed.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "moat_build_info",
@@ -233,6 +317,14 @@ impl Metrics {
             reloads,
             last_reload_success,
             reload_pending,
+            client_auth_denied,
+            crl_next_update,
+            crl_this_update,
+            mqtt_connections,
+            mqtt_connect_rejected,
+            mqtt_publish_denied,
+            mqtt_subscribe_denied,
+            mqtt_sessions_closed,
         })
     }
 
@@ -269,8 +361,13 @@ impl Metrics {
         let to_client = self
             .relayed_bytes
             .get_or_create_owned(&dir("backend_to_client"));
+        let mqtt = std::sync::Arc::new(crate::mqtt::guard::GuardCounters {
+            publish_denied: self.mqtt_publish_denied.get_or_create_owned(&l),
+            subscribe_denied: self.mqtt_subscribe_denied.get_or_create_owned(&l),
+        });
         let m = ListenerMetrics {
             name: name.to_string(),
+            mqtt,
             active,
             accepted,
             handshake_ok,
@@ -287,6 +384,25 @@ impl Metrics {
         for r in reject_reasons {
             m.rejections(r);
         }
+        for r in crate::tls::client_auth::DENIAL_REASONS {
+            m.client_auth_denials(r);
+        }
+        for r in crate::mqtt::CONNECT_REJECT_REASONS {
+            let _ = self
+                .mqtt_connect_rejected
+                .get_or_create_owned(&ReasonLabels {
+                    listener: name.to_string(),
+                    reason: r.to_string(),
+                });
+        }
+        for r in crate::mqtt::SESSION_CLOSE_REASONS {
+            let _ = self
+                .mqtt_sessions_closed
+                .get_or_create_owned(&ReasonLabels {
+                    listener: name.to_string(),
+                    reason: r.to_string(),
+                });
+        }
         for result in ["success", "failure", "unchanged"] {
             let _ = self.reloads.get_or_create_owned(&ResultLabels {
                 listener: name.to_string(),
@@ -297,18 +413,22 @@ impl Metrics {
     }
 
     /// Exports the validity of every certificate a listener serves and
-    /// trusts, replacing the series of `previous`. Returns the new series.
-    pub fn set_certificates(
+    /// trusts, and of its CRLs, replacing the series of `previous`.
+    pub fn set_tls_state(
         &self,
         listener: &str,
         tls: &crate::tls::ListenerTls,
-        previous: &[CertLabels],
-    ) -> Vec<CertLabels> {
-        for labels in previous {
+        previous: &TlsSeries,
+    ) -> TlsSeries {
+        for labels in &previous.certs {
             self.cert_not_after.remove(labels);
             self.cert_not_before.remove(labels);
         }
-        let mut series = Vec::new();
+        for labels in &previous.crls {
+            self.crl_next_update.remove(labels);
+            self.crl_this_update.remove(labels);
+        }
+        let mut series = TlsSeries::default();
         let mut add = |path: &std::path::Path, role: &str, c: &crate::tls::certs::CertInfo| {
             let labels = CertLabels {
                 listener: listener.to_string(),
@@ -323,7 +443,7 @@ impl Metrics {
             self.cert_not_before
                 .get_or_create_owned(&labels)
                 .set(c.not_before);
-            series.push(labels);
+            series.certs.push(labels);
         };
         for cert in &tls.certs {
             for (i, c) in cert.chain.iter().enumerate() {
@@ -334,6 +454,20 @@ impl Metrics {
             for c in &tls.client_cas {
                 add(path, "client_ca", c);
             }
+        }
+        for crl in &tls.crls {
+            let labels = CrlLabels {
+                listener: listener.to_string(),
+                crl: crl.path.display().to_string(),
+                issuer: crl.issuer.clone(),
+            };
+            if let Some(next) = crl.next_update {
+                self.crl_next_update.get_or_create_owned(&labels).set(next);
+            }
+            self.crl_this_update
+                .get_or_create_owned(&labels)
+                .set(crl.this_update);
+            series.crls.push(labels);
         }
         series
     }
@@ -407,6 +541,8 @@ pub struct ListenerMetrics {
     pub to_backend: Counter,
     /// `moat_relayed_bytes_total{direction="backend_to_client"}`.
     pub to_client: Counter,
+    /// MQTT guard counters (denied publishes and subscriptions).
+    pub mqtt: Arc<crate::mqtt::guard::GuardCounters>,
     all: Arc<Metrics>,
 }
 
@@ -426,6 +562,53 @@ impl ListenerMetrics {
                 listener: self.name.clone(),
                 reason: reason.to_string(),
             })
+    }
+
+    fn client_auth_denials(&self, reason: &str) -> Counter {
+        self.all
+            .client_auth_denied
+            .get_or_create_owned(&ReasonLabels {
+                listener: self.name.clone(),
+                reason: reason.to_string(),
+            })
+    }
+
+    /// Counts an MQTT session accepted at CONNECT.
+    pub fn mqtt_connected(&self, protocol: &str) {
+        self.all
+            .mqtt_connections
+            .get_or_create_owned(&ProtocolLabels {
+                listener: self.name.clone(),
+                protocol: protocol.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a CONNECT refused.
+    pub fn mqtt_connect_rejected(&self, reason: &str) {
+        self.all
+            .mqtt_connect_rejected
+            .get_or_create_owned(&ReasonLabels {
+                listener: self.name.clone(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a session closed by the guard.
+    pub fn mqtt_session_closed(&self, reason: &str) {
+        self.all
+            .mqtt_sessions_closed
+            .get_or_create_owned(&ReasonLabels {
+                listener: self.name.clone(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a refused client certificate.
+    pub fn client_auth_denied(&self, reason: &str) {
+        self.client_auth_denials(reason).inc();
     }
 
     /// Counts a failed handshake.

@@ -38,12 +38,14 @@ thread_local! {
     static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn take_buffer() -> Box<[u8]> {
+/// Borrows a relay buffer from this thread's pool.
+pub(crate) fn take_buffer() -> Box<[u8]> {
     POOL.with(|p| p.borrow_mut().pop())
         .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
 }
 
-fn give_buffer(buf: Box<[u8]>) {
+/// Returns a relay buffer to this thread's pool.
+pub(crate) fn give_buffer(buf: Box<[u8]>) {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         if p.len() < POOL_PER_THREAD {

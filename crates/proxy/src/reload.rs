@@ -26,10 +26,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::ReloadConfig;
 use crate::listener::ListenerShared;
-use crate::metrics::{CertLabels, Metrics};
+use crate::metrics::{Metrics, TlsSeries};
 use crate::tls::certs::{unix, CertError};
 use crate::tls::files::{Digest, Sources};
-use crate::tls::{self, Resumption};
+use crate::tls::{self, client_auth, Resumption};
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,7 @@ pub enum Outcome {
 pub struct ReloadState {
     resumption: Resumption,
     failed: Option<Digest>,
-    series: Vec<CertLabels>,
+    series: TlsSeries,
 }
 
 impl ReloadState {
@@ -93,7 +93,7 @@ impl ReloadState {
         resumption: Resumption,
         metrics: &Metrics,
     ) -> Self {
-        let series = metrics.set_certificates(shared_name, tls, &[]);
+        let series = metrics.set_tls_state(shared_name, tls, &TlsSeries::default());
         metrics.reload_succeeded(shared_name, unix(tls.loaded_at));
         Self {
             resumption,
@@ -172,7 +172,14 @@ pub fn reload_listener(shared: &ListenerShared, metrics: &Metrics, trigger: Trig
     };
 
     let leaf = new.certs[0].leaf().clone();
-    state.series = metrics.set_certificates(name, &new, &state.series);
+    state.series = metrics.set_tls_state(name, &new, &state.series);
+    let crl_warnings = client_auth::crl_warnings(
+        name,
+        &new.crls,
+        &new.client_cas,
+        shared.config.tls.client_auth.expired_crl,
+        unix(now),
+    );
     state.resumption = resumption;
     state.failed = None;
     shared.tls.store(Arc::new(new));
@@ -187,6 +194,9 @@ pub fn reload_listener(shared: &ListenerShared, metrics: &Metrics, trigger: Trig
         days_left = leaf.days_left(now),
         "certificates reloaded"
     );
+    for w in crl_warnings {
+        warn!("{w}");
+    }
     if client_auth_changed {
         info!(listener = %name, "client CA bundle changed: session tickets rotated, so every device makes one full handshake against the new bundle");
     }

@@ -1,29 +1,44 @@
 //! Client certificates (mutual TLS): who may connect, and who they are.
 //!
-//! This module builds the rustls client verifier from the configured CA
-//! bundle and mode, and extracts the verified identity of a connected
-//! device (subject, common name, SHA-256 fingerprint) for logs and for the
-//! stages after the handshake.
+//! This module builds the listener's client verifier: the CA bundle and
+//! CRLs (rustls' webpki verifier), then the allow-list on top
+//! ([`DeviceVerifier`]). It also describes CRLs for checks and metrics, and
+//! extracts the verified identity of a connected device (subject, common
+//! name, SHA-256 fingerprint) for logs and for the stages after the
+//! handshake.
+//!
+//! Refusals are logged here, with the device's subject and fingerprint and
+//! the reason, because only here is the certificate at hand; they are
+//! counted by the listener, which sees the handshake error.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::CertificateDer;
-use rustls::server::danger::ClientCertVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::RootCertStore;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
+};
+use tracing::info;
 use x509_parser::prelude::*;
 
-use super::certs::{parse_ca_bundle, sha256_hex, CertError, CertInfo};
-use crate::config::{ClientAuthConfig, ClientAuthMode};
+use super::allow::{first_match, AllowRule, DeviceFacts};
+use super::certs::{parse_ca_bundle, rfc3339, sha256_hex, CertError, CertInfo};
+use super::files::SourceFile;
+use crate::config::{ClientAuthConfig, ClientAuthMode, ExpiredCrlPolicy};
 
 /// The client-authentication state of a listener.
 pub struct ClientAuth {
     /// The verifier to give rustls (`None` for mode `none`).
-    pub verifier: Option<Arc<dyn ClientCertVerifier>>,
+    pub verifier: Option<Arc<DeviceVerifier>>,
     /// The CA certificates in the bundle.
     pub cas: Vec<CertInfo>,
+    /// The CRLs in use.
+    pub crls: Vec<CrlInfo>,
 }
 
 impl std::fmt::Debug for ClientAuth {
@@ -31,26 +46,87 @@ impl std::fmt::Debug for ClientAuth {
         f.debug_struct("ClientAuth")
             .field("enabled", &self.verifier.is_some())
             .field("cas", &self.cas.len())
+            .field("crls", &self.crls.len())
             .finish()
     }
 }
 
-/// Builds the client verifier for a listener from the CA bundle's bytes
-/// (`None` when client authentication is off).
+/// What an operator wants to know about one CRL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlInfo {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Its issuer.
+    pub issuer: String,
+    /// thisUpdate, seconds since the epoch.
+    pub this_update: i64,
+    /// nextUpdate, seconds since the epoch, when present.
+    pub next_update: Option<i64>,
+    /// How many certificates it revokes.
+    pub revoked: usize,
+}
+
+/// Parses the CRLs of a CRL file (PEM, possibly several, or one DER).
+pub fn parse_crls(
+    file: &SourceFile,
+) -> Result<Vec<(CertificateRevocationListDer<'static>, CrlInfo)>, CertError> {
+    let path = &file.path;
+    let bytes: &[u8] = &file.bytes;
+    let ders: Vec<CertificateRevocationListDer<'static>> =
+        if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            CertificateRevocationListDer::pem_slice_iter(bytes)
+                .collect::<Result<_, _>>()
+                .map_err(|e| CertError {
+                    file: path.clone(),
+                    message: format!("the PEM data is damaged: {e}"),
+                    hint: "re-export the CRL (openssl ca -gencrl -out FILE)".into(),
+                })?
+        } else {
+            vec![CertificateRevocationListDer::from(bytes.to_vec())]
+        };
+    if ders.is_empty() {
+        return Err(CertError {
+            file: path.clone(),
+            message: "no CRL found in the file".into(),
+            hint: "the file must hold -----BEGIN X509 CRL----- blocks, or one DER CRL".into(),
+        });
+    }
+    ders.into_iter()
+        .map(|der| {
+            let (_, crl) = parse_x509_crl(&der).map_err(|e| CertError {
+                file: path.clone(),
+                message: format!("not a valid CRL: {e}"),
+                hint: "re-export the CRL from your CA (openssl ca -gencrl)".into(),
+            })?;
+            let info = CrlInfo {
+                path: path.clone(),
+                issuer: crl.issuer().to_string(),
+                this_update: crl.last_update().timestamp(),
+                next_update: crl.next_update().map(|t| t.timestamp()),
+                revoked: crl.iter_revoked_certificates().count(),
+            };
+            Ok((der, info))
+        })
+        .collect()
+}
+
+/// Builds the client verifier for a listener from the CA bundle and CRL
+/// files already read (`None` when client authentication is off).
 pub fn build(
     config: &ClientAuthConfig,
-    ca_bytes: Option<&[u8]>,
+    ca: Option<&SourceFile>,
+    crl_files: &[SourceFile],
     provider: &Arc<CryptoProvider>,
 ) -> Result<ClientAuth, CertError> {
-    let (ClientAuthMode::Optional | ClientAuthMode::Required, Some(ca_path), Some(ca_bytes)) =
-        (config.mode, &config.ca, ca_bytes)
-    else {
+    let (ClientAuthMode::Optional | ClientAuthMode::Required, Some(ca)) = (config.mode, ca) else {
         return Ok(ClientAuth {
             verifier: None,
             cas: Vec::new(),
+            crls: Vec::new(),
         });
     };
-    let bundle = parse_ca_bundle(ca_path, ca_bytes)?;
+    let ca_path = &ca.path;
+    let bundle = parse_ca_bundle(ca_path, &ca.bytes)?;
     let mut roots = RootCertStore::empty();
     let mut cas = Vec::new();
     for (i, (der, info)) in bundle.into_iter().enumerate() {
@@ -66,20 +142,219 @@ pub fn build(
         })?;
         cas.push(info);
     }
+    let mut crls = Vec::new();
+    let mut crl_ders = Vec::new();
+    for f in crl_files {
+        for (der, info) in parse_crls(f)? {
+            crl_ders.push(der);
+            crls.push(info);
+        }
+    }
     let mut builder =
         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     if config.mode == ClientAuthMode::Optional {
         builder = builder.allow_unauthenticated();
     }
-    let verifier = builder.build().map_err(|e| CertError {
-        file: ca_path.to_path_buf(),
+    if !crl_ders.is_empty() {
+        // Certificates from a CA that has no CRL here are not revocation
+        // checked (`moat check` warns); a CRL past nextUpdate follows the
+        // expired_crl policy.
+        builder = builder
+            .with_crls(crl_ders)
+            .allow_unknown_revocation_status();
+        if config.expired_crl == ExpiredCrlPolicy::Deny {
+            builder = builder.enforce_revocation_expiration();
+        }
+    }
+    let inner = builder.build().map_err(|e| CertError {
+        file: crl_files
+            .first()
+            .map(|f| f.path.clone())
+            .unwrap_or_else(|| ca_path.to_path_buf()),
         message: format!("cannot build the client certificate verifier: {e}"),
-        hint: "check that the CA bundle holds at least one valid CA certificate".into(),
+        hint: "check that the CA bundle holds at least one valid CA certificate and that each CRL is valid".into(),
     })?;
     Ok(ClientAuth {
-        verifier: Some(verifier),
+        verifier: Some(Arc::new(DeviceVerifier {
+            inner,
+            allow: config.allow.clone(),
+        })),
         cas,
+        crls,
     })
+}
+
+/// The listener's client verifier: the CA bundle and CRLs first, then the
+/// allow-list. Refusals are logged with the device's identity.
+pub struct DeviceVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    allow: Vec<AllowRule>,
+}
+
+impl std::fmt::Debug for DeviceVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceVerifier")
+            .field("allow_rules", &self.allow.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A short reason for a refused client certificate, for the
+/// `moat_client_auth_denied_total` label.
+pub fn denial_reason(e: &rustls::Error) -> &'static str {
+    use CertificateError as C;
+    match e {
+        rustls::Error::NoCertificatesPresented => "no_certificate",
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::ApplicationVerificationFailure => "not_allowed",
+            C::Revoked => "revoked",
+            C::UnknownIssuer => "unknown_ca",
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => "crl_expired",
+            C::UnknownRevocationStatus => "revocation_unknown",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "wrong_purpose",
+            _ => "bad_certificate",
+        },
+        _ => "bad_certificate",
+    }
+}
+
+/// Every value of [`denial_reason`], so the series exist from the start.
+pub const DENIAL_REASONS: &[&str] = &[
+    "no_certificate",
+    "not_allowed",
+    "revoked",
+    "unknown_ca",
+    "expired",
+    "not_yet_valid",
+    "crl_expired",
+    "revocation_unknown",
+    "wrong_purpose",
+    "bad_certificate",
+];
+
+fn log_refusal(end_entity: &CertificateDer<'_>, why: &str, reason: &'static str) {
+    let subject = X509Certificate::from_der(end_entity)
+        .map(|(_, c)| c.subject().to_string())
+        .unwrap_or_else(|_| "(unparsable certificate)".into());
+    info!(
+        client.subject = %subject,
+        client.sha256 = %sha256_hex(end_entity),
+        reason,
+        detail = why,
+        "client certificate refused"
+    );
+}
+
+impl ClientCertVerifier for DeviceVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if let Err(e) = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            log_refusal(end_entity, &e.to_string(), denial_reason(&e));
+            return Err(e);
+        }
+        if !self.allow.is_empty() {
+            let admitted = DeviceFacts::from_der(end_entity)
+                .is_some_and(|facts| first_match(&self.allow, &facts).is_some());
+            if !admitted {
+                log_refusal(
+                    end_entity,
+                    "matches no rule of tls.client_auth.allow",
+                    "not_allowed",
+                );
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::ApplicationVerificationFailure,
+                ));
+            }
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Warnings about CRLs: expired ones, and CAs that no CRL covers.
+pub fn crl_warnings(
+    listener: &str,
+    crls: &[CrlInfo],
+    cas: &[CertInfo],
+    policy: ExpiredCrlPolicy,
+    now_unix: i64,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if crls.is_empty() {
+        return out;
+    }
+    for crl in crls {
+        if let Some(next) = crl.next_update.filter(|n| *n < now_unix) {
+            let effect = match policy {
+                ExpiredCrlPolicy::Deny => "devices it covers are refused until a fresh CRL is in place (expired_crl: deny)",
+                ExpiredCrlPolicy::Allow => "it is still used (expired_crl: allow)",
+            };
+            out.push(format!(
+                "listener {listener:?}: {}: the CRL of {} expired at {}; {effect}",
+                crl.path.display(),
+                crl.issuer,
+                rfc3339(next)
+            ));
+        }
+        if !cas.iter().any(|ca| ca.subject == crl.issuer) {
+            out.push(format!(
+                "listener {listener:?}: {}: the CRL's issuer {} is not in the client CA bundle; it checks nothing",
+                crl.path.display(),
+                crl.issuer
+            ));
+        }
+    }
+    for ca in cas {
+        if !crls.iter().any(|crl| crl.issuer == ca.subject) {
+            out.push(format!(
+                "listener {listener:?}: no CRL covers client CA {}; its devices are not checked for revocation",
+                ca.subject
+            ));
+        }
+    }
+    out
 }
 
 /// Describes a CA bundle problem that is worth a warning but not an error.

@@ -41,6 +41,8 @@ pub struct Sources {
     pub certs: Vec<(SourceFile, SourceFile)>,
     /// The client CA bundle, when client authentication is on.
     pub client_ca: Option<SourceFile>,
+    /// Certificate revocation lists for client certificates.
+    pub crls: Vec<SourceFile>,
 }
 
 impl Sources {
@@ -53,11 +55,22 @@ impl Sources {
                 SourceFile::read(&c.key, "private key file")?,
             ));
         }
-        let client_ca = match (listener.tls.client_auth.mode, &listener.tls.client_auth.ca) {
+        let auth = &listener.tls.client_auth;
+        let client_ca = match (auth.mode, &auth.ca) {
             (ClientAuthMode::None, _) | (_, None) => None,
             (_, Some(p)) => Some(SourceFile::read(p, "client CA bundle")?),
         };
-        Ok(Self { certs, client_ca })
+        let mut crls = Vec::new();
+        if auth.mode != ClientAuthMode::None {
+            for p in &auth.crl.0 {
+                crls.push(SourceFile::read(p, "CRL file")?);
+            }
+        }
+        Ok(Self {
+            certs,
+            client_ca,
+            crls,
+        })
     }
 
     /// A hash of every file's path and contents.
@@ -70,10 +83,15 @@ impl Sources {
         if let Some(ca) = &self.client_ca {
             feed(&mut ctx, ca);
         }
+        for crl in &self.crls {
+            feed(&mut ctx, crl);
+        }
         finish(ctx)
     }
 
-    /// A hash of what decides who may connect (the client CA bundle).
+    /// A hash of the client CA bundle: when it changes, session tickets are
+    /// replaced. (CRL changes need no new tickets: resumed sessions are
+    /// checked against the current CRLs, see `listener`.)
     pub fn client_auth_digest(&self) -> Digest {
         let mut ctx = Context::new(&SHA256);
         if let Some(ca) = &self.client_ca {

@@ -7,6 +7,7 @@
 //! is created once per listener and carried across reloads, so devices keep
 //! resuming after a certificate rotation.
 
+pub mod allow;
 pub mod certs;
 pub mod client_auth;
 pub mod files;
@@ -40,6 +41,10 @@ pub struct ListenerTls {
     pub client_cas: Vec<CertInfo>,
     /// The client CA bundle file, if any.
     pub client_ca_path: Option<PathBuf>,
+    /// The CRLs for client certificates.
+    pub crls: Vec<client_auth::CrlInfo>,
+    /// The client verifier, to re-check resumed sessions.
+    pub client_verifier: Option<Arc<client_auth::DeviceVerifier>>,
     /// When this state was built.
     pub loaded_at: SystemTime,
     /// Hash of every file it was built from.
@@ -107,7 +112,8 @@ pub fn build_from(
     }
     let client_auth = client_auth::build(
         &listener.tls.client_auth,
-        sources.client_ca.as_ref().map(|f| f.bytes.as_slice()),
+        sources.client_ca.as_ref(),
+        &sources.crls,
         &policy.provider,
     )?;
 
@@ -145,6 +151,8 @@ pub fn build_from(
         certs: loaded,
         client_cas: client_auth.cas,
         client_ca_path: listener.tls.client_auth.ca.clone(),
+        crls: client_auth.crls,
+        client_verifier: client_auth.verifier,
         loaded_at: now,
         digest: sources.digest(),
         client_auth_digest: sources.client_auth_digest(),

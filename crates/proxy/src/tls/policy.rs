@@ -159,6 +159,15 @@ pub fn suite_name(suite: SupportedCipherSuite) -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// The OpenSSL name of a suite (what HAProxy and brokers print).
+pub fn openssl_suite_name(suite: SupportedCipherSuite) -> &'static str {
+    SUITES
+        .iter()
+        .find(|s| s.suite.suite() == suite.suite())
+        .map(|s| s.openssl)
+        .unwrap_or("unknown")
+}
+
 /// Builds a policy from the configured strings.
 pub fn build(
     min_version: &str,

@@ -1,0 +1,305 @@
+//! MQTT awareness: a listener with an `mqtt:` section inspects the traffic.
+//!
+//! The session has two phases:
+//!
+//! 1. **CONNECT.** The first packet must be a CONNECT, within
+//!    `connect_timeout`. [`decide_connect`] checks it against the device's
+//!    certificate identity (client id binding), rewrites the username when
+//!    the broker should see the identity, checks the will topic against the
+//!    ACL, and resolves the client's ACL once. Only then is the broker
+//!    connected; if it cannot be reached, the client gets CONNACK "server
+//!    unavailable" rather than a bare close.
+//! 2. **Packets.** The [`relay`] runs the [`guard`] on every packet in both
+//!    directions.
+//!
+//! The scanning itself is `moat-mqtt`'s: zero-copy, no payload is copied.
+
+pub mod acl;
+pub mod guard;
+pub mod relay;
+
+use std::sync::Arc;
+
+use moat_mqtt::{
+    ack, rewrite_connect, Connect, Error as MqttError, FixedHeader, PacketType, ProtocolVersion,
+};
+
+use crate::config::{ClientIdPolicy, IdentitySource, MqttConfig, UsernamePolicy};
+use crate::tls::allow::DeviceFacts;
+use acl::{ClientAcl, Subject};
+use guard::{GuardCounters, Session, MAX_BUFFERED_PACKET};
+
+/// Every reason a CONNECT is refused (a metric label).
+pub const CONNECT_REJECT_REASONS: &[&str] = &[
+    "not_connect",
+    "connect_timeout",
+    "malformed",
+    "unsupported_protocol",
+    "packet_too_large",
+    "no_identity",
+    "client_id_mismatch",
+    "will_denied",
+    "backend_unavailable",
+    "client_closed",
+];
+
+/// Every reason the guard closes a connection after CONNECT (a label).
+pub const SESSION_CLOSE_REASONS: &[&str] = &[
+    "malformed_packet",
+    "packet_too_large",
+    "second_connect",
+    "publish_denied",
+    "subscribe_denied",
+    "topic_alias_invalid",
+    "topic_alias_quota",
+    "too_many_pending",
+];
+
+/// The device identity the configuration asks for, from its certificate.
+pub fn identity(facts: Option<&DeviceFacts>, source: IdentitySource) -> Option<String> {
+    let f = facts?;
+    match source {
+        IdentitySource::CommonName => f.common_names.first().cloned(),
+        IdentitySource::Uri => f.uris.first().cloned(),
+        IdentitySource::Dns => f.dns.first().cloned(),
+    }
+}
+
+/// How many bytes the CONNECT at the front of `buf` needs in all, once its
+/// fixed header is there; `Err` for a first packet that cannot be a CONNECT.
+pub fn connect_len(buf: &[u8], max: u32) -> Result<Option<usize>, &'static str> {
+    match FixedHeader::parse(buf) {
+        Ok(None) => Ok(None),
+        Ok(Some(h)) if h.packet_type != PacketType::Connect => Err("not_connect"),
+        Ok(Some(h)) if h.exceeds(max) || h.total_len() > MAX_BUFFERED_PACKET => {
+            Err("packet_too_large")
+        }
+        Ok(Some(h)) => Ok(Some(h.total_len())),
+        Err(_) => Err("not_connect"),
+    }
+}
+
+/// What to do with a client's CONNECT.
+pub enum ConnectDecision {
+    /// Connect the broker and send it `forward` (the CONNECT, rewritten
+    /// when the username changes), then relay with `session`.
+    Accept {
+        /// The bytes to send the broker first.
+        forward: Vec<u8>,
+        /// The packet-level state for the rest of the connection.
+        session: Box<Session>,
+        /// The client id (for logs).
+        client_id: String,
+        /// The username the broker sees (for logs).
+        username: Option<String>,
+    },
+    /// Answer with `reply` (a CONNACK, or nothing) and close.
+    Refuse {
+        /// What to send the client before closing.
+        reply: Vec<u8>,
+        /// Why (a metric label).
+        reason: &'static str,
+    },
+}
+
+fn refuse(version: ProtocolVersion, code: u8, reason: &'static str) -> ConnectDecision {
+    let mut reply = Vec::new();
+    ack::connack(version, false, code, &mut reply);
+    ConnectDecision::Refuse { reply, reason }
+}
+
+/// Decides on a complete CONNECT packet. `identity` is the device's
+/// certificate identity, if it presented one.
+pub fn decide_connect(
+    packet: &[u8],
+    config: &MqttConfig,
+    identity: Option<&str>,
+    counters: Arc<GuardCounters>,
+) -> ConnectDecision {
+    let connect = match Connect::parse(packet) {
+        Ok(c) => c,
+        Err(MqttError::UnsupportedProtocol { .. }) => {
+            // MQTT 3.1.1 answers an unknown level with return code 0x01.
+            return refuse(
+                ProtocolVersion::V3_1_1,
+                ack::connack_v3::UNACCEPTABLE_PROTOCOL_VERSION,
+                "unsupported_protocol",
+            );
+        }
+        Err(_) => {
+            return ConnectDecision::Refuse {
+                reply: Vec::new(),
+                reason: "malformed",
+            }
+        }
+    };
+    let v = connect.version;
+    let not_authorized = ack::connack_not_authorized(v);
+    let needs_identity =
+        config.client_id != ClientIdPolicy::Any || config.username == UsernamePolicy::Identity;
+    if needs_identity && identity.is_none() {
+        return refuse(v, not_authorized, "no_identity");
+    }
+    let id = identity.unwrap_or("");
+    let client_id_ok = match config.client_id {
+        ClientIdPolicy::Any => true,
+        ClientIdPolicy::EqualToIdentity => connect.client_id == id,
+        ClientIdPolicy::PrefixedByIdentity => connect.client_id.starts_with(id),
+    };
+    if !client_id_ok {
+        tracing::info!(
+            client_id = connect.client_id,
+            identity = id,
+            "client id does not match the certificate identity"
+        );
+        return refuse(v, not_authorized, "client_id_mismatch");
+    }
+    let (forward, username) = match config.username {
+        UsernamePolicy::Passthrough => (packet.to_vec(), connect.username.map(str::to_string)),
+        UsernamePolicy::Identity => {
+            let mut out = Vec::with_capacity(packet.len() + id.len());
+            if rewrite_connect(packet, &connect, Some(id), true, &mut out).is_err() {
+                return ConnectDecision::Refuse {
+                    reply: Vec::new(),
+                    reason: "malformed",
+                };
+            }
+            (out, Some(id.to_string()))
+        }
+    };
+    let acl = match &config.acl {
+        None => ClientAcl::allow_all(),
+        Some(rules) => ClientAcl::resolve(
+            rules,
+            &Subject {
+                client_id: connect.client_id,
+                username: username.as_deref(),
+                identity,
+            },
+        ),
+    };
+    if let Some(will) = &connect.will {
+        if !acl.may_publish(will.topic) {
+            tracing::info!(topic = will.topic, "will topic denied by the topic ACL");
+            return refuse(v, not_authorized, "will_denied");
+        }
+    }
+    ConnectDecision::Accept {
+        forward,
+        session: Box::new(Session::new(
+            v,
+            acl,
+            config.on_deny,
+            config.max_packet_size,
+            counters,
+        )),
+        client_id: connect.client_id.to_string(),
+        username,
+    }
+}
+
+/// The CONNACK for a broker that cannot be reached, in the client's
+/// protocol version (read from the CONNECT).
+pub fn server_unavailable(version: ProtocolVersion) -> Vec<u8> {
+    let mut out = Vec::new();
+    ack::connack(
+        version,
+        false,
+        ack::connack_server_unavailable(version),
+        &mut out,
+    );
+    out
+}
+
+/// A label for the protocol version.
+pub fn version_label(v: ProtocolVersion) -> &'static str {
+    match v {
+        ProtocolVersion::V3_1 => "3.1",
+        ProtocolVersion::V3_1_1 => "3.1.1",
+        ProtocolVersion::V5 => "5",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONNECT_311: &[u8] = &[
+        0x10, 0x1b, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0xc2, 0x00, 0x3c, 0x00, 0x04, b'd',
+        b'e', b'v', b'1', 0x00, 0x05, b'a', b'l', b'i', b'c', b'e', 0x00, 0x02, b'p', b'w',
+    ];
+
+    fn config(yaml: &str) -> MqttConfig {
+        serde_yaml::from_str(yaml).expect("mqtt config")
+    }
+
+    fn decide(yaml: &str, identity: Option<&str>) -> ConnectDecision {
+        decide_connect(
+            CONNECT_311,
+            &config(yaml),
+            identity,
+            Arc::new(GuardCounters::default()),
+        )
+    }
+
+    #[test]
+    fn client_id_binding() {
+        assert!(matches!(
+            decide("client_id: equal_to_identity", Some("dev1")),
+            ConnectDecision::Accept { .. }
+        ));
+        let ConnectDecision::Refuse { reply, reason } =
+            decide("client_id: equal_to_identity", Some("dev2"))
+        else {
+            panic!("mismatch must be refused")
+        };
+        assert_eq!(reason, "client_id_mismatch");
+        assert_eq!(reply, [0x20, 0x02, 0x00, 0x05]);
+        assert!(matches!(
+            decide("client_id: prefixed_by_identity", Some("dev")),
+            ConnectDecision::Accept { .. }
+        ));
+        let ConnectDecision::Refuse { reason, .. } =
+            decide("client_id: prefixed_by_identity", None)
+        else {
+            panic!("no identity")
+        };
+        assert_eq!(reason, "no_identity");
+    }
+
+    #[test]
+    fn username_becomes_the_identity_and_the_password_goes() {
+        let ConnectDecision::Accept {
+            forward, username, ..
+        } = decide("username: identity", Some("sensor-7"))
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(username.as_deref(), Some("sensor-7"));
+        let c = Connect::parse(&forward).expect("rewritten CONNECT parses");
+        assert_eq!(c.username, Some("sensor-7"));
+        assert_eq!(c.password, None);
+        assert_eq!(c.client_id, "dev1");
+    }
+
+    #[test]
+    fn first_packet_must_be_connect() {
+        assert_eq!(connect_len(&[0x30, 0x00], 1000), Err("not_connect"));
+        assert_eq!(connect_len(&[0x10], 1000), Ok(None));
+        assert_eq!(connect_len(CONNECT_311, 1000), Ok(Some(CONNECT_311.len())));
+        assert_eq!(connect_len(CONNECT_311, 10), Err("packet_too_large"));
+        assert_eq!(connect_len(b"GET / HTTP/1.1", 1000), Err("not_connect"));
+    }
+
+    #[test]
+    fn unavailable_connack_per_version() {
+        assert_eq!(
+            server_unavailable(ProtocolVersion::V3_1_1),
+            [0x20, 0x02, 0x00, 0x03]
+        );
+        assert_eq!(
+            server_unavailable(ProtocolVersion::V5),
+            [0x20, 0x03, 0x00, 0x88, 0x00]
+        );
+    }
+}
