@@ -367,6 +367,8 @@ pub enum IdentitySource {
     Uri,
     /// The first SAN DNS name.
     Dns,
+    /// The whole subject, like Mosquitto's `use_subject_as_username`.
+    Subject,
 }
 
 /// How the CONNECT's client id must relate to the identity.

@@ -62,6 +62,7 @@ pub fn identity(facts: Option<&DeviceFacts>, source: IdentitySource) -> Option<S
         IdentitySource::CommonName => f.common_names.first().cloned(),
         IdentitySource::Uri => f.uris.first().cloned(),
         IdentitySource::Dns => f.dns.first().cloned(),
+        IdentitySource::Subject => Some(f.subject.clone()),
     }
 }
 
