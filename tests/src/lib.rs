@@ -2,13 +2,15 @@
 //!
 //! Every test starts what it needs on 127.0.0.1 with free ports: a real
 //! Mosquitto, the real `moat` binary, and real clients (`mosquitto_pub`,
-//! `mosquitto_sub`, `openssl s_client`, sslyze). Certificates are generated
-//! at test time with rcgen or openssl; no private key is ever committed.
+//! `mosquitto_sub`, `openssl s_client`, sslyze), and an OCSP responder
+//! whose answers `openssl ocsp` makes. Certificates are generated at test
+//! time with rcgen or openssl; no private key is ever committed.
 //!
 //! A missing peer fails the test with the Debian package to install; it is
 //! never skipped. `scripts/test` installs them all.
 
 pub mod clients;
+pub mod ocsp;
 pub mod pki;
 pub mod procs;
 
@@ -19,6 +21,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use clients::*;
+pub use ocsp::*;
 pub use pki::*;
 pub use procs::*;
 

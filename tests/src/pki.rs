@@ -2,10 +2,17 @@
 //!
 //! rcgen makes the material in-process (fast); openssl converts keys to the
 //! other encodings operators have on disk (PKCS#1, SEC1) and makes what
-//! rcgen cannot (SHA-1 signatures, small RSA keys).
+//! rcgen cannot (SHA-1 signatures, small RSA keys). [`OpensslCa`] is a CA
+//! run with `openssl ca` and its `index.txt` database, the way operators
+//! run one: it revokes, publishes CRLs and (see [`crate::ocsp`]) answers
+//! OCSP.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -34,6 +41,16 @@ impl KeyAlg {
             Self::Rsa2048 => &rcgen::PKCS_RSA_SHA256,
         }
     }
+
+    /// The `openssl genpkey` arguments that make a key of this kind.
+    pub fn genpkey_args(self) -> &'static [&'static str] {
+        match self {
+            Self::EcdsaP256 => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            Self::EcdsaP384 => &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-384"],
+            Self::Ed25519 => &["-algorithm", "ED25519"],
+            Self::Rsa2048 => &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        }
+    }
 }
 
 /// A certificate and key written to disk.
@@ -48,6 +65,11 @@ pub struct CertFiles {
 }
 
 impl CertFiles {
+    /// The DER of the (first) certificate.
+    pub fn der(&self) -> Vec<u8> {
+        pem_to_der(&self.cert_pem)
+    }
+
     /// The SHA-256 fingerprint of the certificate as openssl prints it,
     /// normalised to lower-case hex without colons.
     pub fn sha256(&self) -> String {
@@ -236,16 +258,29 @@ pub fn to_traditional_key(key: &Path) -> PathBuf {
     out
 }
 
+/// The DER of the first certificate in PEM text.
+pub fn pem_to_der(pem: &str) -> Vec<u8> {
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("a PEM certificate")
+        .to_vec()
+}
+
 /// Runs openssl with arguments in `dir`, failing the test on error.
 pub fn openssl(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("run openssl");
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `openssl` ({e}): install it with `apt-get install -y openssl`, \
+                 or run scripts/test, which installs every peer"
+            )
+        });
     assert!(
         out.status.success(),
-        "openssl {args:?} failed: {}",
+        "openssl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -383,24 +418,132 @@ pub fn replace_atomically(new: &CertFiles, cert: &Path, key: &Path) {
     }
 }
 
+/// How an [`OpensslCa`] is made.
+#[derive(Debug, Clone)]
+pub struct CaOptions {
+    /// The CA's key (ECDSA P-256 by default). Issued certificates always
+    /// have ECDSA P-256 keys.
+    pub alg: KeyAlg,
+    /// The OCSP responder URL that [`Profile::Server`] and
+    /// [`Profile::MustStaple`] certificates name in their
+    /// authorityInfoAccess, e.g. [`Responder::url`](crate::Responder::url);
+    /// `None` for no authorityInfoAccess.
+    pub ocsp_url: Option<String>,
+}
+
+impl Default for CaOptions {
+    fn default() -> Self {
+        Self {
+            alg: KeyAlg::EcdsaP256,
+            ocsp_url: None,
+        }
+    }
+}
+
+impl CaOptions {
+    /// An ECDSA P-256 CA whose server certificates name `url` as their
+    /// OCSP responder.
+    pub fn ocsp(url: impl Into<String>) -> Self {
+        Self {
+            ocsp_url: Some(url.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a certificate issued by an [`OpensslCa`] is for: its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// A device certificate: extendedKeyUsage clientAuth.
+    Client,
+    /// A server certificate for `localhost`, 127.0.0.1 and ::1
+    /// (extendedKeyUsage serverAuth), naming the CA's OCSP URL, if it has
+    /// one, in authorityInfoAccess.
+    Server,
+    /// [`Profile::Server`] with the TLS feature `status_request`
+    /// (OCSP Must-Staple).
+    MustStaple,
+    /// [`Profile::Server`] without authorityInfoAccess.
+    ServerNoAia,
+    /// A delegated OCSP responder: critical extendedKeyUsage OCSPSigning.
+    OcspSigning,
+}
+
+impl Profile {
+    fn section(self) -> &'static str {
+        match self {
+            Self::Client => "client_ext",
+            Self::Server => "server_ext",
+            Self::MustStaple => "must_staple_ext",
+            Self::ServerNoAia => "server_no_aia_ext",
+            Self::OcspSigning => "ocsp_ext",
+        }
+    }
+}
+
 /// A CA run with `openssl ca` and its `index.txt` database, so that
-/// certificates can be revoked and CRLs published the way operators do it.
+/// certificates can be revoked, CRLs published and OCSP answered (by
+/// `openssl ocsp`, see [`crate::ocsp`]) the way operators do it.
+///
+/// It lives in its own directory (`ca.pem`, `ca.key`, `index.txt`,
+/// `openssl.cnf`, ...). Operations that use the database are serialised,
+/// so it can be shared (in an `Arc`) with a [`Responder`](crate::Responder)
+/// thread while the test issues and revokes.
 pub struct OpensslCa {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
+    /// Its CN.
+    pub(crate) name: String,
+    pub(crate) alg: KeyAlg,
+    ocsp_url: Option<String>,
     /// The CA certificate.
     pub cert: PathBuf,
     /// The CA key.
     pub key: PathBuf,
+    /// The CA certificate PEM text.
+    pub cert_pem: String,
+    /// Held while openssl reads or writes the database.
+    db: Mutex<()>,
+    /// OCSP signers made so far.
+    pub(crate) signers: Mutex<HashMap<crate::ocsp::Signer, CertFiles>>,
+    _temp: Option<tempfile::TempDir>,
 }
 
 impl OpensslCa {
-    /// A new CA in `parent/<name>/`.
+    /// A new ECDSA P-256 CA, `CN=<name>`, in `parent/<name>/`, with no
+    /// OCSP URL.
     pub fn new(parent: &Path, name: &str) -> Self {
-        let dir = parent.join(name);
+        Self::with_options(parent, name, &CaOptions::default())
+    }
+
+    /// A new CA, `CN=<name>`, in `parent/<name>/`.
+    pub fn with_options(parent: &Path, name: &str, opts: &CaOptions) -> Self {
+        Self::create(parent.join(name), name, opts, None)
+    }
+
+    /// A new CA, `CN=<name>`, in a temporary directory of its own that is
+    /// removed when the CA is dropped.
+    pub fn in_temp_dir(name: &str, opts: &CaOptions) -> Self {
+        let temp = tempfile::Builder::new()
+            .prefix("moat-ca-")
+            .tempdir()
+            .expect("tempdir");
+        Self::create(temp.path().to_path_buf(), name, opts, Some(temp))
+    }
+
+    fn create(dir: PathBuf, name: &str, opts: &CaOptions, temp: Option<tempfile::TempDir>) -> Self {
         std::fs::create_dir_all(dir.join("newcerts")).expect("mkdir");
         std::fs::write(dir.join("index.txt"), "").expect("index");
         std::fs::write(dir.join("serial"), "1000\n").expect("serial");
         std::fs::write(dir.join("crlnumber"), "1000\n").expect("crlnumber");
+        let aia = opts
+            .ocsp_url
+            .as_deref()
+            .map(|url| format!("authorityInfoAccess = OCSP;URI:{url}\n"))
+            .unwrap_or_default();
+        let server = "basicConstraints = critical, CA:FALSE\n\
+                      keyUsage = critical, digitalSignature\n\
+                      extendedKeyUsage = serverAuth\n\
+                      subjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1\n";
         let cnf = format!(
             r#"[ ca ]
 default_ca = CA_default
@@ -428,6 +571,16 @@ distinguished_name = dn
 basicConstraints = CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
+[ server_ext ]
+{server}{aia}
+[ must_staple_ext ]
+{server}{aia}tlsfeature = status_request
+[ server_no_aia_ext ]
+{server}
+[ ocsp_ext ]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = critical, OCSPSigning
 [ v3_ca ]
 basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign
@@ -436,43 +589,60 @@ subjectKeyIdentifier = hash
             dir = dir.display()
         );
         std::fs::write(dir.join("openssl.cnf"), cnf).expect("cnf");
-        openssl(
-            &dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                "ca.key",
-            ],
-        );
-        openssl(
-            &dir,
-            &[
-                "req",
-                "-config",
-                "openssl.cnf",
-                "-new",
-                "-x509",
-                "-key",
-                "ca.key",
-                "-subj",
-                &format!("/CN={name}"),
-                "-days",
-                "3650",
-                "-extensions",
-                "v3_ca",
-                "-out",
-                "ca.pem",
-            ],
-        );
+        let cert_pem = self_signed_ca(&dir, "ca", name, opts.alg);
         Self {
             cert: dir.join("ca.pem"),
             key: dir.join("ca.key"),
+            cert_pem,
             dir,
+            name: name.to_string(),
+            alg: opts.alg,
+            ocsp_url: opts.ocsp_url.clone(),
+            db: Mutex::new(()),
+            signers: Mutex::new(HashMap::new()),
+            _temp: temp,
         }
+    }
+
+    /// Its directory (`index.txt`, `openssl.cnf`, ...).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The OCSP URL its server certificates name, if any.
+    pub fn ocsp_url(&self) -> Option<&str> {
+        self.ocsp_url.as_deref()
+    }
+
+    /// The DER of the CA certificate.
+    pub fn cert_der(&self) -> Vec<u8> {
+        pem_to_der(&self.cert_pem)
+    }
+
+    /// The CA itself as certificate and key files.
+    pub fn files(&self) -> CertFiles {
+        CertFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            cert_pem: self.cert_pem.clone(),
+        }
+    }
+
+    /// Holds the database for one openssl command.
+    pub(crate) fn lock_db(&self) -> MutexGuard<'_, ()> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Issues a certificate with `openssl ca` (recorded in `index.txt`),
+    /// written to `out/<stem>.pem` and `.key` (ECDSA P-256). `subject` is
+    /// an openssl subject such as `/CN=localhost`.
+    pub fn issue(&self, out: &Path, stem: &str, subject: &str, profile: Profile) -> CertFiles {
+        self.issue_with(out, stem, subject, None, profile)
+    }
+
+    /// A [`Profile::Server`] certificate with `CN=localhost`.
+    pub fn issue_server(&self, out: &Path, stem: &str) -> CertFiles {
+        self.issue(out, stem, "/CN=localhost", Profile::Server)
     }
 
     /// Issues a device (client) certificate with `openssl ca`. `subject`
@@ -485,22 +655,58 @@ subjectKeyIdentifier = hash
         subject: &str,
         san: Option<&str>,
     ) -> CertFiles {
+        self.issue_with(out, stem, subject, san, Profile::Client)
+    }
+
+    /// Issues a [`Profile::Server`] certificate (`CN=localhost`) with
+    /// `openssl x509 -req`, which leaves it out of `index.txt`: OCSP
+    /// answers "unknown" for it.
+    pub fn issue_unrecorded(&self, out: &Path, stem: &str) -> CertFiles {
+        let (key, csr, cert) = self.new_request(out, stem, "/CN=localhost", None);
+        let p = |x: &Path| x.to_str().expect("utf-8 path").to_string();
+        // Without -set_serial or -CAserial, openssl picks a random serial.
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &p(&csr),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-days",
+                "365",
+                "-extfile",
+                "openssl.cnf",
+                "-extensions",
+                Profile::Server.section(),
+                "-out",
+                &p(&cert),
+            ],
+        );
+        cert_files(cert, key)
+    }
+
+    /// A new key and certificate request: (key, csr, where the
+    /// certificate goes).
+    fn new_request(
+        &self,
+        out: &Path,
+        stem: &str,
+        subject: &str,
+        san: Option<&str>,
+    ) -> (PathBuf, PathBuf, PathBuf) {
         let key = out.join(format!("{stem}.key"));
         let csr = out.join(format!("{stem}.csr"));
         let cert = out.join(format!("{stem}.pem"));
         let p = |x: &Path| x.to_str().expect("utf-8 path").to_string();
-        openssl(
-            &self.dir,
-            &[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                &p(&key),
-            ],
-        );
+        let mut genpkey = vec!["genpkey"];
+        genpkey.extend_from_slice(KeyAlg::EcdsaP256.genpkey_args());
+        let key_arg = p(&key);
+        genpkey.extend_from_slice(&["-out", &key_arg]);
+        openssl(&self.dir, &genpkey);
         let mut req = vec![
             "req".to_string(),
             "-config".into(),
@@ -520,6 +726,20 @@ subjectKeyIdentifier = hash
             &self.dir,
             &req.iter().map(String::as_str).collect::<Vec<_>>(),
         );
+        (key, csr, cert)
+    }
+
+    fn issue_with(
+        &self,
+        out: &Path,
+        stem: &str,
+        subject: &str,
+        san: Option<&str>,
+        profile: Profile,
+    ) -> CertFiles {
+        let (key, csr, cert) = self.new_request(out, stem, subject, san);
+        let p = |x: &Path| x.to_str().expect("utf-8 path").to_string();
+        let _db = self.lock_db();
         openssl(
             &self.dir,
             &[
@@ -529,23 +749,19 @@ subjectKeyIdentifier = hash
                 "-batch",
                 "-notext",
                 "-extensions",
-                "client_ext",
+                profile.section(),
                 "-in",
                 &p(&csr),
                 "-out",
                 &p(&cert),
             ],
         );
-        let cert_pem = std::fs::read_to_string(&cert).expect("cert");
-        CertFiles {
-            cert,
-            key,
-            cert_pem,
-        }
+        cert_files(cert, key)
     }
 
-    /// Revokes a certificate in the CA's database.
+    /// Revokes a certificate in the CA's database (reason keyCompromise).
     pub fn revoke(&self, cert: &Path) {
+        let _db = self.lock_db();
         openssl(
             &self.dir,
             &[
@@ -562,6 +778,7 @@ subjectKeyIdentifier = hash
 
     /// Publishes a CRL (valid for a day) to `out`.
     pub fn gencrl(&self, out: &Path) {
+        let _db = self.lock_db();
         openssl(
             &self.dir,
             &[
@@ -577,6 +794,7 @@ subjectKeyIdentifier = hash
 
     /// Publishes a CRL whose nextUpdate is already past.
     pub fn gencrl_expired(&self, out: &Path) {
+        let _db = self.lock_db();
         openssl(
             &self.dir,
             &[
@@ -592,5 +810,46 @@ subjectKeyIdentifier = hash
                 out.to_str().expect("path"),
             ],
         );
+    }
+}
+
+/// Makes a self-signed CA `dir/<stem>.pem` and `.key` with the `v3_ca`
+/// section of `dir/openssl.cnf`; returns the certificate PEM.
+pub(crate) fn self_signed_ca(dir: &Path, stem: &str, cn: &str, alg: KeyAlg) -> String {
+    let key = format!("{stem}.key");
+    let cert = format!("{stem}.pem");
+    let mut genpkey = vec!["genpkey"];
+    genpkey.extend_from_slice(alg.genpkey_args());
+    genpkey.extend_from_slice(&["-out", &key]);
+    openssl(dir, &genpkey);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-config",
+            "openssl.cnf",
+            "-new",
+            "-x509",
+            "-key",
+            &key,
+            "-subj",
+            &format!("/CN={cn}"),
+            "-days",
+            "3650",
+            "-extensions",
+            "v3_ca",
+            "-out",
+            &cert,
+        ],
+    );
+    std::fs::read_to_string(dir.join(cert)).expect("read CA certificate")
+}
+
+fn cert_files(cert: PathBuf, key: PathBuf) -> CertFiles {
+    let cert_pem = std::fs::read_to_string(&cert).expect("read certificate");
+    CertFiles {
+        cert,
+        key,
+        cert_pem,
     }
 }

@@ -504,3 +504,27 @@ fn certificates_endpoint_describes_what_is_served() {
     assert!(c["days_left"].as_i64().unwrap() > 0);
     assert_eq!(c["sha256"], s.live.sha256());
 }
+
+#[test]
+fn a_busy_unrelated_file_next_to_the_certificates_does_not_delay_reloads() {
+    let s = setup("  watch: true\n  check_interval: 0s");
+    let busy = s.live.cert.with_file_name("busy.log");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::File::create(busy).expect("log");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = writeln!(f, "a log line every 50 ms");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let next = s.issue("next");
+    replace_atomically(&next, &s.live.cert, &s.live.key);
+    let took = s.wait_serial(&next, Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = writer.join();
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}

@@ -124,6 +124,24 @@ pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Str
                 cert.chain.len()
             );
             describe(&mut out, "    ", cert.leaf(), now);
+            let facts = moat_stapling::leaf_facts(&cert.key.cert[0]).ok();
+            let responder = facts
+                .as_ref()
+                .and_then(|f| f.responder_url.clone())
+                .unwrap_or_else(|| "none".into());
+            let stapling = match crate::ocsp::skip_reason(l, i, tls) {
+                None => "yes".to_string(),
+                Some(why) => format!("no ({why})"),
+            };
+            let must = if facts.as_ref().is_some_and(|f| f.must_staple) {
+                ", Must-Staple"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "    OCSP:      responder {responder}{must}; stapled: {stapling}"
+            );
         }
         if let Some(path) = &tls.client_ca_path {
             let _ = writeln!(out, "  client CA bundle: {}", path.display());
@@ -167,7 +185,22 @@ pub fn warnings(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> V
     let mut out = Vec::new();
     let now_s = unix(now);
     for (l, tls) in config.config.listeners.iter().zip(&prepared.tls) {
-        for cert in &tls.certs {
+        for (index, cert) in tls.certs.iter().enumerate() {
+            let skip = crate::ocsp::skip_reason(l, index, tls);
+            let must_staple =
+                moat_stapling::leaf_facts(&cert.key.cert[0]).is_ok_and(|f| f.must_staple);
+            match &skip {
+                Some(why) if must_staple => out.push(format!(
+                    "{}: the certificate is Must-Staple but will not be stapled ({why}); clients that honour Must-Staple will refuse it",
+                    cert.cert_path.display()
+                )),
+                Some(why) if l.tls.ocsp.stapling == crate::config::Stapling::On => out.push(format!(
+                    "listener {:?}: stapling is on but impossible for {}: {why}",
+                    l.name,
+                    cert.cert_path.display()
+                )),
+                _ => {}
+            }
             let file = cert.cert_path.display();
             for (i, c) in cert.chain.iter().enumerate() {
                 let which = if i == 0 {

@@ -473,6 +473,83 @@ pub struct TlsConfig {
     /// start-up warn when no certificate covers one of them.
     #[serde(default)]
     pub server_names: Vec<String>,
+    /// OCSP stapling.
+    #[serde(default)]
+    pub ocsp: OcspConfig,
+}
+
+/// OCSP stapling of a listener's certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OcspConfig {
+    /// `auto`, `true` or `false`.
+    #[serde(default)]
+    pub stapling: Stapling,
+    /// Query this responder instead of the certificates' own.
+    pub responder_url: Option<String>,
+    /// Refresh at this fraction of a response's validity.
+    #[serde(default = "default_refresh_fraction")]
+    pub refresh_fraction: f64,
+    /// Keep the last good response per certificate here.
+    pub cache_dir: Option<PathBuf>,
+    /// Staple this DER file instead of querying (single-certificate
+    /// listeners; see `certificates[].ocsp_file` otherwise).
+    pub static_file: Option<PathBuf>,
+}
+
+impl Default for OcspConfig {
+    fn default() -> Self {
+        Self {
+            stapling: Stapling::Auto,
+            responder_url: None,
+            refresh_fraction: default_refresh_fraction(),
+            cache_dir: None,
+            static_file: None,
+        }
+    }
+}
+
+fn default_refresh_fraction() -> f64 {
+    0.5
+}
+
+/// Whether to staple OCSP responses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stapling {
+    /// Staple certificates that name an OCSP responder and come with their
+    /// issuer; leave the others alone.
+    #[default]
+    Auto,
+    /// Staple every certificate; warn loudly about those that cannot be.
+    On,
+    /// Never staple.
+    Off,
+}
+
+impl<'de> Deserialize<'de> for Stapling {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Stapling;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("auto, true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Stapling, E> {
+                Ok(if v { Stapling::On } else { Stapling::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Stapling, E> {
+                match v {
+                    "auto" => Ok(Stapling::Auto),
+                    "true" | "on" | "yes" => Ok(Stapling::On),
+                    "false" | "off" | "no" => Ok(Stapling::Off),
+                    other => Err(E::custom(format!(
+                        "invalid stapling {other:?}: use auto, true or false"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 fn default_min_version() -> String {
@@ -491,6 +568,9 @@ pub struct CertificateConfig {
     pub cert: PathBuf,
     /// PEM file with the private key (PKCS#8, SEC1 or PKCS#1).
     pub key: PathBuf,
+    /// A DER OCSP response file to staple for this certificate, instead of
+    /// querying a responder.
+    pub ocsp_file: Option<PathBuf>,
 }
 
 /// Client certificate settings.
@@ -653,6 +733,15 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         for c in &mut l.tls.certificates {
             resolve(&mut c.cert);
             resolve(&mut c.key);
+            if let Some(f) = &mut c.ocsp_file {
+                resolve(f);
+            }
+        }
+        if let Some(d) = &mut l.tls.ocsp.cache_dir {
+            resolve(d);
+        }
+        if let Some(f) = &mut l.tls.ocsp.static_file {
+            resolve(f);
         }
         if let Some(ca) = &mut l.tls.client_auth.ca {
             resolve(ca);
@@ -919,6 +1008,7 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
         if let Some(m) = &l.mqtt {
             check_mqtt(path, i, m, ca.mode, &mut errors);
         }
+        check_ocsp(path, i, l, &mut errors);
         for (k, proto) in l.tls.alpn.iter().enumerate() {
             if proto.is_empty() || proto.len() > 255 {
                 errors.push(
@@ -950,6 +1040,66 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
         Ok(policies)
     } else {
         Err(ConfigErrors(errors))
+    }
+}
+
+fn check_ocsp(path: &Path, i: usize, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
+    let at = |field: &str| format!("listeners[{i}].tls.ocsp.{field}");
+    let o = &l.tls.ocsp;
+    if !(o.refresh_fraction > 0.0 && o.refresh_fraction < 1.0) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("refresh_fraction"),
+                "must be between 0 and 1, exclusive",
+            )
+            .hint("0.5 (the default) refreshes halfway through each response's validity"),
+        );
+    }
+    if let Some(url) = &o.responder_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at("responder_url"),
+                    format!("{url:?} is not an http:// or https:// URL"),
+                )
+                .hint("OCSP responders are reached over HTTP, e.g. http://ocsp.example.com"),
+            );
+        }
+    }
+    let per_cert = l.tls.certificates.iter().any(|c| c.ocsp_file.is_some());
+    if o.static_file.is_some() && (l.tls.certificates.len() > 1 || per_cert) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("static_file"),
+                "static_file names one response, but this listener has several certificates",
+            )
+            .hint("set ocsp_file on each certificate entry instead"),
+        );
+    }
+    if o.responder_url.is_some() && (o.static_file.is_some() || per_cert) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("responder_url"),
+                "a responder URL and a static response file exclude each other",
+            )
+            .hint("use static files for air-gapped sites, a responder URL otherwise"),
+        );
+    }
+    if o.stapling == Stapling::Off
+        && (o.static_file.is_some() || per_cert || o.responder_url.is_some())
+    {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("stapling"),
+                "stapling is false, so the other ocsp settings would be ignored",
+            )
+            .hint("set stapling: auto or true, or remove the other settings"),
+        );
     }
 }
 
@@ -1289,6 +1439,34 @@ listeners:
         assert!(error_text(&text).contains("listeners[0].mqtt.acl[0]"));
         let text = format!("{MINIMAL}    mqtt: {{ on_deny: drop }}\n");
         assert!(error_text(&text).contains("acknowledge"));
+    }
+
+    #[test]
+    fn ocsp_section() {
+        let c = parse_str(MINIMAL).expect("valid");
+        assert_eq!(c.config.listeners[0].tls.ocsp.stapling, Stapling::Auto);
+        let text = format!("{MINIMAL}      ocsp: {{ stapling: true, cache_dir: ocsp-cache, refresh_fraction: 0.25 }}\n");
+        let c = parse_str(&text).expect("valid");
+        let o = &c.config.listeners[0].tls.ocsp;
+        assert_eq!(o.stapling, Stapling::On);
+        assert_eq!(
+            o.cache_dir.as_deref(),
+            Some(Path::new("/etc/moat/ocsp-cache"))
+        );
+        let e = error_text(&format!(
+            "{MINIMAL}      ocsp: {{ refresh_fraction: 1.5 }}\n"
+        ));
+        assert!(e.contains("listeners[0].tls.ocsp.refresh_fraction"), "{e}");
+        let e = error_text(&format!("{MINIMAL}      ocsp: {{ stapling: maybe }}\n"));
+        assert!(e.contains("use auto, true or false"), "{e}");
+        let e = error_text(&format!(
+            "{MINIMAL}      ocsp: {{ responder_url: \"http://o\", static_file: r.der }}\n"
+        ));
+        assert!(e.contains("exclude each other"), "{e}");
+        let e = error_text(&format!(
+            "{MINIMAL}      ocsp: {{ stapling: false, static_file: r.der }}\n"
+        ));
+        assert!(e.contains("would be ignored"), "{e}");
     }
 
     #[test]

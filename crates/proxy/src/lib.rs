@@ -15,6 +15,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod mqtt;
+pub mod ocsp;
 pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;

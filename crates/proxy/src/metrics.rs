@@ -129,6 +129,44 @@ pub struct Metrics {
     mqtt_publish_denied: Family<ListenerLabels, Counter>,
     mqtt_subscribe_denied: Family<ListenerLabels, Counter>,
     mqtt_sessions_closed: Family<ReasonLabels, Counter>,
+    ocsp_next_update: Family<StapleLabels, Gauge>,
+    ocsp_this_update: Family<StapleLabels, Gauge>,
+    ocsp_stapled: Family<StapleLabels, Gauge>,
+    ocsp_must_staple_unmet: Family<StapleLabels, Gauge>,
+    ocsp_status: Family<StapleStatusLabels, Gauge>,
+    ocsp_refreshes: Family<StapleResultLabels, Counter>,
+    ocsp_cache_write_failures: Family<StapleLabels, Counter>,
+}
+
+/// Labels of the per-certificate OCSP metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StapleLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The certificate file.
+    pub certificate: String,
+}
+
+/// Labels of `moat_ocsp_certificate_status`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StapleStatusLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The certificate file.
+    pub certificate: String,
+    /// `good`, `revoked` or `unknown`.
+    pub status: String,
+}
+
+/// Labels of `moat_ocsp_refreshes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StapleResultLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The certificate file.
+    pub certificate: String,
+    /// `success` or why the refresh failed.
+    pub result: String,
 }
 
 /// Labels: listener and MQTT protocol version.
@@ -289,6 +327,48 @@ impl Metrics {
             "MQTT sessions closed by moat after CONNECT, by reason (oversize packet, malformed packet, denial with on_deny: disconnect, ...)",
             mqtt_sessions_closed.clone(),
         );
+        let ocsp_next_update = Family::<StapleLabels, Gauge>::default();
+        registry.register(
+            "moat_ocsp_response_next_update_timestamp_seconds",
+            "nextUpdate of the OCSP response last stapled for each certificate (stays after it passes)",
+            ocsp_next_update.clone(),
+        );
+        let ocsp_this_update = Family::<StapleLabels, Gauge>::default();
+        registry.register(
+            "moat_ocsp_response_this_update_timestamp_seconds",
+            "thisUpdate of the OCSP response last stapled for each certificate",
+            ocsp_this_update.clone(),
+        );
+        let ocsp_stapled = Family::<StapleLabels, Gauge>::default();
+        registry.register(
+            "moat_ocsp_staple_present",
+            "1 while a verified, unexpired OCSP response is stapled to the certificate, else 0",
+            ocsp_stapled.clone(),
+        );
+        let ocsp_must_staple_unmet = Family::<StapleLabels, Gauge>::default();
+        registry.register(
+            "moat_ocsp_must_staple_unmet",
+            "1 when a Must-Staple certificate has no valid OCSP response to staple",
+            ocsp_must_staple_unmet.clone(),
+        );
+        let ocsp_status = Family::<StapleStatusLabels, Gauge>::default();
+        registry.register(
+            "moat_ocsp_certificate_status",
+            "1 for the status the responder gives the certificate (good, revoked, unknown), 0 for the others",
+            ocsp_status.clone(),
+        );
+        let ocsp_refreshes = Family::<StapleResultLabels, Counter>::default();
+        registry.register(
+            "moat_ocsp_refreshes",
+            "OCSP refresh attempts by result: success, or why the response was not stapled",
+            ocsp_refreshes.clone(),
+        );
+        let ocsp_cache_write_failures = Family::<StapleLabels, Counter>::default();
+        registry.register(
+            "moat_ocsp_cache_write_failures",
+            "Failed writes of the OCSP response disk cache (stapling goes on)",
+            ocsp_cache_write_failures.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "moat_build_info",
@@ -325,6 +405,13 @@ impl Metrics {
             mqtt_publish_denied,
             mqtt_subscribe_denied,
             mqtt_sessions_closed,
+            ocsp_next_update,
+            ocsp_this_update,
+            ocsp_stapled,
+            ocsp_must_staple_unmet,
+            ocsp_status,
+            ocsp_refreshes,
+            ocsp_cache_write_failures,
         })
     }
 
@@ -470,6 +557,68 @@ impl Metrics {
             series.crls.push(labels);
         }
         series
+    }
+
+    /// Exports the stapling state of one certificate.
+    pub fn set_staple(
+        &self,
+        listener: &str,
+        certificate: &str,
+        status: &moat_stapling::StapleStatus,
+    ) {
+        let l = StapleLabels {
+            listener: listener.to_string(),
+            certificate: certificate.to_string(),
+        };
+        self.ocsp_stapled
+            .get_or_create_owned(&l)
+            .set(i64::from(status.staple.is_some()));
+        self.ocsp_must_staple_unmet
+            .get_or_create_owned(&l)
+            .set(i64::from(status.must_staple_unmet()));
+        let Some(staple) = &status.staple else { return };
+        let secs = crate::tls::certs::unix;
+        self.ocsp_next_update
+            .get_or_create_owned(&l)
+            .set(secs(staple.next_update()));
+        self.ocsp_this_update
+            .get_or_create_owned(&l)
+            .set(secs(staple.this_update()));
+        let current = match staple.cert_status() {
+            moat_stapling::CertStatus::Good => "good",
+            moat_stapling::CertStatus::Revoked { .. } => "revoked",
+            _ => "unknown",
+        };
+        for s in ["good", "revoked", "unknown"] {
+            self.ocsp_status
+                .get_or_create_owned(&StapleStatusLabels {
+                    listener: listener.to_string(),
+                    certificate: certificate.to_string(),
+                    status: s.to_string(),
+                })
+                .set(i64::from(s == current));
+        }
+    }
+
+    /// Counts an OCSP refresh by result.
+    pub fn ocsp_refresh(&self, listener: &str, certificate: &str, result: &str) {
+        self.ocsp_refreshes
+            .get_or_create_owned(&StapleResultLabels {
+                listener: listener.to_string(),
+                certificate: certificate.to_string(),
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a failed OCSP cache write.
+    pub fn ocsp_cache_write_failed(&self, listener: &str, certificate: &str) {
+        self.ocsp_cache_write_failures
+            .get_or_create_owned(&StapleLabels {
+                listener: listener.to_string(),
+                certificate: certificate.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a reload attempt.

@@ -14,7 +14,7 @@
 //! bundle changes, they are replaced, so that a device the new bundle would
 //! refuse cannot get back in by resuming an old session.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -82,23 +82,28 @@ pub struct ReloadState {
     resumption: Resumption,
     failed: Option<Digest>,
     series: TlsSeries,
+    staplers: Vec<Option<moat_stapling::StaplerHandle>>,
 }
 
 impl ReloadState {
-    /// The state of a listener just loaded at start-up; exports its
-    /// certificate metrics.
+    /// The state of a listener just loaded at start-up: exports its
+    /// certificate metrics and starts its OCSP stapling tasks (so it must
+    /// run inside the runtime).
     pub fn new(
-        shared_name: &str,
+        listener: &crate::config::ListenerConfig,
         tls: &tls::ListenerTls,
         resumption: Resumption,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
     ) -> Self {
-        let series = metrics.set_tls_state(shared_name, tls, &TlsSeries::default());
-        metrics.reload_succeeded(shared_name, unix(tls.loaded_at));
+        let series = metrics.set_tls_state(&listener.name, tls, &TlsSeries::default());
+        metrics.reload_succeeded(&listener.name, unix(tls.loaded_at));
+        let mut staplers = Vec::new();
+        crate::ocsp::sync(listener, tls, &mut staplers, metrics);
         Self {
             resumption,
             failed: None,
             series,
+            staplers,
         }
     }
 }
@@ -111,7 +116,11 @@ fn error_digest(e: &CertError) -> Digest {
 }
 
 /// Reloads one listener if its files changed. Blocking: it reads files.
-pub fn reload_listener(shared: &ListenerShared, metrics: &Metrics, trigger: Trigger) -> Outcome {
+pub fn reload_listener(
+    shared: &ListenerShared,
+    metrics: &Arc<Metrics>,
+    trigger: Trigger,
+) -> Outcome {
     let name = &shared.config.name;
     let mut state = match shared.reload.lock() {
         Ok(s) => s,
@@ -173,6 +182,9 @@ pub fn reload_listener(shared: &ListenerShared, metrics: &Metrics, trigger: Trig
 
     let leaf = new.certs[0].leaf().clone();
     state.series = metrics.set_tls_state(name, &new, &state.series);
+    // Before the swap, so the new certificates staple from their first
+    // handshake when the leaf is unchanged.
+    crate::ocsp::sync(&shared.config, &new, &mut state.staplers, metrics);
     let crl_warnings = client_auth::crl_warnings(
         name,
         &new.crls,
@@ -332,32 +344,92 @@ pub fn start(
     handle
 }
 
-/// The directories to watch: the parent of every configured file, and the
-/// parent of where it really lives when it is a symlink (certbot's `live/`
-/// links into `archive/`; Kubernetes links through `..data`).
-fn watch_dirs(listeners: &[Arc<ListenerShared>]) -> BTreeSet<PathBuf> {
-    let mut dirs = BTreeSet::new();
-    let mut add = |p: &Path| {
-        if let Some(d) = p.parent() {
-            dirs.insert(d.to_path_buf());
-        }
-        if let Ok(real) = std::fs::canonicalize(p) {
-            if let Some(d) = real.parent() {
-                dirs.insert(d.to_path_buf());
-            }
-        }
-    };
+/// Every file a reload reads.
+fn configured_files(listeners: &[Arc<ListenerShared>]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
     for l in listeners {
-        for c in &l.config.tls.certificates {
-            add(&c.cert);
-            add(&c.key);
+        let tls = &l.config.tls;
+        for c in &tls.certificates {
+            files.push(c.cert.clone());
+            files.push(c.key.clone());
         }
-        if let Some(ca) = &l.config.tls.client_auth.ca {
-            add(ca);
+        files.extend(tls.client_auth.ca.clone());
+        files.extend(tls.client_auth.crl.0.iter().cloned());
+    }
+    files
+}
+
+/// Lexically removes `.` and `..` (for symlink targets such as certbot's
+/// `../../archive/x/cert1.pem`, once the link itself is resolved).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
         }
     }
-    dirs
+    out
 }
+
+/// Every path that decides what `path` reads: the path itself, each
+/// symlink on the way (its own path, however deep), and where it ends up.
+/// certbot: `live/x/fullchain.pem` -> `archive/x/fullchain2.pem`;
+/// Kubernetes: `tls.crt` -> `..data` -> `..2026_01_01.../tls.crt`.
+pub fn resolution_hops(path: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    // Absolute, so that watched directories and event paths compare.
+    let absolute = match std::env::current_dir() {
+        Ok(cwd) if path.is_relative() => cwd.join(path),
+        _ => path.to_path_buf(),
+    };
+    let mut cur = normalize(&absolute);
+    for _ in 0..32 {
+        out.push(cur.clone());
+        // The deepest symlink among the path and its ancestors.
+        let link = cur
+            .ancestors()
+            .find(|a| std::fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink()))
+            .map(Path::to_path_buf);
+        let Some(link) = link else { break };
+        let Ok(target) = std::fs::read_link(&link) else {
+            break;
+        };
+        out.push(link.clone());
+        let rest = cur
+            .strip_prefix(&link)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let base = link.parent().unwrap_or(Path::new("/"));
+        cur = normalize(&base.join(target).join(rest));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// What to watch: the directories holding every hop of every configured
+/// file, and the hops themselves (events on other files in those
+/// directories, such as a log file next to the certificates, are ignored).
+fn watch_plan(listeners: &[Arc<ListenerShared>]) -> (BTreeSet<PathBuf>, HashSet<PathBuf>) {
+    let mut dirs = BTreeSet::new();
+    let mut relevant = HashSet::new();
+    for file in configured_files(listeners) {
+        for hop in resolution_hops(&file) {
+            if let Some(d) = hop.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+            relevant.insert(hop);
+        }
+    }
+    (dirs, relevant)
+}
+
+/// After this long of continuous relevant events, reload anyway.
+const MAX_DEBOUNCE_FACTOR: u32 = 4;
 
 fn spawn_watcher(
     listeners: &[Arc<ListenerShared>],
@@ -367,11 +439,21 @@ fn spawn_watcher(
 ) {
     let changed = Arc::new(Notify::new());
     let signal = changed.clone();
+    let relevant: Arc<std::sync::RwLock<HashSet<PathBuf>>> = Arc::default();
+    let filter = relevant.clone();
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         match event {
             // Reading the files ourselves must not look like a change.
             Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => {}
-            Ok(_) => signal.notify_one(),
+            Ok(e) => {
+                let wanted = filter.read().map(|set| {
+                    // No paths (a rescan, an overflow): assume it matters.
+                    e.paths.is_empty() || e.paths.iter().any(|p| set.contains(&normalize(p)))
+                });
+                if wanted.unwrap_or(true) {
+                    signal.notify_one();
+                }
+            }
             Err(e) => debug!(error = %e, "file watch error"),
         }
     });
@@ -384,24 +466,37 @@ fn spawn_watcher(
     };
     let listeners = listeners.to_vec();
     let mut watched = BTreeSet::new();
-    sync_watches(&mut watcher, &mut watched, watch_dirs(&listeners));
+    let sync = move |watcher: &mut notify::RecommendedWatcher, watched: &mut BTreeSet<PathBuf>| {
+        let (dirs, paths) = watch_plan(&listeners);
+        if let Ok(mut set) = relevant.write() {
+            *set = paths;
+        }
+        sync_watches(watcher, watched, dirs);
+    };
+    sync(&mut watcher, &mut watched);
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = changed.notified() => {}
             }
-            // Debounce: wait until the directory has been quiet for a while.
+            // Debounce: wait until the files have been quiet for a while,
+            // but not for ever.
+            let deadline = tokio::time::Instant::now() + debounce * MAX_DEBOUNCE_FACTOR;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = changed.notified() => continue,
+                    _ = changed.notified() => {
+                        if tokio::time::Instant::now() >= deadline {
+                            break;
+                        }
+                    }
                     _ = tokio::time::sleep(debounce) => break,
                 }
             }
             let _ = handle.reload(Trigger::FileChange).await;
             // Symlink targets move on rotation; follow them.
-            sync_watches(&mut watcher, &mut watched, watch_dirs(&listeners));
+            sync(&mut watcher, &mut watched);
         }
         drop(watcher);
     });
@@ -431,4 +526,45 @@ pub fn all_ok(outcomes: &[(String, Outcome)]) -> bool {
     outcomes
         .iter()
         .all(|(_, o)| matches!(o, Outcome::Reloaded { .. } | Outcome::Unchanged))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hops_follow_kubernetes_and_certbot_symlinks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        // Kubernetes: tls.crt -> ..data/tls.crt, ..data -> ..2026_01
+        std::fs::create_dir(d.join("..2026_01")).expect("mkdir");
+        std::fs::write(d.join("..2026_01/tls.crt"), "x").expect("write");
+        std::os::unix::fs::symlink("..2026_01", d.join("..data")).expect("ln");
+        std::os::unix::fs::symlink("..data/tls.crt", d.join("tls.crt")).expect("ln");
+        let hops = resolution_hops(&d.join("tls.crt"));
+        assert!(hops.contains(&d.join("tls.crt")), "{hops:?}");
+        assert!(hops.contains(&d.join("..data")), "{hops:?}");
+        assert!(hops.contains(&d.join("..2026_01/tls.crt")), "{hops:?}");
+        // certbot: live/x/fullchain.pem -> ../../archive/x/fullchain1.pem
+        std::fs::create_dir_all(d.join("live/x")).expect("mkdir");
+        std::fs::create_dir_all(d.join("archive/x")).expect("mkdir");
+        std::fs::write(d.join("archive/x/fullchain1.pem"), "x").expect("write");
+        std::os::unix::fs::symlink(
+            "../../archive/x/fullchain1.pem",
+            d.join("live/x/fullchain.pem"),
+        )
+        .expect("ln");
+        let hops = resolution_hops(&d.join("live/x/fullchain.pem"));
+        assert!(hops.contains(&d.join("live/x/fullchain.pem")), "{hops:?}");
+        assert!(
+            hops.contains(&d.join("archive/x/fullchain1.pem")),
+            "{hops:?}"
+        );
+        // A plain file is its own only hop.
+        std::fs::write(d.join("plain.pem"), "x").expect("write");
+        assert_eq!(
+            resolution_hops(&d.join("plain.pem")),
+            vec![d.join("plain.pem")]
+        );
+    }
 }

@@ -106,7 +106,7 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
                 bind_hint(&e)
             ))
         })?;
-        let reload_state = ReloadState::new(&l.name, &state, resumption, &metrics);
+        let reload_state = ReloadState::new(l, &state, resumption, &metrics);
         let shared = Arc::new(ListenerShared {
             config: l.clone(),
             tls: ArcSwap::from_pointee(state),

@@ -1,6 +1,7 @@
 //! End-to-end tests of moat-stapling against real OCSP: a PKI made with the
 //! `openssl` CLI and responses made by `openssl ocsp`, served over HTTP on
-//! 127.0.0.1. Nothing here builds an OCSP response itself.
+//! 127.0.0.1 (both from moat-e2e, shared with the end-to-end tests).
+//! Nothing here builds an OCSP response itself.
 
 mod common;
 
@@ -8,8 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use common::{
-    dead_port, init, Behaviour, Event, Pki, Recorder, RespOpts, Responder, Signer, TestClock,
+use common::{init, Event, Recorder, TestClock};
+use moat_e2e::{
+    free_port, Behaviour, CaOptions, CertFiles, KeyAlg, OpensslCa, Profile, RespOpts, Responder,
+    Signer,
 };
 use moat_stapling::{
     cache_path, leaf_facts, verify_response, CertStatus, Responder as Signed, RevocationReason,
@@ -34,22 +37,42 @@ fn fast_config() -> StaplingConfig {
     }
 }
 
-fn target(pki: &Pki, leaf: &str) -> StapleTarget {
+/// A CA (RSA, run with `openssl ca`) whose server certificates name
+/// `ocsp_url` as their OCSP responder, and its server certificate
+/// `server.pem` (in the CA's directory).
+fn pki(ocsp_url: &str) -> (Arc<OpensslCa>, CertFiles) {
+    let ca = OpensslCa::in_temp_dir(
+        "Moat Test CA",
+        &CaOptions {
+            alg: KeyAlg::Rsa2048,
+            ocsp_url: Some(ocsp_url.into()),
+        },
+    );
+    let server = issue(&ca, "server", Profile::Server);
+    (Arc::new(ca), server)
+}
+
+/// A `CN=localhost` certificate `<stem>.pem` in the CA's directory.
+fn issue(ca: &OpensslCa, stem: &str, profile: Profile) -> CertFiles {
+    ca.issue(ca.dir(), stem, "/CN=localhost", profile)
+}
+
+/// The stapler's target for `leaf`, named `test/<file stem>`.
+fn target(ca: &OpensslCa, leaf: &CertFiles) -> StapleTarget {
+    let stem = leaf.cert.file_stem().unwrap().to_str().unwrap();
     StapleTarget {
-        name: format!("test/{leaf}"),
-        leaf_der: pki.der(leaf),
-        issuer_der: pki.der("ca"),
+        name: format!("test/{stem}"),
+        leaf_der: leaf.der(),
+        issuer_der: ca.cert_der(),
     }
 }
 
 /// A PKI whose server certificate names a responder that is already
 /// listening (answering 503 until told otherwise).
-fn pki_with_responder() -> (Pki, Responder) {
-    let listener = Responder::bind();
-    let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let pki = Pki::new(&url);
-    let responder = Responder::start_on(listener, Behaviour::Status(503));
-    (pki, responder)
+fn pki_with_responder() -> (Arc<OpensslCa>, CertFiles, Responder) {
+    let responder = Responder::start(Behaviour::Status(503));
+    let (ca, server) = pki(&responder.url());
+    (ca, server, responder)
 }
 
 fn fetched(status: &'static str) -> Event {
@@ -74,9 +97,9 @@ fn replace_file(path: &Path, bytes: &[u8]) {
 #[test]
 fn openssl_responses_of_every_shape_verify() {
     init();
-    let pki = Pki::new("http://127.0.0.1:9");
-    let leaf = pki.der("server");
-    let issuer = pki.der("ca");
+    let (ca, server) = pki("http://127.0.0.1:9");
+    let leaf = server.der();
+    let issuer = ca.cert_der();
     let now = SystemTime::now();
     let cases = [
         ("delegated, SHA-1 CertID, by name", RespOpts::default()),
@@ -104,9 +127,9 @@ fn openssl_responses_of_every_shape_verify() {
         ),
     ];
     for (what, opts) in cases {
-        let der = pki.respond("server", opts);
+        let der = ca.respond(&server.cert, opts);
         let staple = verify_response(&der, &leaf, &issuer, now, SKEW)
-            .unwrap_or_else(|e| panic!("{what}: {e}\n{}", pki.describe(&der)));
+            .unwrap_or_else(|e| panic!("{what}: {e}\n{}", ca.describe(&der)));
         assert_eq!(staple.cert_status(), &CertStatus::Good, "{what}");
         assert_eq!(staple.der(), &der[..]);
         assert_eq!(staple.validity(), Duration::from_secs(86_400), "{what}");
@@ -129,13 +152,13 @@ fn openssl_responses_of_every_shape_verify() {
 #[test]
 fn wrong_responses_are_refused_with_stable_reasons() {
     init();
-    let pki = Pki::new("http://127.0.0.1:9");
-    pki.issue("server2", "localhost", "server_ext");
-    pki.issue_unrecorded("stranger");
-    let leaf = pki.der("server");
-    let issuer = pki.der("ca");
+    let (ca, server) = pki("http://127.0.0.1:9");
+    let server2 = issue(&ca, "server2", Profile::Server);
+    let stranger = ca.issue_unrecorded(ca.dir(), "stranger");
+    let leaf = server.der();
+    let issuer = ca.cert_der();
     let now = SystemTime::now();
-    let good = pki.respond("server", RespOpts::default());
+    let good = ca.respond(&server.cert, RespOpts::default());
 
     // producedAt is the first GeneralizedTime: change its seconds digit, a
     // valid time that the signature no longer covers.
@@ -153,13 +176,13 @@ fn wrong_responses_are_refused_with_stable_reasons() {
     let check = |what: &str, der: &[u8], issuer: &[u8], now: SystemTime, reason: &str| {
         let err = verify_response(der, &leaf, issuer, now, SKEW)
             .err()
-            .unwrap_or_else(|| panic!("{what}: accepted\n{}", pki.describe(der)));
+            .unwrap_or_else(|| panic!("{what}: accepted\n{}", ca.describe(der)));
         assert_eq!(err.reason(), reason, "{what}: {err}");
         assert!(!err.to_string().is_empty());
     };
     check(
         "signed by an impostor CA with our CA's name",
-        &pki.respond("server", RespOpts::signer(Signer::Impostor)),
+        &ca.respond(&server.cert, RespOpts::signer(Signer::Impostor)),
         &issuer,
         now,
         "bad_signature",
@@ -173,21 +196,21 @@ fn wrong_responses_are_refused_with_stable_reasons() {
     );
     check(
         "signed by an unrelated CA",
-        &pki.respond("server", RespOpts::signer(Signer::Other)),
+        &ca.respond(&server.cert, RespOpts::signer(Signer::Other)),
         &issuer,
         now,
         "unauthorized_responder",
     );
     check(
         "signed by a certificate of our CA without OCSPSigning",
-        &pki.respond("server", RespOpts::signer(Signer::NoEku)),
+        &ca.respond(&server.cert, RespOpts::signer(Signer::NoEku)),
         &issuer,
         now,
         "unauthorized_responder",
     );
     check(
         "about another certificate",
-        &pki.respond("server2", RespOpts::default()),
+        &ca.respond(&server2.cert, RespOpts::default()),
         &issuer,
         now,
         "wrong_certificate",
@@ -195,7 +218,7 @@ fn wrong_responses_are_refused_with_stable_reasons() {
     check(
         "checked against another issuer",
         &good,
-        &pki.der("other"),
+        &ca.signer(Signer::Other).der(),
         now,
         "issuer_mismatch",
     );
@@ -204,7 +227,7 @@ fn wrong_responses_are_refused_with_stable_reasons() {
     // itself not be valid a day earlier.)
     check(
         "a day earlier",
-        &pki.respond("server", RespOpts::signer(Signer::Ca)),
+        &ca.respond(&server.cert, RespOpts::signer(Signer::Ca)),
         &issuer,
         now - 24 * HOUR,
         "not_yet_valid",
@@ -226,8 +249,8 @@ fn wrong_responses_are_refused_with_stable_reasons() {
     check("empty", b"", &issuer, now, "malformed");
 
     // "unknown" is a valid answer; the stapler is what refuses to staple it.
-    let stranger = pki.der("stranger");
-    let unknown = pki.respond("stranger", RespOpts::default());
+    let unknown = ca.respond(&stranger.cert, RespOpts::default());
+    let stranger = stranger.der();
     let staple = verify_response(&unknown, &stranger, &issuer, now, SKEW).unwrap();
     assert_eq!(staple.cert_status(), &CertStatus::Unknown);
 }
@@ -235,11 +258,11 @@ fn wrong_responses_are_refused_with_stable_reasons() {
 #[tokio::test]
 async fn good_response_is_fetched_verified_and_stapled() {
     init();
-    let (pki, responder) = pki_with_responder();
-    let good = pki.respond("server", RespOpts::default());
+    let (ca, server, responder) = pki_with_responder();
+    let good = ca.respond(&server.cert, RespOpts::default());
     responder.set(Behaviour::Serve(good.clone()));
     let rec = Arc::new(Recorder::default());
-    let handle = Stapler::spawn(target(&pki, "server"), fast_config(), rec.clone()).unwrap();
+    let handle = Stapler::spawn(target(&ca, &server), fast_config(), rec.clone()).unwrap();
 
     rec.wait_for("a staple", WAIT, |e| e.contains(&fetched("good")))
         .await;
@@ -277,12 +300,12 @@ async fn good_response_is_fetched_verified_and_stapled() {
 #[tokio::test]
 async fn refused_responses_are_never_stapled_and_retried_with_backoff() {
     init();
-    let (pki, responder) = pki_with_responder();
+    let (ca, server, responder) = pki_with_responder();
     responder.set(Behaviour::Serve(
-        pki.respond("server", RespOpts::signer(Signer::Impostor)),
+        ca.respond(&server.cert, RespOpts::signer(Signer::Impostor)),
     ));
     let rec = Arc::new(Recorder::default());
-    let handle = Stapler::spawn(target(&pki, "server"), fast_config(), rec.clone()).unwrap();
+    let handle = Stapler::spawn(target(&ca, &server), fast_config(), rec.clone()).unwrap();
 
     rec.wait_for("three refusals", WAIT, |e| {
         e.iter()
@@ -300,14 +323,14 @@ async fn refused_responses_are_never_stapled_and_retried_with_backoff() {
 
     // Another refusal reason, then the responder is fixed: it recovers.
     responder.set(Behaviour::Serve(
-        pki.respond("server", RespOpts::signer(Signer::NoEku)),
+        ca.respond(&server.cert, RespOpts::signer(Signer::NoEku)),
     ));
     rec.wait_for("unauthorized_responder", WAIT, |e| {
         e.contains(&Event::Refresh(Err("unauthorized_responder")))
     })
     .await;
     assert!(handle.current().is_none());
-    let good = pki.respond("server", RespOpts::default());
+    let good = ca.respond(&server.cert, RespOpts::default());
     responder.set(Behaviour::Serve(good.clone()));
     rec.wait_for("recovery", WAIT, |e| e.contains(&fetched("good")))
         .await;
@@ -318,11 +341,13 @@ async fn refused_responses_are_never_stapled_and_retried_with_backoff() {
 #[tokio::test]
 async fn revoked_response_is_stapled_and_reported() {
     init();
-    let (pki, responder) = pki_with_responder();
-    pki.revoke("server");
-    responder.set(Behaviour::Serve(pki.respond("server", RespOpts::default())));
+    let (ca, server, responder) = pki_with_responder();
+    ca.revoke(&server.cert);
+    responder.set(Behaviour::Serve(
+        ca.respond(&server.cert, RespOpts::default()),
+    ));
     let rec = Arc::new(Recorder::default());
-    let handle = Stapler::spawn(target(&pki, "server"), fast_config(), rec.clone()).unwrap();
+    let handle = Stapler::spawn(target(&ca, &server), fast_config(), rec.clone()).unwrap();
 
     rec.wait_for("a revoked staple", WAIT, |e| {
         e.contains(&fetched("revoked"))
@@ -349,13 +374,13 @@ async fn revoked_response_is_stapled_and_reported() {
 #[tokio::test]
 async fn unknown_status_is_not_stapled() {
     init();
-    let (pki, responder) = pki_with_responder();
-    pki.issue_unrecorded("stranger");
+    let (ca, _server, responder) = pki_with_responder();
+    let stranger = ca.issue_unrecorded(ca.dir(), "stranger");
     responder.set(Behaviour::Serve(
-        pki.respond("stranger", RespOpts::default()),
+        ca.respond(&stranger.cert, RespOpts::default()),
     ));
     let rec = Arc::new(Recorder::default());
-    let handle = Stapler::spawn(target(&pki, "stranger"), fast_config(), rec.clone()).unwrap();
+    let handle = Stapler::spawn(target(&ca, &stranger), fast_config(), rec.clone()).unwrap();
     rec.wait_for("unknown_status", WAIT, |e| {
         e.contains(&Event::Refresh(Err("unknown_status")))
     })
@@ -366,12 +391,14 @@ async fn unknown_status_is_not_stapled() {
 #[tokio::test]
 async fn responder_outage_keeps_the_staple_until_it_nears_expiry() {
     init();
-    let (pki, mut responder) = pki_with_responder();
-    responder.set(Behaviour::Serve(pki.respond("server", RespOpts::default())));
+    let (ca, server, mut responder) = pki_with_responder();
+    responder.set(Behaviour::Serve(
+        ca.respond(&server.cert, RespOpts::default()),
+    ));
     let clock = Arc::new(TestClock::default());
     let rec = Arc::new(Recorder::default());
     let handle = Stapler::spawn_with_clock(
-        target(&pki, "server"),
+        target(&ca, &server),
         fast_config(),
         rec.clone(),
         clock.clone(),
@@ -381,7 +408,7 @@ async fn responder_outage_keeps_the_staple_until_it_nears_expiry() {
         .await;
     let staple = handle.current().unwrap();
 
-    responder.shutdown();
+    responder.stop();
     // Past the refresh point: queries fail, the staple stays.
     clock.set(staple.this_update() + 13 * HOUR);
     rec.wait_for("three failed refreshes", WAIT, |e| {
@@ -418,19 +445,19 @@ async fn responder_outage_keeps_the_staple_until_it_nears_expiry() {
 #[tokio::test]
 async fn disk_cache_staples_at_once_after_a_restart_while_the_responder_is_down() {
     init();
-    let (pki, mut responder) = pki_with_responder();
-    let good = pki.respond("server", RespOpts::default());
+    let (ca, server, mut responder) = pki_with_responder();
+    let good = ca.respond(&server.cert, RespOpts::default());
     responder.set(Behaviour::Serve(good.clone()));
     let cache = tempfile::tempdir().unwrap();
     let config = StaplingConfig {
         cache_dir: Some(cache.path().join("ocsp")),
         ..fast_config()
     };
-    let leaf = pki.der("server");
+    let leaf = server.der();
     let file = cache_path(&cache.path().join("ocsp"), &leaf);
 
     let rec = Arc::new(Recorder::default());
-    let first = Stapler::spawn(target(&pki, "server"), config.clone(), rec.clone()).unwrap();
+    let first = Stapler::spawn(target(&ca, &server), config.clone(), rec.clone()).unwrap();
     rec.wait_for("a staple", WAIT, |e| e.contains(&fetched("good")))
         .await;
     common::wait_until("the cache file", WAIT, || {
@@ -441,10 +468,10 @@ async fn disk_cache_staples_at_once_after_a_restart_while_the_responder_is_down(
     let after_stop = rec.events().len();
 
     // "Restart" with the responder down.
-    responder.shutdown();
+    responder.stop();
     let rec2 = Arc::new(Recorder::default());
     let started = std::time::Instant::now();
-    let second = Stapler::spawn(target(&pki, "server"), config, rec2.clone()).unwrap();
+    let second = Stapler::spawn(target(&ca, &server), config, rec2.clone()).unwrap();
     rec2.wait_for("the cached staple", WAIT, |e| {
         e.contains(&Event::Changed {
             stapled: true,
@@ -466,8 +493,10 @@ async fn disk_cache_staples_at_once_after_a_restart_while_the_responder_is_down(
 #[tokio::test]
 async fn cache_write_failure_does_not_stop_stapling() {
     init();
-    let (pki, responder) = pki_with_responder();
-    responder.set(Behaviour::Serve(pki.respond("server", RespOpts::default())));
+    let (ca, server, responder) = pki_with_responder();
+    responder.set(Behaviour::Serve(
+        ca.respond(&server.cert, RespOpts::default()),
+    ));
     let dir = tempfile::tempdir().unwrap();
     // A file where the cache directory should be: every write fails.
     let not_a_dir = dir.path().join("not-a-dir");
@@ -477,7 +506,7 @@ async fn cache_write_failure_does_not_stop_stapling() {
         ..fast_config()
     };
     let rec = Arc::new(Recorder::default());
-    let handle = Stapler::spawn(target(&pki, "server"), config, rec.clone()).unwrap();
+    let handle = Stapler::spawn(target(&ca, &server), config, rec.clone()).unwrap();
     rec.wait_for("the write failure", WAIT, |e| {
         e.contains(&Event::CacheWriteFailed)
     })
@@ -489,34 +518,30 @@ async fn cache_write_failure_does_not_stop_stapling() {
 #[tokio::test]
 async fn a_new_leaf_is_fetched_at_once() {
     init();
-    let (pki, responder) = pki_with_responder();
-    let pki = Arc::new(pki);
+    let (ca, server, responder) = pki_with_responder();
     // A real responder: openssl answers each request from index.txt.
-    let answering = pki.clone();
-    responder.set(Behaviour::Answer(Box::new(move |request| {
-        answering.answer(request, RespOpts::default())
-    })));
+    responder.set(Behaviour::answer(ca.clone(), RespOpts::default()));
     let cache = tempfile::tempdir().unwrap();
     let config = StaplingConfig {
         cache_dir: Some(cache.path().to_path_buf()),
         ..fast_config()
     };
     let rec = Arc::new(Recorder::default());
-    let old = Stapler::spawn(target(&pki, "server"), config.clone(), rec.clone()).unwrap();
+    let old = Stapler::spawn(target(&ca, &server), config.clone(), rec.clone()).unwrap();
     rec.wait_for("a staple", WAIT, |e| e.contains(&fetched("good")))
         .await;
     let hits = responder.hits();
 
     // Certificate reload: a new leaf from the same CA.
-    pki.issue("renewed", "localhost", "server_ext");
-    let new_leaf = pki.der("renewed");
-    let issuer = pki.der("ca");
-    assert!(old.serves(&pki.der("server"), &issuer));
+    let renewed = issue(&ca, "renewed", Profile::Server);
+    let new_leaf = renewed.der();
+    let issuer = ca.cert_der();
+    assert!(old.serves(&server.der(), &issuer));
     assert!(!old.serves(&new_leaf, &issuer));
     old.stop().await;
     let rec2 = Arc::new(Recorder::default());
     let started = std::time::Instant::now();
-    let new = Stapler::spawn(target(&pki, "renewed"), config, rec2.clone()).unwrap();
+    let new = Stapler::spawn(target(&ca, &renewed), config, rec2.clone()).unwrap();
     rec2.wait_for("the new leaf's staple", WAIT, |e| {
         e.contains(&fetched("good"))
     })
@@ -527,7 +552,7 @@ async fn a_new_leaf_is_fetched_at_once() {
     let staple = new.current().unwrap();
     let now = SystemTime::now();
     verify_response(staple.der(), &new_leaf, &issuer, now, SKEW).unwrap();
-    let err = verify_response(staple.der(), &pki.der("server"), &issuer, now, SKEW).unwrap_err();
+    let err = verify_response(staple.der(), &server.der(), &issuer, now, SKEW).unwrap_err();
     assert_eq!(err.reason(), "wrong_certificate");
     assert!(!rec2.events().iter().any(|e| matches!(
         e,
@@ -542,17 +567,14 @@ async fn a_new_leaf_is_fetched_at_once() {
 async fn responder_url_override_is_queried_instead_of_the_aia_url() {
     init();
     // The certificate names a responder where nothing listens.
-    let pki = Arc::new(Pki::new(&format!("http://127.0.0.1:{}", dead_port())));
-    let answering = pki.clone();
-    let responder = Responder::start(Behaviour::Answer(Box::new(move |request| {
-        answering.answer(request, RespOpts::signer(Signer::Ca))
-    })));
+    let (ca, server) = pki(&format!("http://127.0.0.1:{}", free_port()));
+    let responder = Responder::start(Behaviour::answer(ca.clone(), RespOpts::signer(Signer::Ca)));
     let config = StaplingConfig {
         responder_url: Some(format!("{}/ocsp", responder.url())),
         ..fast_config()
     };
     let rec = Arc::new(Recorder::default());
-    let handle = Stapler::spawn(target(&pki, "server"), config, rec.clone()).unwrap();
+    let handle = Stapler::spawn(target(&ca, &server), config, rec.clone()).unwrap();
     rec.wait_for("a staple", WAIT, |e| e.contains(&fetched("good")))
         .await;
     assert_eq!(responder.hits(), 1);
@@ -567,18 +589,11 @@ async fn responder_url_override_is_queried_instead_of_the_aia_url() {
 async fn an_aia_url_with_a_path_is_queried_at_that_path() {
     init();
     // Like http://ocsp.example.com/ca1: a plain URL join would drop "ca1".
-    let listener = Responder::bind();
-    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let pki = Arc::new(Pki::new(&format!("{base}/ca1")));
-    let answering = pki.clone();
-    let responder = Responder::start_on(
-        listener,
-        Behaviour::Answer(Box::new(move |request| {
-            answering.answer(request, RespOpts::default())
-        })),
-    );
+    let responder = Responder::start(Behaviour::Status(503));
+    let (ca, server) = pki(&format!("{}/ca1", responder.url()));
+    responder.set(Behaviour::answer(ca.clone(), RespOpts::default()));
     let rec = Arc::new(Recorder::default());
-    let handle = Stapler::spawn(target(&pki, "server"), fast_config(), rec.clone()).unwrap();
+    let handle = Stapler::spawn(target(&ca, &server), fast_config(), rec.clone()).unwrap();
     rec.wait_for("a staple", WAIT, |e| e.contains(&fetched("good")))
         .await;
     let paths = responder.paths();
@@ -589,11 +604,11 @@ async fn an_aia_url_with_a_path_is_queried_at_that_path() {
 #[tokio::test]
 async fn static_file_is_verified_watched_and_never_served_expired() {
     init();
-    let (pki, responder) = pki_with_responder();
-    pki.issue("server2", "localhost", "server_ext");
+    let (ca, server, responder) = pki_with_responder();
+    let server2 = issue(&ca, "server2", Profile::Server);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("server.ocsp");
-    let first = pki.respond("server", RespOpts::default());
+    let first = ca.respond(&server.cert, RespOpts::default());
     replace_file(&file, &first);
     let config = StaplingConfig {
         static_file: Some(file.clone()),
@@ -604,7 +619,7 @@ async fn static_file_is_verified_watched_and_never_served_expired() {
     let clock = Arc::new(TestClock::default());
     let rec = Arc::new(Recorder::default());
     let handle =
-        Stapler::spawn_with_clock(target(&pki, "server"), config, rec.clone(), clock.clone())
+        Stapler::spawn_with_clock(target(&ca, &server), config, rec.clone(), clock.clone())
             .unwrap();
     let from_file = Event::Changed {
         stapled: true,
@@ -617,7 +632,7 @@ async fn static_file_is_verified_watched_and_never_served_expired() {
     assert_eq!(handle.status().next_refresh, None);
 
     // A response about another certificate is refused; the good one stays.
-    replace_file(&file, &pki.respond("server2", RespOpts::default()));
+    replace_file(&file, &ca.respond(&server2.cert, RespOpts::default()));
     rec.wait_for("the refusal", WAIT, |e| {
         e.contains(&Event::Refresh(Err("wrong_certificate")))
     })
@@ -625,7 +640,7 @@ async fn static_file_is_verified_watched_and_never_served_expired() {
     assert_eq!(handle.current().unwrap().der(), &first[..]);
 
     // A fresh good file replaces it.
-    let second = pki.respond("server", RespOpts::signer(Signer::Ca));
+    let second = ca.respond(&server.cert, RespOpts::signer(Signer::Ca));
     replace_file(&file, &second);
     common::wait_until("the new file's staple", WAIT, || {
         handle.current().map(|s| s.der().to_vec()) == Some(second.clone())
@@ -654,21 +669,21 @@ async fn static_file_is_verified_watched_and_never_served_expired() {
 #[tokio::test]
 async fn must_staple_without_a_staple_is_reported() {
     init();
-    let (pki, responder) = pki_with_responder();
-    pki.issue("strict", "localhost", "must_staple_ext");
-    let facts = leaf_facts(&pki.der("strict")).unwrap();
+    let (ca, server, responder) = pki_with_responder();
+    let strict = issue(&ca, "strict", Profile::MustStaple);
+    let facts = leaf_facts(&strict.der()).unwrap();
     assert!(facts.must_staple);
     assert_eq!(
         facts.responder_url.as_deref(),
         Some(responder.url().as_str())
     );
-    assert!(!leaf_facts(&pki.der("server")).unwrap().must_staple);
+    assert!(!leaf_facts(&server.der()).unwrap().must_staple);
 
     responder.set(Behaviour::Status(500));
     let clock = Arc::new(TestClock::default());
     let rec = Arc::new(Recorder::default());
     let handle = Stapler::spawn_with_clock(
-        target(&pki, "strict"),
+        target(&ca, &strict),
         fast_config(),
         rec.clone(),
         clock.clone(),
@@ -685,7 +700,9 @@ async fn must_staple_without_a_staple_is_reported() {
     assert_eq!(rec.count(&Event::MustStapleUnmet), 1);
     assert!(handle.status().must_staple_unmet());
 
-    responder.set(Behaviour::Serve(pki.respond("strict", RespOpts::default())));
+    responder.set(Behaviour::Serve(
+        ca.respond(&strict.cert, RespOpts::default()),
+    ));
     rec.wait_for("a staple", WAIT, |e| e.contains(&fetched("good")))
         .await;
     assert!(!handle.status().must_staple_unmet());
@@ -704,24 +721,24 @@ async fn must_staple_without_a_staple_is_reported() {
 #[tokio::test]
 async fn spawn_refuses_what_cannot_work() {
     init();
-    let pki = Pki::new("http://127.0.0.1:9");
-    pki.issue("plain", "localhost", "no_aia_ext");
+    let (ca, server) = pki("http://127.0.0.1:9");
+    let plain = issue(&ca, "plain", Profile::ServerNoAia);
     let observer = Arc::new(Recorder::default());
 
     // No AIA and nothing configured: nothing to staple.
-    let err = Stapler::spawn(target(&pki, "plain"), fast_config(), observer.clone()).unwrap_err();
+    let err = Stapler::spawn(target(&ca, &plain), fast_config(), observer.clone()).unwrap_err();
     assert!(matches!(err, SpawnError::NoResponderUrl), "{err}");
     // With an override it can start.
     let config = StaplingConfig {
         responder_url: Some("http://127.0.0.1:9/".into()),
         ..fast_config()
     };
-    drop(Stapler::spawn(target(&pki, "plain"), config, observer.clone()).unwrap());
+    drop(Stapler::spawn(target(&ca, &plain), config, observer.clone()).unwrap());
 
     // The wrong issuer.
     let wrong = StapleTarget {
-        issuer_der: pki.der("other"),
-        ..target(&pki, "server")
+        issuer_der: ca.signer(Signer::Other).der(),
+        ..target(&ca, &server)
     };
     let err = Stapler::spawn(wrong, fast_config(), observer.clone()).unwrap_err();
     match err {
@@ -736,7 +753,7 @@ async fn spawn_refuses_what_cannot_work() {
         responder_url: Some("http://x/".into()),
         ..fast_config()
     };
-    let err = Stapler::spawn(target(&pki, "server"), config, observer).unwrap_err();
+    let err = Stapler::spawn(target(&ca, &server), config, observer).unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("refresh_fraction") && text.contains("static_file"),
@@ -747,14 +764,14 @@ async fn spawn_refuses_what_cannot_work() {
 #[tokio::test]
 async fn a_silent_responder_times_out() {
     init();
-    let (pki, responder) = pki_with_responder();
+    let (ca, server, responder) = pki_with_responder();
     responder.set(Behaviour::Hang(Duration::from_secs(2)));
     let config = StaplingConfig {
         request_timeout: Duration::from_millis(300),
         ..fast_config()
     };
     let rec = Arc::new(Recorder::default());
-    let handle = Stapler::spawn(target(&pki, "server"), config, rec.clone()).unwrap();
+    let handle = Stapler::spawn(target(&ca, &server), config, rec.clone()).unwrap();
     rec.wait_for("a timeout", WAIT, |e| {
         e.contains(&Event::Refresh(Err("timeout")))
     })

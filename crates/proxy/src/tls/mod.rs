@@ -43,6 +43,8 @@ pub struct ListenerTls {
     pub client_ca_path: Option<PathBuf>,
     /// The CRLs for client certificates.
     pub crls: Vec<client_auth::CrlInfo>,
+    /// The certificate resolver (for connecting stapling tasks).
+    pub resolver: Arc<resolver::SniResolver>,
     /// The client verifier, to re-check resumed sessions.
     pub client_verifier: Option<Arc<client_auth::DeviceVerifier>>,
     /// When this state was built.
@@ -128,7 +130,8 @@ pub fn build_from(
         Some(v) => builder.with_client_cert_verifier(v.clone()),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(Arc::new(resolver::SniResolver::new(&loaded)));
+    let resolver = Arc::new(resolver::SniResolver::new(&loaded));
+    let mut config = builder.with_cert_resolver(resolver.clone());
     config.alpn_protocols = listener
         .tls
         .alpn
@@ -152,6 +155,7 @@ pub fn build_from(
         client_cas: client_auth.cas,
         client_ca_path: listener.tls.client_auth.ca.clone(),
         crls: client_auth.crls,
+        resolver,
         client_verifier: client_auth.verifier,
         loaded_at: now,
         digest: sources.digest(),

@@ -5,10 +5,18 @@
 //! whose key the client can verify is chosen. A client that sends no SNI,
 //! as many embedded MQTT clients connecting by IP do, or an unknown name,
 //! gets the first certificate the client can use, in configuration order.
+//!
+//! Each certificate has a staple slot. The stapling task publishes the
+//! current OCSP response there; the resolver reads it on every handshake
+//! (wait-free) and serves the certificate with that response, rebuilding
+//! the `CertifiedKey` only when the response changes. A response past its
+//! serving window is never read back, so it is never stapled.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwapOption;
+use moat_stapling::{Staple, StapleReader};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -16,11 +24,27 @@ use super::certs::LoadedCert;
 
 /// An immutable SNI index over a listener's certificates. A reload builds a
 /// new one.
-#[derive(Debug)]
 pub struct SniResolver {
     keys: Vec<Arc<CertifiedKey>>,
+    staples: Vec<StapleSlot>,
     exact: HashMap<String, Vec<usize>>,
     wildcard: HashMap<String, Vec<usize>>,
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver")
+            .field("certificates", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a certificate's stapling task publishes, and the last key built
+/// with its response.
+#[derive(Default)]
+struct StapleSlot {
+    reader: ArcSwapOption<StapleReader>,
+    stapled: ArcSwapOption<(Arc<Staple>, Arc<CertifiedKey>)>,
 }
 
 impl SniResolver {
@@ -42,9 +66,41 @@ impl SniResolver {
         }
         Self {
             keys: certs.iter().map(|c| c.key.clone()).collect(),
+            staples: certs.iter().map(|_| StapleSlot::default()).collect(),
             exact,
             wildcard,
         }
+    }
+
+    /// Connects (or disconnects) certificate `index` to a stapling task.
+    pub fn set_stapler(&self, index: usize, reader: Option<StapleReader>) {
+        if let Some(slot) = self.staples.get(index) {
+            slot.reader.store(reader.map(Arc::new));
+        }
+    }
+
+    /// The response currently stapled to certificate `index`, if any.
+    pub fn current_staple(&self, index: usize) -> Option<Arc<Staple>> {
+        self.staples.get(index)?.reader.load().as_ref()?.current()
+    }
+
+    /// Certificate `index` with its current staple, if it has one.
+    fn with_staple(&self, index: usize) -> Arc<CertifiedKey> {
+        let base = &self.keys[index];
+        let Some(staple) = self.current_staple(index) else {
+            return base.clone();
+        };
+        let slot = &self.staples[index];
+        if let Some(cached) = &*slot.stapled.load() {
+            if Arc::ptr_eq(&cached.0, &staple) {
+                return cached.1.clone();
+            }
+        }
+        let mut key = (**base).clone();
+        key.ocsp = Some(staple.der().to_vec());
+        let key = Arc::new(key);
+        slot.stapled.store(Some(Arc::new((staple, key.clone()))));
+        key
     }
 
     /// The candidate certificates for a server name, best first.
@@ -78,7 +134,7 @@ impl SniResolver {
             // and failing that the first one (rustls then reports the error).
             .or_else(|| (0..self.keys.len()).find(usable))
             .or(if self.keys.is_empty() { None } else { Some(0) })?;
-        Some(self.keys[chosen].clone())
+        Some(self.with_staple(chosen))
     }
 }
 
