@@ -110,3 +110,48 @@ fn health_readiness_and_metrics_that_promtool_accepts() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn healthcheck_command_reports_health_for_container_healthchecks() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]),
+    );
+    let (port, admin) = (free_port(), free_port());
+    let mut moat = Moat::start(
+        dir.path(),
+        &config_yaml(
+            Some(admin),
+            &[listener_yaml(
+                "mqtts",
+                port,
+                broker.port,
+                &[&server],
+                "",
+                "",
+            )],
+        ),
+        Some(admin),
+    );
+    let config = moat.config.to_str().unwrap().to_string();
+    let out = moat_cmd(&["healthcheck", "--config", &config]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout.trim(), "healthy");
+    let url = format!("http://127.0.0.1:{admin}/readyz");
+    assert_eq!(moat_cmd(&["healthcheck", "--url", &url]).code, Some(0));
+    moat.signal("TERM");
+    assert!(moat.wait_exit(std::time::Duration::from_secs(10)).is_some());
+    let out = moat_cmd(&["healthcheck", "--config", &config]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("unhealthy: cannot connect"),
+        "{}",
+        out.stderr
+    );
+    let out = moat_cmd(&["healthcheck", "--url", "https://example.com"]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+}

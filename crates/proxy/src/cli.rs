@@ -1,4 +1,5 @@
-//! The command line: `moat run`, `moat check`, `moat version`.
+//! The command line: `moat run`, `moat check`, `moat version`,
+//! `moat healthcheck`.
 //!
 //! Exit codes: 0 success; 1 a failure at run time (a port already taken);
 //! 2 bad input (configuration, certificates, keys), with a message that
@@ -45,6 +46,19 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Ask a running moat's admin endpoint whether it is healthy (exit 0)
+    /// or not (exit 1); for container HEALTHCHECKs, which have no curl.
+    Healthcheck {
+        /// Read the admin address from this configuration file.
+        #[arg(short, long, value_name = "FILE", conflicts_with = "url")]
+        config: Option<PathBuf>,
+        /// Or check this URL, e.g. http://127.0.0.1:9090/readyz.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Give up after this long.
+        #[arg(long, value_name = "DURATION", default_value = "3s")]
+        timeout: String,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -59,6 +73,11 @@ pub fn main() -> ExitCode {
             println!("{}", version_line());
             ExitCode::SUCCESS
         }
+        Command::Healthcheck {
+            config,
+            url,
+            timeout,
+        } => healthcheck(config, url, &timeout),
         Command::Check { config } => match load(&config) {
             Ok(c) => check::run(&c),
             Err(code) => code,
@@ -76,6 +95,47 @@ pub fn version_line() -> String {
         "moat {} (rustls 0.23 with aws-lc-rs; TLS 1.2, 1.3; X25519MLKEM768)",
         env!("CARGO_PKG_VERSION")
     )
+}
+
+fn healthcheck(config: Option<PathBuf>, url: Option<String>, timeout: &str) -> ExitCode {
+    let timeout = match humantime::parse_duration(timeout) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --timeout {timeout:?}: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    let target = match (config, url) {
+        (_, Some(u)) => crate::admin::HealthTarget::parse(&u),
+        (Some(path), None) => match config::load(&path) {
+            Ok(c) => match &c.config.admin {
+                Some(a) => Ok(crate::admin::HealthTarget::for_listen(a.listen)),
+                None => Err(format!(
+                    "{} has no admin.listen; the health check needs the admin endpoint",
+                    path.display()
+                )),
+            },
+            Err(e) => Err(e.to_string()),
+        },
+        (None, None) => Err("give --config FILE or --url URL".to_string()),
+    };
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    match target.check(timeout) {
+        Ok(()) => {
+            println!("healthy");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
 }
 
 fn load(path: &std::path::Path) -> Result<ValidConfig, ExitCode> {
