@@ -278,3 +278,66 @@ fn sigint_also_shuts_down_cleanly() {
     assert_eq!(status.code(), Some(0));
     assert!(s.moat.logs().contains("signal=\"SIGINT\""));
 }
+
+#[test]
+fn sd_notify_reports_ready_reloading_and_stopping() {
+    // The test plays systemd: a datagram socket in NOTIFY_SOCKET.
+    use std::os::unix::net::UnixDatagram;
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]),
+    );
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let port = free_port();
+    let config = dir.write(
+        "moat.yaml",
+        config_yaml(
+            None,
+            &[listener_yaml(
+                "mqtts",
+                port,
+                broker.port,
+                &[&server],
+                "",
+                "",
+            )],
+        ),
+    );
+    let mut moat = Moat::spawn_config(
+        &config,
+        None,
+        &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
+    );
+    let mut recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = recv();
+    assert!(
+        ready.contains("READY=1") && ready.contains("STATUS=serving 1 listener(s)"),
+        "{ready}"
+    );
+    assert!(port_open(port), "READY only once the listener is bound");
+    moat.signal("HUP");
+    let reloading = recv();
+    assert!(
+        reloading.contains("RELOADING=1") && reloading.contains("MONOTONIC_USEC="),
+        "{reloading}"
+    );
+    assert!(recv().contains("READY=1"));
+    moat.signal("TERM");
+    assert!(recv().contains("STOPPING=1"));
+    assert_eq!(
+        moat.wait_exit(Duration::from_secs(10))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+}

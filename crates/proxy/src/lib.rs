@@ -20,4 +20,5 @@ pub mod proxy_protocol;
 pub mod relay;
 pub mod reload;
 pub mod server;
+pub mod systemd;
 pub mod tls;

@@ -27,6 +27,7 @@ use crate::config::ValidConfig;
 use crate::listener::{self, ListenerShared};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadState, Trigger};
+use crate::systemd;
 use crate::tls::certs::CertError;
 use crate::tls::{self, ListenerTls, Resumption};
 
@@ -175,6 +176,7 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
     health.set_ready(true);
     metrics.set_ready(true);
     info!("ready");
+    systemd::ready(&format!("serving {} listener(s)", shareds.len()));
 
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
@@ -188,11 +190,25 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
         tokio::select! {
             _ = term.recv() => { info!(signal = "SIGTERM", "shutting down"); break; }
             _ = int.recv() => { info!(signal = "SIGINT", "shutting down"); break; }
-            _ = hup.recv() => reloader.request(Trigger::Signal),
+            _ = hup.recv() => {
+                let reloader = reloader.clone();
+                let listeners = shareds.len();
+                tokio::spawn(async move {
+                    systemd::reloading();
+                    let outcomes = reloader.reload(Trigger::Signal).await;
+                    let status = if reload::all_ok(&outcomes) {
+                        format!("serving {listeners} listener(s)")
+                    } else {
+                        format!("serving {listeners} listener(s); the last reload failed, see the log")
+                    };
+                    systemd::ready(&status);
+                });
+            }
         }
     }
 
     // Drain.
+    systemd::stopping("draining connections");
     health.set_ready(false);
     metrics.set_ready(false);
     shutdown.cancel();
