@@ -315,7 +315,7 @@ fn sd_notify_reports_ready_reloading_and_stopping() {
         None,
         &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())],
     );
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
