@@ -320,3 +320,129 @@ fn session_tickets_resume() {
     }
     assert_eq!(moat.metric("moat_tls_sessions_resumed_total", ""), 2.0);
 }
+
+#[test]
+fn shared_ticket_keys_let_a_device_resume_on_another_replica_and_rotate() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]),
+    );
+    let key = |seed: &str| {
+        openssl(dir.path(), &["rand", "-base64", "48"])
+            .trim()
+            .to_string()
+            + seed
+    };
+    let (k1, k2) = (key(""), key(""));
+    let keys = dir.write("tickets/keys", format!("{k1}\n"));
+    let replica = |name: &str, port: u16| {
+        let yaml = config_yaml(
+            None,
+            &[listener_yaml(
+                "mqtts",
+                port,
+                broker.port,
+                &[&server],
+                &format!("session_ticket_keys: {}", keys.display()),
+                "",
+            )],
+        );
+        Moat::start(&dir.join(name), &yaml, None)
+    };
+    std::fs::create_dir_all(dir.join("a")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("b")).expect("mkdir");
+    let (pa, pb) = (free_port(), free_port());
+    let a = replica("a", pa);
+    let b = replica("b", pb);
+    let connect = |port: u16, cfg: &std::sync::Arc<rustls::ClientConfig>| {
+        let mut c = RustlsConn::connect(port, "localhost", cfg.clone()).expect("handshake");
+        c.write_all(&mqtt_connect_v311("roaming-device"))
+            .expect("CONNECT");
+        assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x00]);
+        c.conn.handshake_kind()
+    };
+    let cfg = rustls_client(&ca.cert, None);
+    assert_eq!(connect(pa, &cfg), Some(rustls::HandshakeKind::Full));
+    // A ticket from replica A resumes on replica B.
+    assert_eq!(connect(pb, &cfg), Some(rustls::HandshakeKind::Resumed));
+
+    // Rotation step 1: a new first key; tickets under the old one still work.
+    let old_ticket_client = rustls_client(&ca.cert, None);
+    assert_eq!(
+        connect(pa, &old_ticket_client),
+        Some(rustls::HandshakeKind::Full)
+    );
+    std::fs::write(&keys, format!("{k2}\n{k1}\n")).expect("rotate");
+    assert!(
+        a.wait_for_log("session ticket keys reloaded", Duration::from_secs(5)),
+        "{}",
+        a.logs()
+    );
+    assert!(
+        b.wait_for_log("session ticket keys reloaded", Duration::from_secs(5)),
+        "{}",
+        b.logs()
+    );
+    assert_eq!(
+        connect(pb, &old_ticket_client),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    // Step 2: the old key is dropped; tickets made under it no longer resume.
+    let stale = rustls_client(&ca.cert, None);
+    assert_eq!(connect(pa, &stale), Some(rustls::HandshakeKind::Full));
+    std::fs::write(&keys, format!("{k2}\n")).expect("drop old key");
+    assert!(wait_until(Duration::from_secs(5), || a
+        .logs()
+        .matches("session ticket keys reloaded")
+        .count()
+        >= 2));
+    assert_eq!(
+        connect(pb, &stale),
+        Some(rustls::HandshakeKind::Resumed),
+        "issued under k2, still valid"
+    );
+    let _ = k1;
+}
+
+#[test]
+fn without_shared_keys_another_replica_cannot_resume() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]),
+    );
+    let (pa, pb) = (free_port(), free_port());
+    std::fs::create_dir_all(dir.join("a")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("b")).expect("mkdir");
+    let _a = Moat::start(
+        &dir.join("a"),
+        &config_yaml(
+            None,
+            &[listener_yaml("mqtts", pa, broker.port, &[&server], "", "")],
+        ),
+        None,
+    );
+    let _b = Moat::start(
+        &dir.join("b"),
+        &config_yaml(
+            None,
+            &[listener_yaml("mqtts", pb, broker.port, &[&server], "", "")],
+        ),
+        None,
+    );
+    let cfg = rustls_client(&ca.cert, None);
+    let mut c = RustlsConn::connect(pa, "localhost", cfg.clone()).expect("handshake");
+    c.write_all(&mqtt_connect_v311("d")).expect("CONNECT");
+    c.read_exact(4).expect("CONNACK");
+    let mut c = RustlsConn::connect(pb, "localhost", cfg).expect("handshake");
+    c.write_all(&mqtt_connect_v311("d")).expect("CONNECT");
+    c.read_exact(4).expect("CONNACK");
+    assert_eq!(c.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+}

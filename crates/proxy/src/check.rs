@@ -194,6 +194,11 @@ pub fn warnings(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> V
                     "{}: the certificate is Must-Staple but will not be stapled ({why}); clients that honour Must-Staple will refuse it",
                     cert.cert_path.display()
                 )),
+                Some(why @ crate::ocsp::Skip::NoIssuer(_)) => out.push(format!(
+                    "listener {:?}: {} names an OCSP responder but will not be stapled: {why}",
+                    l.name,
+                    cert.cert_path.display()
+                )),
                 Some(why) if l.tls.ocsp.stapling == crate::config::Stapling::On => out.push(format!(
                     "listener {:?}: stapling is on but impossible for {}: {why}",
                     l.name,

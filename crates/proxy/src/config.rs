@@ -465,6 +465,9 @@ pub struct TlsConfig {
     /// Session resumption with tickets.
     #[serde(default = "default_true")]
     pub session_tickets: bool,
+    /// Ticket keys shared between replicas, from a file (one base64 key of
+    /// 48 bytes per line; the first encrypts, all decrypt).
+    pub session_ticket_keys: Option<PathBuf>,
     /// ALPN protocols to accept, in preference order; empty accepts any
     /// client (ALPN is not negotiated).
     #[serde(default)]
@@ -740,6 +743,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         if let Some(d) = &mut l.tls.ocsp.cache_dir {
             resolve(d);
         }
+        if let Some(k) = &mut l.tls.session_ticket_keys {
+            resolve(k);
+        }
         if let Some(f) = &mut l.tls.ocsp.static_file {
             resolve(f);
         }
@@ -1009,6 +1015,16 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
             check_mqtt(path, i, m, ca.mode, &mut errors);
         }
         check_ocsp(path, i, l, &mut errors);
+        if l.tls.session_ticket_keys.is_some() && !l.tls.session_tickets {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at("tls.session_ticket_keys"),
+                    "session_tickets is false, so the ticket keys would be ignored",
+                )
+                .hint("remove session_ticket_keys, or set session_tickets: true"),
+            );
+        }
         for (k, proto) in l.tls.alpn.iter().enumerate() {
             if proto.is_empty() || proto.len() > 255 {
                 errors.push(

@@ -15,33 +15,54 @@ use moat_stapling::{
     leaf_facts, RefreshError, StapleObserver, StapleStatus, StapleTarget, Stapler, StaplerHandle,
     StaplingConfig,
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{ListenerConfig, Stapling};
 use crate::metrics::Metrics;
 use crate::tls::ListenerTls;
 
+/// Why a certificate is not stapled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skip {
+    /// `stapling: false`.
+    Off,
+    /// The certificate names no responder and none is configured: the
+    /// normal case for private CAs, and no reason to worry.
+    NoResponder(String),
+    /// It could be stapled but the chain lacks the issuer: a mistake.
+    NoIssuer(String),
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Off => f.write_str("stapling is off"),
+            Self::NoResponder(why) | Self::NoIssuer(why) => f.write_str(why),
+        }
+    }
+}
+
 /// Why a certificate is not stapled, or `None` when it should be.
-pub fn skip_reason(listener: &ListenerConfig, index: usize, tls: &ListenerTls) -> Option<String> {
+pub fn skip_reason(listener: &ListenerConfig, index: usize, tls: &ListenerTls) -> Option<Skip> {
     let o = &listener.tls.ocsp;
     if o.stapling == Stapling::Off {
-        return Some("stapling is off".into());
+        return Some(Skip::Off);
     }
     let cert = &tls.certs[index];
-    if cert.issuer_der().is_none() {
-        return Some(format!(
-            "{} holds only the leaf; stapling needs the issuer's certificate after it in the chain",
-            cert.cert_path.display()
-        ));
-    }
     let has_file = o.static_file.is_some() || listener.tls.certificates[index].ocsp_file.is_some();
     let has_url = o.responder_url.is_some()
         || leaf_facts(&cert.key.cert[0]).is_ok_and(|f| f.responder_url.is_some());
     if !has_file && !has_url {
-        return Some(format!(
+        return Some(Skip::NoResponder(format!(
             "{} names no OCSP responder (no Authority Information Access OCSP URL); set tls.ocsp.responder_url or a response file",
             cert.cert_path.display()
-        ));
+        )));
+    }
+    if cert.issuer_der().is_none() {
+        return Some(Skip::NoIssuer(format!(
+            "{} holds only the leaf; stapling needs the issuer's certificate after it in the chain",
+            cert.cert_path.display()
+        )));
     }
     None
 }
@@ -107,14 +128,17 @@ pub fn sync(
     for (i, cert) in tls.certs.iter().enumerate() {
         let certificate = cert.cert_path.display().to_string();
         if let Some(why) = skip_reason(listener, i, tls) {
-            match listener.tls.ocsp.stapling {
-                Stapling::On => {
+            match (listener.tls.ocsp.stapling, &why) {
+                (_, Skip::Off) => {}
+                (Stapling::On, _) => {
                     error!(listener = %listener.name, certificate, "OCSP stapling is on but impossible: {why}")
                 }
-                Stapling::Auto if why != "stapling is off" => {
-                    info!(listener = %listener.name, certificate, "not stapling OCSP: {why}")
+                (_, Skip::NoIssuer(_)) => {
+                    warn!(listener = %listener.name, certificate, "not stapling OCSP: {why}")
                 }
-                _ => {}
+                (_, Skip::NoResponder(_)) => {
+                    debug!(listener = %listener.name, certificate, "not stapling OCSP: {why}")
+                }
             }
             next.push(None);
             tls.resolver.set_stapler(i, None);

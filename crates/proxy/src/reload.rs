@@ -151,24 +151,14 @@ pub fn reload_listener(
         return Outcome::StillFailing;
     }
 
-    // A new client CA bundle gets new ticket keys; certificates alone keep
-    // them, so devices go on resuming across a rotation.
-    let client_auth_changed = sources.client_auth_digest() != current.client_auth_digest;
-    let resumption = if client_auth_changed {
-        match Resumption::new() {
+    // A new client CA bundle gets new ticket keys (unless they are shared
+    // from a file); certificates alone keep them, so devices go on resuming
+    // across a rotation.
+    let (resumption, tickets_rotated) =
+        match Resumption::for_state(&sources, Some((&state.resumption, &current))) {
             Ok(r) => r,
-            Err(e) => {
-                let err = CertError {
-                    file: shared.config.tls.client_auth.ca.clone().unwrap_or_default(),
-                    message: format!("cannot create new session ticket keys: {e}"),
-                    hint: "this is a bug or a broken system random source; please report it".into(),
-                };
-                return failed(&mut state, metrics, name, trigger, digest, err);
-            }
-        }
-    } else {
-        state.resumption.clone()
-    };
+            Err(e) => return failed(&mut state, metrics, name, trigger, digest, e),
+        };
     let new = match tls::build_from(
         &shared.config,
         &shared.policy,
@@ -209,8 +199,12 @@ pub fn reload_listener(
     for w in crl_warnings {
         warn!("{w}");
     }
-    if client_auth_changed {
-        info!(listener = %name, "client CA bundle changed: session tickets rotated, so every device makes one full handshake against the new bundle");
+    if tickets_rotated {
+        if shared.config.tls.session_ticket_keys.is_some() {
+            info!(listener = %name, "session ticket keys reloaded from the shared key file");
+        } else {
+            info!(listener = %name, "client CA bundle changed: session tickets rotated, so every device makes one full handshake against the new bundle");
+        }
     }
     Outcome::Reloaded {
         serial: leaf.serial,
@@ -355,6 +349,7 @@ fn configured_files(listeners: &[Arc<ListenerShared>]) -> Vec<PathBuf> {
         }
         files.extend(tls.client_auth.ca.clone());
         files.extend(tls.client_auth.crl.0.iter().cloned());
+        files.extend(tls.session_ticket_keys.clone());
     }
     files
 }

@@ -52,23 +52,14 @@ pub fn prepare(config: &ValidConfig) -> Result<Prepared, Vec<CertError>> {
     let mut states = Vec::new();
     let mut resumptions = Vec::new();
     for (l, policy) in config.listeners() {
-        let resumption = match Resumption::new() {
-            Ok(r) => r,
-            Err(e) => {
-                errors.push(CertError {
-                    file: config.path.clone(),
-                    message: format!(
-                        "listener {:?}: cannot create session ticket keys: {e}",
-                        l.name
-                    ),
-                    hint: "this is a bug or a broken system random source; please report it".into(),
-                });
-                continue;
-            }
-        };
-        match tls::build(l, policy, Some(&resumption), now) {
-            Ok(s) => {
-                states.push(s);
+        let built = tls::files::Sources::read(l).and_then(|sources| {
+            let (resumption, _) = Resumption::for_state(&sources, None)?;
+            let state = tls::build_from(l, policy, &sources, Some(&resumption), now)?;
+            Ok((state, resumption))
+        });
+        match built {
+            Ok((state, resumption)) => {
+                states.push(state);
                 resumptions.push(resumption);
             }
             Err(e) => errors.push(e),

@@ -43,6 +43,8 @@ pub struct Sources {
     pub client_ca: Option<SourceFile>,
     /// Certificate revocation lists for client certificates.
     pub crls: Vec<SourceFile>,
+    /// Session ticket keys shared between replicas.
+    pub ticket_keys: Option<SourceFile>,
 }
 
 impl Sources {
@@ -66,10 +68,18 @@ impl Sources {
                 crls.push(SourceFile::read(p, "CRL file")?);
             }
         }
+        let ticket_keys = match (
+            &listener.tls.session_ticket_keys,
+            listener.tls.session_tickets,
+        ) {
+            (Some(p), true) => Some(SourceFile::read(p, "session ticket key file")?),
+            _ => None,
+        };
         Ok(Self {
             certs,
             client_ca,
             crls,
+            ticket_keys,
         })
     }
 
@@ -85,6 +95,18 @@ impl Sources {
         }
         for crl in &self.crls {
             feed(&mut ctx, crl);
+        }
+        if let Some(k) = &self.ticket_keys {
+            feed(&mut ctx, k);
+        }
+        finish(ctx)
+    }
+
+    /// A hash of the session ticket key file.
+    pub fn ticket_keys_digest(&self) -> Digest {
+        let mut ctx = Context::new(&SHA256);
+        if let Some(k) = &self.ticket_keys {
+            feed(&mut ctx, k);
         }
         finish(ctx)
     }

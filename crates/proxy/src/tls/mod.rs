@@ -13,6 +13,7 @@ pub mod client_auth;
 pub mod files;
 pub mod policy;
 pub mod resolver;
+pub mod tickets;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct ListenerTls {
     pub digest: Digest,
     /// Hash of the files that decide who may connect.
     pub client_auth_digest: Digest,
+    /// Hash of the session ticket key file.
+    pub ticket_keys_digest: Digest,
 }
 
 impl std::fmt::Debug for ListenerTls {
@@ -81,16 +84,57 @@ impl Resumption {
             cache: ServerSessionMemoryCache::new(SESSION_CACHE_SIZE),
         })
     }
-}
 
-/// Reads every file a listener's TLS settings name and builds its state.
-pub fn build(
-    listener: &ListenerConfig,
-    policy: &TlsPolicy,
-    resumption: Option<&Resumption>,
-    now: SystemTime,
-) -> Result<ListenerTls, CertError> {
-    build_from(listener, policy, &Sources::read(listener)?, resumption, now)
+    /// The resumption state a new TLS state of `listener` should use, built
+    /// from `sources`, given the state in service (if any). Returns it and
+    /// whether it replaced the ticket keys.
+    ///
+    /// - With `session_ticket_keys`, the keys come from that file (shared
+    ///   with other replicas) and change only when it does.
+    /// - Otherwise the process's own keys stay across certificate reloads,
+    ///   and are replaced when the client CA bundle changes.
+    ///
+    /// Either way the TLS 1.2 session cache is kept.
+    pub fn for_state(
+        sources: &Sources,
+        previous: Option<(&Resumption, &ListenerTls)>,
+    ) -> Result<(Self, bool), CertError> {
+        let cache = previous.map(|(r, _)| r.cache.clone());
+        let cache = cache.unwrap_or_else(|| ServerSessionMemoryCache::new(SESSION_CACHE_SIZE));
+        if let Some(file) = &sources.ticket_keys {
+            if let Some((r, tls)) = previous {
+                if tls.ticket_keys_digest == sources.ticket_keys_digest() {
+                    return Ok((r.clone(), false));
+                }
+            }
+            let shared = tickets::SharedTicketer::parse(&file.path, &file.bytes)?;
+            return Ok((
+                Self {
+                    ticketer: Arc::new(shared),
+                    cache,
+                },
+                previous.is_some(),
+            ));
+        }
+        match previous {
+            Some((r, tls))
+                if tls.client_auth_digest == sources.client_auth_digest()
+                    && tls.ticket_keys_digest == sources.ticket_keys_digest() =>
+            {
+                Ok((r.clone(), false))
+            }
+            _ => {
+                let ticketer =
+                    rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| CertError {
+                        file: PathBuf::from("(session ticket keys)"),
+                        message: format!("cannot create session ticket keys: {e}"),
+                        hint: "this is a bug or a broken system random source; please report it"
+                            .into(),
+                    })?;
+                Ok((Self { ticketer, cache }, previous.is_some()))
+            }
+        }
+    }
 }
 
 /// Builds a listener's state from files already read.
@@ -160,5 +204,6 @@ pub fn build_from(
         loaded_at: now,
         digest: sources.digest(),
         client_auth_digest: sources.client_auth_digest(),
+        ticket_keys_digest: sources.ticket_keys_digest(),
     })
 }
