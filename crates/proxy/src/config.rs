@@ -300,6 +300,81 @@ pub struct ListenerConfig {
     /// `mqtt:` turns it on with the defaults.
     #[serde(default, deserialize_with = "mqtt_section")]
     pub mqtt: Option<MqttConfig>,
+    /// SNI routes to other backends, each with its own TLS settings; the
+    /// listener's own `backend` and `tls` serve every other name.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Set on the listeners made from routes: which listener they belong
+    /// to and which names select them.
+    #[serde(skip)]
+    pub route: Option<RouteOf>,
+}
+
+/// One SNI route of a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A short name, unique in the listener (letters, digits, `-`, `_`).
+    pub name: String,
+    /// The names (exact, or `*.example.com`) that select this route.
+    pub server_names: Vec<String>,
+    /// The broker for this route.
+    pub backend: String,
+    /// TLS settings for this route.
+    pub tls: TlsConfig,
+    /// PROXY protocol to this route's backend.
+    #[serde(default)]
+    pub backend_proxy_protocol: ProxyProtocol,
+    /// MQTT awareness for this route.
+    #[serde(default, deserialize_with = "mqtt_section")]
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// What makes a listener a route of another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteOf {
+    /// The listener that accepts the connections.
+    pub parent: String,
+    /// The names that select this route, lower case.
+    pub server_names: Vec<String>,
+    /// Where it is in the file, e.g. `listeners[0].routes[1]`.
+    pub field: String,
+}
+
+/// Turns each route into a listener of its own (named `parent/route`,
+/// sharing the parent's address, timeouts and limits), placed after its
+/// parent, so that every later stage treats routes like listeners.
+fn expand_routes(config: &mut Config) {
+    let mut out = Vec::with_capacity(config.listeners.len());
+    for (i, mut l) in std::mem::take(&mut config.listeners)
+        .into_iter()
+        .enumerate()
+    {
+        let routes = std::mem::take(&mut l.routes);
+        let parent = l.clone();
+        out.push(l);
+        for (k, r) in routes.into_iter().enumerate() {
+            out.push(ListenerConfig {
+                name: format!("{}/{}", parent.name, r.name),
+                backend: r.backend,
+                tls: r.tls,
+                backend_proxy_protocol: r.backend_proxy_protocol,
+                mqtt: r.mqtt,
+                routes: Vec::new(),
+                route: Some(RouteOf {
+                    parent: parent.name.clone(),
+                    server_names: r
+                        .server_names
+                        .iter()
+                        .map(|n| n.to_ascii_lowercase())
+                        .collect(),
+                    field: format!("listeners[{i}].routes[{k}]"),
+                }),
+                ..parent.clone()
+            });
+        }
+    }
+    config.listeners = out;
 }
 
 fn mqtt_section<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<MqttConfig>, D::Error> {
@@ -717,6 +792,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ValidConfig, ConfigErrors> {
     let mut config: Config =
         serde_path_to_error::deserialize(de).map_err(|e| yaml_error(path, &e))?;
     let base = path.parent().unwrap_or(Path::new("."));
+    expand_routes(&mut config);
     resolve_paths(&mut config, base);
     let policies = validate(path, &config)?;
     Ok(ValidConfig {
@@ -879,9 +955,26 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
     }
 
     let mut names: HashMap<&str, usize> = HashMap::new();
+    // Where each listener is in the file (routes were expanded into
+    // listeners of their own, after their parent).
+    let mut top = 0usize;
+    let prefixes: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| match &l.route {
+            Some(r) => r.field.clone(),
+            None => {
+                top += 1;
+                format!("listeners[{}]", top - 1)
+            }
+        })
+        .collect();
     for (i, l) in config.listeners.iter().enumerate() {
-        let at = |field: &str| format!("listeners[{i}].{field}");
-        if !valid_name(&l.name) {
+        let prefix = &prefixes[i];
+        let at = |field: &str| format!("{prefix}.{field}");
+        if let Some(r) = &l.route {
+            check_route(path, prefix, l, r, config, &mut errors);
+        } else if !valid_name(&l.name) {
             errors.push(
                 ConfigError::at(path, at("name"), format!("invalid name {:?}", l.name))
                     .hint("use 1 to 64 letters, digits, '-' or '_'; it appears in metric labels"),
@@ -901,14 +994,18 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
             );
         }
         for (j, other) in config.listeners[..i].iter().enumerate() {
+            // Routes share their listener's address by design.
+            if l.route.is_some() || other.route.is_some() {
+                continue;
+            }
             if addresses_clash(l.listen, other.listen) {
                 errors.push(
                     ConfigError::at(
                         path,
                         at("listen"),
                         format!(
-                            "{} clashes with listeners[{j}] ({:?}) on {}",
-                            l.listen, other.name, other.listen
+                            "{} clashes with {} ({:?}) on {}",
+                            l.listen, prefixes[j], other.name, other.listen
                         ),
                     )
                     .hint("two listeners cannot share an address and port; change one port"),
@@ -1012,9 +1109,9 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
             }
         }
         if let Some(m) = &l.mqtt {
-            check_mqtt(path, i, m, ca.mode, &mut errors);
+            check_mqtt(path, prefix, m, ca.mode, &mut errors);
         }
-        check_ocsp(path, i, l, &mut errors);
+        check_ocsp(path, prefix, l, &mut errors);
         if l.tls.session_ticket_keys.is_some() && !l.tls.session_tickets {
             errors.push(
                 ConfigError::at(
@@ -1059,8 +1156,75 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
     }
 }
 
-fn check_ocsp(path: &Path, i: usize, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
-    let at = |field: &str| format!("listeners[{i}].tls.ocsp.{field}");
+fn check_route(
+    path: &Path,
+    prefix: &str,
+    l: &ListenerConfig,
+    r: &RouteOf,
+    config: &Config,
+    errors: &mut Vec<ConfigError>,
+) {
+    let at = |field: &str| format!("{prefix}.{field}");
+    let route_name = l.name.rsplit('/').next().unwrap_or("");
+    if !valid_name(route_name) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("name"),
+                format!("invalid route name {route_name:?}"),
+            )
+            .hint("use 1 to 64 letters, digits, '-' or '_'"),
+        );
+    }
+    if r.server_names.is_empty() {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("server_names"),
+                "a route needs at least one server name",
+            )
+            .hint("list the names (or *.wildcards) whose clients go to this route's backend"),
+        );
+    }
+    for (k, name) in r.server_names.iter().enumerate() {
+        let bare = name.strip_prefix("*.").unwrap_or(name);
+        let ok = !bare.is_empty()
+            && bare.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !ok {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at(&format!("server_names[{k}]")),
+                    format!("{name:?} is not a host name"),
+                )
+                .hint(
+                    "write a DNS name such as tenant-a.mqtt.example.com, or *.tenant-a.example.com",
+                ),
+            );
+        }
+        let taken = config.listeners.iter().find(|o| {
+            o.name != l.name
+                && o.route
+                    .as_ref()
+                    .is_some_and(|or| or.parent == r.parent && or.server_names.contains(name))
+        });
+        if let Some(o) = taken {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at(&format!("server_names[{k}]")),
+                    format!("{name:?} is already routed to {:?}", o.name),
+                )
+                .hint("each server name can select only one route"),
+            );
+        }
+    }
+}
+
+fn check_ocsp(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
+    let at = |field: &str| format!("{prefix}.tls.ocsp.{field}");
     let o = &l.tls.ocsp;
     if !(o.refresh_fraction > 0.0 && o.refresh_fraction < 1.0) {
         errors.push(
@@ -1121,12 +1285,12 @@ fn check_ocsp(path: &Path, i: usize, l: &ListenerConfig, errors: &mut Vec<Config
 
 fn check_mqtt(
     path: &Path,
-    i: usize,
+    prefix: &str,
     m: &MqttConfig,
     auth: ClientAuthMode,
     errors: &mut Vec<ConfigError>,
 ) {
-    let at = |field: &str| format!("listeners[{i}].mqtt.{field}");
+    let at = |field: &str| format!("{prefix}.mqtt.{field}");
     if m.connect_timeout.0.is_zero() {
         errors.push(ConfigError::at(
             path,
@@ -1483,6 +1647,44 @@ listeners:
             "{MINIMAL}      ocsp: {{ stapling: false, static_file: r.der }}\n"
         ));
         assert!(e.contains("would be ignored"), "{e}");
+    }
+
+    #[test]
+    fn routes_become_listeners_of_their_own() {
+        let text = format!(
+            "{MINIMAL}    routes:\n      - name: tenant-b\n        server_names: [b.example, \"*.b.example\"]\n        backend: broker-b:1883\n        tls:\n          certificates: [{{ cert: b.pem, key: b.key }}]\n          client_auth: {{ mode: required, ca: b-ca.pem }}\n"
+        );
+        let c = parse_str(&text).expect("valid");
+        assert_eq!(c.config.listeners.len(), 2);
+        let r = &c.config.listeners[1];
+        assert_eq!(r.name, "mqtts/tenant-b");
+        assert_eq!(r.listen, c.config.listeners[0].listen);
+        assert_eq!(r.backend, "broker-b:1883");
+        assert_eq!(r.tls.certificates[0].cert, PathBuf::from("/etc/moat/b.pem"));
+        let of = r.route.as_ref().expect("route");
+        assert_eq!(of.parent, "mqtts");
+        assert_eq!(of.server_names, ["b.example", "*.b.example"]);
+        assert_eq!(c.policies.len(), 2);
+
+        let bad = text.replace(
+            "server_names: [b.example, \"*.b.example\"]",
+            "server_names: []",
+        );
+        assert!(error_text(&bad).contains("listeners[0].routes[0].server_names"));
+        let bad = text.replace("backend: broker-b:1883", "backend: broker-b");
+        assert!(
+            error_text(&bad).contains("listeners[0].routes[0].backend"),
+            "{}",
+            error_text(&bad)
+        );
+        let dup = format!(
+            "{text}      - name: again\n        server_names: [b.example]\n        backend: x:1\n        tls: {{ certificates: [{{ cert: c, key: k }}] }}\n"
+        );
+        assert!(
+            error_text(&dup).contains("already routed to \"mqtts/tenant-b\""),
+            "{}",
+            error_text(&dup)
+        );
     }
 
     #[test]

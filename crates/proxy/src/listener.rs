@@ -38,6 +38,7 @@ use crate::proxy_protocol;
 use crate::relay::relay;
 use crate::reload::ReloadState;
 use crate::tls::allow::DeviceFacts;
+use crate::tls::certs::name_matches;
 use crate::tls::client_auth::{denial_reason, PeerIdentity};
 use crate::tls::policy::TlsPolicy;
 use crate::tls::policy::{openssl_suite_name, suite_name};
@@ -66,6 +67,8 @@ pub struct ListenerShared {
     pub policy: TlsPolicy,
     /// Reload bookkeeping (resumption keys, last failure, metric series).
     pub reload: std::sync::Mutex<ReloadState>,
+    /// The routes this listener hands connections to by SNI.
+    pub routes: Vec<Arc<ListenerShared>>,
 }
 
 /// Binds a listening socket with the configured backlog.
@@ -156,44 +159,40 @@ impl Drop for ActiveGuard {
 async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
-    shared: Arc<ListenerShared>,
+    parent: Arc<ListenerShared>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let m = &shared.metrics;
-    m.accepted.inc();
-    m.active.inc();
-    let _active = ActiveGuard(m.active.clone());
+    let pm = &parent.metrics;
+    pm.accepted.inc();
+    pm.active.inc();
+    let _active = ActiveGuard(pm.active.clone());
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(shared.config.listen);
+    let local = stream.local_addr().unwrap_or(parent.config.listen);
 
     let started = Instant::now();
-    // The state this connection is handled with, start to end.
-    let state = shared.tls.load_full();
-    let acceptor = TlsAcceptor::from(state.server_config.clone());
-    let handshake =
-        tokio::time::timeout(shared.config.timeouts.handshake.0, acceptor.accept(stream)).await;
-    let mut tls = match handshake {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            let reason = handshake_failure_reason(&e);
-            m.handshake_failed(reason);
-            if let Some(te) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                if is_client_cert_error(te) {
-                    m.client_auth_denied(denial_reason(te));
+    let timeout = parent.config.timeouts.handshake.0;
+    let (mut tls, shared, state) =
+        match tokio::time::timeout(timeout, handshake(stream, &parent)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err((e, shared))) => {
+                let m = &shared.metrics;
+                let reason = handshake_failure_reason(&e);
+                m.handshake_failed(reason);
+                if let Some(te) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    if is_client_cert_error(te) {
+                        m.client_auth_denied(denial_reason(te));
+                    }
                 }
+                info!(reason, error = %e, route = %shared.config.name, "TLS handshake failed");
+                return;
             }
-            info!(reason, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            m.handshake_failed("timeout");
-            info!(
-                timeout = ?shared.config.timeouts.handshake.0,
-                "TLS handshake timed out"
-            );
-            return;
-        }
-    };
+            Err(_) => {
+                pm.handshake_failed("timeout");
+                info!(timeout = ?timeout, "TLS handshake timed out");
+                return;
+            }
+        };
+    let m = &shared.metrics;
 
     let details = ConnDetails::of(tls.get_ref().1);
     if details.resumed {
@@ -418,6 +417,59 @@ async fn mqtt_session(
         }
         Err(e) => info!(error = %e, duration_s = secs, "connection ended with an error"),
     }
+}
+
+type HandshakeResult =
+    Result<(Tls, Arc<ListenerShared>, Arc<ListenerTls>), (io::Error, Arc<ListenerShared>)>;
+
+/// Runs the TLS handshake. A listener with routes first reads the
+/// ClientHello, picks the route by SNI (exact names before wildcards, the
+/// listener itself when none matches), and finishes the handshake with that
+/// route's TLS state. Returns the listener (or route) that owns the
+/// connection and the state it was handled with, start to end.
+async fn handshake(stream: TcpStream, parent: &Arc<ListenerShared>) -> HandshakeResult {
+    if parent.routes.is_empty() {
+        let state = parent.tls.load_full();
+        return match TlsAcceptor::from(state.server_config.clone())
+            .accept(stream)
+            .await
+        {
+            Ok(tls) => Ok((tls, parent.clone(), state)),
+            Err(e) => Err((e, parent.clone())),
+        };
+    }
+    let acceptor =
+        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = acceptor.await.map_err(|e| (e, parent.clone()))?;
+    let chosen = start
+        .client_hello()
+        .server_name()
+        .and_then(|name| route_for(&parent.routes, name))
+        .unwrap_or_else(|| parent.clone());
+    let state = chosen.tls.load_full();
+    match start.into_stream(state.server_config.clone()).await {
+        Ok(tls) => Ok((tls, chosen, state)),
+        Err(e) => Err((e, chosen)),
+    }
+}
+
+/// The route a server name selects: an exact name first, then a wildcard.
+fn route_for(routes: &[Arc<ListenerShared>], name: &str) -> Option<Arc<ListenerShared>> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    fn names(r: &ListenerShared) -> &[String] {
+        r.config.route.as_ref().map_or(&[], |o| &o.server_names)
+    }
+    routes
+        .iter()
+        .find(|r| names(r).iter().any(|n| !n.starts_with("*.") && *n == name))
+        .or_else(|| {
+            routes.iter().find(|r| {
+                names(r)
+                    .iter()
+                    .any(|n| n.starts_with("*.") && name_matches(n, &name))
+            })
+        })
+        .cloned()
 }
 
 /// Whether a handshake error is about the client's certificate.

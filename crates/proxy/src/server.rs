@@ -84,22 +84,20 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
     let tracker = TaskTracker::new();
 
     // Bind everything first; fail before serving anything if a port is taken.
-    let mut bound = Vec::new();
-    let listeners = config
+    // Routes first (they come after their listener in the expanded
+    // configuration), so that each listener is built with its routes.
+    let entries: Vec<_> = config
         .listeners()
         .zip(prepared.tls)
-        .zip(prepared.resumption);
-    for (((l, policy), state), resumption) in listeners {
-        let socket = listener::bind(l.listen, l.backlog).map_err(|e| {
-            RunError(format!(
-                "listener {:?}: cannot listen on {}: {e}{}",
-                l.name,
-                l.listen,
-                bind_hint(&e)
-            ))
-        })?;
+        .zip(prepared.resumption)
+        .map(|(((l, policy), state), resumption)| (l, policy, state, resumption))
+        .collect();
+    let mut routes: std::collections::HashMap<String, Vec<Arc<ListenerShared>>> =
+        Default::default();
+    let mut parents = Vec::new();
+    for (l, policy, state, resumption) in entries {
         let reload_state = ReloadState::new(l, &state, resumption, &metrics);
-        let shared = Arc::new(ListenerShared {
+        let shared = ListenerShared {
             config: l.clone(),
             tls: ArcSwap::from_pointee(state),
             backend: Backend::parse(&l.backend),
@@ -111,8 +109,33 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
             ),
             policy: policy.clone(),
             reload: std::sync::Mutex::new(reload_state),
-        });
-        bound.push((socket, shared));
+            routes: Vec::new(),
+        };
+        match &l.route {
+            Some(of) => routes
+                .entry(of.parent.clone())
+                .or_default()
+                .push(Arc::new(shared)),
+            None => parents.push(shared),
+        }
+    }
+    let mut bound = Vec::new();
+    let mut shareds = Vec::new();
+    for mut parent in parents {
+        parent.routes = routes.remove(&parent.config.name).unwrap_or_default();
+        let l = &parent.config;
+        let socket = listener::bind(l.listen, l.backlog).map_err(|e| {
+            RunError(format!(
+                "listener {:?}: cannot listen on {}: {e}{}",
+                l.name,
+                l.listen,
+                bind_hint(&e)
+            ))
+        })?;
+        let parent = Arc::new(parent);
+        shareds.push(parent.clone());
+        shareds.extend(parent.routes.iter().cloned());
+        bound.push((socket, parent));
     }
     let admin_socket = match &config.config.admin {
         Some(a) => Some(listener::bind(a.listen, 128).map_err(|e| {
@@ -125,21 +148,21 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
         None => None,
     };
 
-    let mut shareds = Vec::new();
     for (socket, shared) in bound {
-        let tls = shared.tls.load();
-        let leaf = tls.certs[0].leaf();
-        info!(
-            listener = %shared.config.name,
-            address = %shared.config.listen,
-            backend = %shared.backend,
-            certificate = %leaf.subject,
-            not_after = %leaf.not_after_rfc3339(),
-            client_auth = %shared.config.tls.client_auth.mode,
-            "listening"
-        );
-        drop(tls);
-        shareds.push(shared.clone());
+        for l in std::iter::once(&shared).chain(shared.routes.iter()) {
+            let tls = l.tls.load();
+            let leaf = tls.certs[0].leaf();
+            info!(
+                listener = %l.config.name,
+                address = %l.config.listen,
+                server_names = ?l.config.route.as_ref().map(|r| &r.server_names),
+                backend = %l.backend,
+                certificate = %leaf.subject,
+                not_after = %leaf.not_after_rfc3339(),
+                client_auth = %l.config.tls.client_auth.mode,
+                "listening"
+            );
+        }
         tokio::spawn(listener::accept_loop(
             socket,
             shared,
