@@ -301,3 +301,63 @@ fn json_logs_are_one_object_per_line_with_structured_fields() {
     assert_eq!(v["tls.version"], "TLSv1_3");
     assert_eq!(v["span"]["listener"], "mqtts");
 }
+
+#[test]
+fn import_mosquitto_translates_a_tls_guide_config_that_then_serves() {
+    let dir = TestDir::new();
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]),
+    );
+    // The configuration from a typical Mosquitto TLS guide.
+    let conf = dir.write(
+        "mosquitto.conf",
+        format!(
+            "per_listener_settings true\nlistener 8883\ncafile {}\ncertfile {}\nkeyfile {}\nciphers ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384\nallow_anonymous true\n",
+            ca.cert.display(),
+            server.cert.display(),
+            server.key.display()
+        ),
+    );
+    let out = moat_cmd(&["import-mosquitto", conf.to_str().unwrap()]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let yaml = out.stdout;
+    assert!(yaml.contains("listen: 0.0.0.0:8883"), "{yaml}");
+    assert!(
+        yaml.contains("cipher_suites: [ECDHE-ECDSA-AES256-GCM-SHA384, ECDHE-RSA-AES256-GCM-SHA384"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("`allow_anonymous true`: an authentication setting"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("Checklist for switching Mosquitto to plaintext on localhost"),
+        "{yaml}"
+    );
+    let imported = dir.write("moat.yaml", &yaml);
+    let check = moat_cmd(&["check", "--config", imported.to_str().unwrap()]);
+    assert_eq!(
+        check.code,
+        Some(0),
+        "the imported configuration must pass moat check: {check:?}"
+    );
+
+    // Follow the checklist: Mosquitto plaintext on localhost, moat in front.
+    let broker = Mosquitto::start(dir.path());
+    let port = free_port();
+    let running = yaml
+        .replace("0.0.0.0:8883", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:1883", &format!("127.0.0.1:{}", broker.port));
+    let _moat = Moat::start(dir.path(), &running, None);
+    let got = round_trip(
+        dir.path(),
+        port,
+        Some(&Tls::ca(&ca.cert)),
+        broker.port,
+        None,
+    );
+    assert!(got.starts_with("hello-"), "{got}");
+}

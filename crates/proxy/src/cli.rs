@@ -1,5 +1,5 @@
 //! The command line: `moat run`, `moat check`, `moat version`,
-//! `moat healthcheck`.
+//! `moat healthcheck`, `moat import-mosquitto`.
 //!
 //! Exit codes: 0 success; 1 a failure at run time (a port already taken);
 //! 2 bad input (configuration, certificates, keys), with a message that
@@ -46,6 +46,13 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// Translate a Mosquitto configuration's TLS listeners into a moat
+    /// configuration (printed to standard output).
+    ImportMosquitto {
+        /// The mosquitto.conf to read.
+        #[arg(value_name = "MOSQUITTO_CONF")]
+        file: PathBuf,
+    },
     /// Ask a running moat's admin endpoint whether it is healthy (exit 0)
     /// or not (exit 1); for container HEALTHCHECKs, which have no curl.
     Healthcheck {
@@ -78,6 +85,22 @@ pub fn main() -> ExitCode {
             url,
             timeout,
         } => healthcheck(config, url, &timeout),
+        Command::ImportMosquitto { file } => match std::fs::read_to_string(&file) {
+            Ok(text) => {
+                print!(
+                    "{}",
+                    crate::import::translate(&file.display().to_string(), &text)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: {}: cannot read the Mosquitto configuration: {e}",
+                    file.display()
+                );
+                ExitCode::from(EXIT_BAD_INPUT)
+            }
+        },
         Command::Check { config } => match load(&config) {
             Ok(c) => check::run(&c),
             Err(code) => code,

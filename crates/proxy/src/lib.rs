@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod devcerts;
+pub mod import;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

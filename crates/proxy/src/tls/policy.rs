@@ -168,6 +168,13 @@ pub fn openssl_suite_name(suite: SupportedCipherSuite) -> &'static str {
         .unwrap_or("unknown")
 }
 
+/// Why a suite name cannot be used, or `None` when it can.
+pub fn suite_problem(name: &str) -> Option<String> {
+    parse_suite(name)
+        .err()
+        .map(|(message, hint)| format!("{message}; {hint}"))
+}
+
 /// Builds a policy from the configured strings.
 pub fn build(
     min_version: &str,
