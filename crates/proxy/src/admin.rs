@@ -102,10 +102,13 @@ impl HealthTarget {
     }
 }
 
-/// Process health as the admin endpoint reports it.
+/// Process health as the admin endpoint reports it: ready once serving and
+/// not draining, and while no listener has lost its backend (when
+/// `unready_after_backend_failures` is set).
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    backends_down: std::sync::atomic::AtomicUsize,
 }
 
 impl Health {
@@ -116,7 +119,18 @@ impl Health {
 
     /// Whether the process is ready.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.backends_down.load(Ordering::SeqCst) == 0
+    }
+
+    /// A listener's backend went down (`true`) or came back (`false`).
+    pub fn backend_down(&self, down: bool) {
+        if down {
+            self.backends_down.fetch_add(1, Ordering::SeqCst);
+        } else {
+            let _ = self
+                .backends_down
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
     }
 }
 

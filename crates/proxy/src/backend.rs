@@ -3,7 +3,8 @@
 //! The backend is written as `host:port`. An IP address is parsed once; a
 //! host name is resolved on every connect, so a broker that moves (a
 //! Kubernetes Service, a DNS failover) is followed without a restart. Every
-//! resolved address is tried in turn within the connect timeout.
+//! resolved address is tried in turn, and failed attempts are retried with
+//! a short backoff, all within the connect timeout.
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,8 +30,29 @@ impl Backend {
         }
     }
 
-    /// Connects within `timeout`, with `TCP_NODELAY` set.
+    /// Connects within `timeout`, with `TCP_NODELAY` set. Refused or failed
+    /// attempts are retried with a short backoff (25 ms doubling to 400 ms)
+    /// until the timeout, so a broker that is restarting is reached as soon
+    /// as it listens again.
     pub async fn connect(&self, timeout: Duration) -> io::Result<TcpStream> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut backoff = Duration::from_millis(25);
+        let mut last_error;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.connect_once(left).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last_error = e,
+            }
+            if tokio::time::Instant::now() + backoff >= deadline {
+                return Err(last_error);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(400));
+        }
+    }
+
+    async fn connect_once(&self, timeout: Duration) -> io::Result<TcpStream> {
         let attempt = async {
             let stream = match self {
                 Self::Addr(a) => TcpStream::connect(a).await?,

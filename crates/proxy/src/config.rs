@@ -293,6 +293,12 @@ pub struct ListenerConfig {
     /// The listen socket's accept backlog.
     #[serde(default = "default_backlog")]
     pub backlog: u32,
+    /// Limits on handshakes and per source address.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Report not ready after this many backend failures in a row (0: never).
+    #[serde(default)]
+    pub unready_after_backend_failures: u32,
     /// Send a PROXY protocol header to the backend first.
     #[serde(default)]
     pub backend_proxy_protocol: ProxyProtocol,
@@ -490,6 +496,44 @@ fn default_backlog() -> u32 {
     4096
 }
 
+/// Per-listener limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// TLS handshakes in progress at once.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// Connections one source address may have open (0: no limit).
+    #[serde(default = "default_per_ip_connections")]
+    pub per_ip_connections: u32,
+    /// New connections per second one source address may open, with bursts
+    /// of twice that (0: no limit).
+    #[serde(default = "default_per_ip_rate")]
+    pub per_ip_rate: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_handshakes: default_max_handshakes(),
+            per_ip_connections: default_per_ip_connections(),
+            per_ip_rate: default_per_ip_rate(),
+        }
+    }
+}
+
+fn default_max_handshakes() -> usize {
+    8192
+}
+
+fn default_per_ip_connections() -> u32 {
+    10_000
+}
+
+fn default_per_ip_rate() -> f64 {
+    1000.0
+}
+
 /// Per-listener timeouts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -497,9 +541,26 @@ pub struct TimeoutsConfig {
     /// Time allowed for a TLS handshake, from accept to finished.
     #[serde(default = "default_handshake_timeout")]
     pub handshake: HumanDuration,
-    /// Time allowed to connect to the backend.
+    /// Time allowed to connect to the backend (retries included).
     #[serde(default = "default_connect_timeout")]
     pub connect: HumanDuration,
+    /// Close a connection with no traffic either way for this long (`0s`:
+    /// never). MQTT-aware listeners use 1.5 times the client's keep-alive
+    /// instead, like a broker.
+    #[serde(default = "zero_duration")]
+    pub idle: HumanDuration,
+    /// TCP keep-alive probes on client connections after this much silence,
+    /// so vanished devices are noticed (`0s`: off).
+    #[serde(default = "default_tcp_keepalive")]
+    pub tcp_keepalive: HumanDuration,
+}
+
+fn zero_duration() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
+}
+
+fn default_tcp_keepalive() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 impl Default for TimeoutsConfig {
@@ -507,6 +568,8 @@ impl Default for TimeoutsConfig {
         Self {
             handshake: default_handshake_timeout(),
             connect: default_connect_timeout(),
+            idle: zero_duration(),
+            tcp_keepalive: default_tcp_keepalive(),
         }
     }
 }
@@ -1044,6 +1107,22 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
             errors.push(
                 ConfigError::at(path, at("max_connections"), "must be at least 1")
                     .hint("remove it to use the default of 50000"),
+            );
+        }
+        if l.limits.max_handshakes == 0 {
+            errors.push(
+                ConfigError::at(path, at("limits.max_handshakes"), "must be at least 1")
+                    .hint("remove it to use the default of 8192"),
+            );
+        }
+        if !(l.limits.per_ip_rate >= 0.0 && l.limits.per_ip_rate.is_finite()) {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at("limits.per_ip_rate"),
+                    "must be a number of connections per second, 0 or more",
+                )
+                .hint("0 turns the limit off; the default is 1000"),
             );
         }
         if l.backlog == 0 || l.backlog > 65_535 {

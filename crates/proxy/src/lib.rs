@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod devcerts;
 pub mod import;
+pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -28,14 +28,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
 
+use crate::admin::Health;
 use crate::backend::Backend;
 use crate::config::ListenerConfig;
 use crate::config::MqttConfig;
+use crate::limits::PerIp;
 use crate::metrics::ListenerMetrics;
 use crate::mqtt::relay::End as MqttEnd;
 use crate::mqtt::ConnectDecision;
 use crate::proxy_protocol;
-use crate::relay::relay;
+use crate::relay::{idle_timeout, relay};
 use crate::reload::ReloadState;
 use crate::tls::allow::DeviceFacts;
 use crate::tls::certs::name_matches;
@@ -69,6 +71,36 @@ pub struct ListenerShared {
     pub reload: std::sync::Mutex<ReloadState>,
     /// The routes this listener hands connections to by SNI.
     pub routes: Vec<Arc<ListenerShared>>,
+    /// Per-source-address limits.
+    pub per_ip: Arc<PerIp>,
+    /// Handshakes in progress.
+    pub handshakes: Arc<Semaphore>,
+    /// Backend failures in a row, for readiness.
+    pub backend_failures: std::sync::atomic::AtomicU32,
+    /// Readiness, which a listener whose backend is down turns off.
+    pub health: Arc<Health>,
+}
+
+impl ListenerShared {
+    /// Counts a backend connection attempt's result for readiness.
+    fn backend_result(&self, ok: bool) {
+        let threshold = self.config.unready_after_backend_failures;
+        if threshold == 0 {
+            return;
+        }
+        if ok {
+            if self.backend_failures.swap(0, Ordering::SeqCst) >= threshold {
+                self.health.backend_down(false);
+                info!(listener = %self.config.name, "backend reachable again; ready");
+            }
+        } else {
+            let n = self.backend_failures.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == threshold {
+                self.health.backend_down(true);
+                warn!(listener = %self.config.name, failures = n, "backend unreachable; reporting not ready");
+            }
+        }
+    }
 }
 
 /// Binds a listening socket with the configured backlog.
@@ -123,9 +155,20 @@ pub async fn accept_loop(
                         continue;
                     }
                 };
+                let ip_slot = match shared.per_ip.admit(peer.ip(), Instant::now()) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        shared.metrics.rejected(refusal.reason());
+                        debug!(listener = %shared.config.name, %peer, reason = refusal.reason(), "connection refused by a per-address limit");
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::info_span!("conn", listener = %shared.config.name, id, %peer);
-                tracker.spawn(handle(stream, peer, shared.clone(), permit).instrument(span));
+                tracker.spawn(
+                    handle(stream, peer, shared.clone(), (permit, ip_slot)).instrument(span),
+                );
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 error!(
@@ -160,14 +203,20 @@ async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
     parent: Arc<ListenerShared>,
-    _permit: OwnedSemaphorePermit,
+    _admission: (OwnedSemaphorePermit, crate::limits::IpSlot),
 ) {
     let pm = &parent.metrics;
     pm.accepted.inc();
     pm.active.inc();
     let _active = ActiveGuard(pm.active.clone());
     let _ = stream.set_nodelay(true);
+    set_tcp_keepalive(&stream, parent.config.timeouts.tcp_keepalive.0);
     let local = stream.local_addr().unwrap_or(parent.config.listen);
+    let Ok(handshake_slot) = parent.handshakes.clone().try_acquire_owned() else {
+        pm.rejected("handshake_limit");
+        debug!("too many handshakes in progress; connection closed");
+        return;
+    };
 
     let started = Instant::now();
     let timeout = parent.config.timeouts.handshake.0;
@@ -192,6 +241,7 @@ async fn handle(
                 return;
             }
         };
+    drop(handshake_slot);
     let m = &shared.metrics;
 
     let details = ConnDetails::of(tls.get_ref().1);
@@ -225,14 +275,25 @@ async fn handle(
     else {
         return;
     };
-    let result = relay(
+    let pump = relay(
         &mut tls,
         &mut backend,
         m.to_backend.clone(),
         m.to_client.clone(),
-    )
-    .await;
+    );
+    let idle = shared.config.timeouts.idle.0;
+    let result = if idle.is_zero() {
+        pump.await
+    } else {
+        idle_timeout(pump, idle).await
+    };
     let secs = started.elapsed().as_secs_f64();
+    if result
+        .as_ref()
+        .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
+    {
+        m.idle_timeouts.inc();
+    }
     match result {
         Ok(t) => info!(
             bytes_to_backend = t.to_backend,
@@ -262,9 +323,13 @@ async fn connect_backend(
         .connect(shared.config.timeouts.connect.0)
         .await
     {
-        Ok(b) => b,
+        Ok(b) => {
+            shared.backend_result(true);
+            b
+        }
         Err(e) => {
             m.backend_failures.inc();
+            shared.backend_result(false);
             warn!(backend = %shared.backend, error = %e, "cannot reach the backend broker; closing the client connection");
             if shared.config.mqtt.is_none() {
                 let _ = tokio::time::timeout(
@@ -352,7 +417,7 @@ async fn mqtt_session(
     let identity = crate::mqtt::identity(facts.as_ref(), mqtt.identity);
     let decision =
         crate::mqtt::decide_connect(&buf[..len], mqtt, identity.as_deref(), m.mqtt.clone());
-    let (forward, session, client_id, username) = match decision {
+    let (forward, session, client_id, username, keep_alive) = match decision {
         ConnectDecision::Refuse { reply, reason } => {
             m.mqtt_connect_rejected(reason);
             info!(reason, "MQTT CONNECT refused");
@@ -364,7 +429,8 @@ async fn mqtt_session(
             session,
             client_id,
             username,
-        } => (forward, session, client_id, username),
+            keep_alive,
+        } => (forward, session, client_id, username, keep_alive),
     };
     let version = session.version();
     let Some(mut backend) = connect_backend(shared, &mut tls, peer, local, state, details).await
@@ -388,15 +454,30 @@ async fn mqtt_session(
     );
     let pending = buf[len..].to_vec();
     drop(buf);
-    let result = crate::mqtt::relay::relay(
+    let pump = crate::mqtt::relay::relay(
         &mut tls,
         &mut backend,
         *session,
         pending,
         m.to_backend.clone(),
         m.to_client.clone(),
-    )
-    .await;
+    );
+    // Like a broker: 1.5 times the client's keep-alive, else the listener's.
+    let idle = match keep_alive {
+        0 => shared.config.timeouts.idle.0,
+        k => Duration::from_millis(u64::from(k) * 1500),
+    };
+    let result = if idle.is_zero() {
+        pump.await
+    } else {
+        idle_timeout(pump, idle).await
+    };
+    if result
+        .as_ref()
+        .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
+    {
+        m.idle_timeouts.inc();
+    }
     let secs = started.elapsed().as_secs_f64();
     match result {
         Ok(MqttEnd::Finished(t)) => info!(
@@ -617,7 +698,27 @@ pub const HANDSHAKE_FAILURE_REASONS: &[&str] = &[
 ];
 
 /// Every value `reason` can take on `moat_connections_rejected_total`.
-pub const REJECT_REASONS: &[&str] = &["max_connections", "resource_exhaustion"];
+pub const REJECT_REASONS: &[&str] = &[
+    "max_connections",
+    "resource_exhaustion",
+    "handshake_limit",
+    "per_ip_connections",
+    "per_ip_rate",
+];
+
+/// Turns on TCP keep-alive probes after `idle` of silence.
+fn set_tcp_keepalive(stream: &TcpStream, idle: Duration) {
+    if idle.is_zero() {
+        return;
+    }
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
+        debug!(error = %e, "cannot set TCP keep-alive");
+    }
+}
 
 /// A short, bounded reason for a failed handshake, for the metric label.
 pub fn handshake_failure_reason(e: &io::Error) -> &'static str {

@@ -136,6 +136,7 @@ pub struct Metrics {
     ocsp_status: Family<StapleStatusLabels, Gauge>,
     ocsp_refreshes: Family<StapleResultLabels, Counter>,
     ocsp_cache_write_failures: Family<StapleLabels, Counter>,
+    idle_timeouts: Family<ListenerLabels, Counter>,
 }
 
 /// Labels of the per-certificate OCSP metrics.
@@ -369,6 +370,12 @@ impl Metrics {
             "Failed writes of the OCSP response disk cache (stapling goes on)",
             ocsp_cache_write_failures.clone(),
         );
+        let idle_timeouts = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "moat_idle_timeouts",
+            "Connections closed after no traffic for timeouts.idle (or 1.5 times the MQTT keep-alive)",
+            idle_timeouts.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "moat_build_info",
@@ -412,6 +419,7 @@ impl Metrics {
             ocsp_status,
             ocsp_refreshes,
             ocsp_cache_write_failures,
+            idle_timeouts,
         })
     }
 
@@ -445,6 +453,7 @@ impl Metrics {
         let to_backend = self
             .relayed_bytes
             .get_or_create_owned(&dir("client_to_backend"));
+        let idle_timeouts = self.idle_timeouts.get_or_create_owned(&l);
         let to_client = self
             .relayed_bytes
             .get_or_create_owned(&dir("backend_to_client"));
@@ -463,6 +472,7 @@ impl Metrics {
             backend_failures,
             to_backend,
             to_client,
+            idle_timeouts,
             all: self.clone(),
         };
         for r in failure_reasons {
@@ -690,6 +700,8 @@ pub struct ListenerMetrics {
     pub to_backend: Counter,
     /// `moat_relayed_bytes_total{direction="backend_to_client"}`.
     pub to_client: Counter,
+    /// `moat_idle_timeouts_total`.
+    pub idle_timeouts: Counter,
     /// MQTT guard counters (denied publishes and subscriptions).
     pub mqtt: Arc<crate::mqtt::guard::GuardCounters>,
     all: Arc<Metrics>,

@@ -275,6 +275,64 @@ where
     }
 }
 
+/// A relay that can say how many bytes it has moved, for idle detection.
+pub trait Progress {
+    /// Bytes moved so far, both ways.
+    fn progress(&self) -> u64;
+}
+
+impl<C, B> Progress for Relay<'_, C, B> {
+    fn progress(&self) -> u64 {
+        self.up.bytes + self.down.bytes
+    }
+}
+
+/// A relay that ends with [`io::ErrorKind::TimedOut`] once no byte has
+/// moved either way for `idle`. The timer is re-armed only when it fires,
+/// not on every byte, so a busy connection costs nothing extra.
+pub struct IdleTimeout<F> {
+    inner: F,
+    idle: std::time::Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    seen: u64,
+}
+
+/// Wraps `relay` with an idle timeout.
+pub fn idle_timeout<F: Progress>(relay: F, idle: std::time::Duration) -> IdleTimeout<F> {
+    IdleTimeout {
+        seen: relay.progress(),
+        inner: relay,
+        idle,
+        sleep: Box::pin(tokio::time::sleep(idle)),
+    }
+}
+
+impl<F, T> Future for IdleTimeout<F>
+where
+    F: Future<Output = io::Result<T>> + Progress + Unpin,
+{
+    type Output = io::Result<T>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Poll::Ready(out) = Pin::new(&mut self.inner).poll(cx) {
+            return Poll::Ready(out);
+        }
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            let now = self.inner.progress();
+            if now == self.seen {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no traffic for {}", humantime::format_duration(self.idle)),
+                )));
+            }
+            self.seen = now;
+            let deadline = tokio::time::Instant::now() + self.idle;
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +391,31 @@ mod tests {
         let polled = futures_poll_once(&mut r).await;
         assert!(polled.is_pending());
         assert!(r.up.buf.is_none() && r.down.buf.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_relay_times_out_and_busy_one_does_not() {
+        let (mut client_end, mut a) = pair().await;
+        let (mut b, mut backend_end) = pair().await;
+        let idle = std::time::Duration::from_secs(30);
+        let task = tokio::spawn(async move {
+            idle_timeout(
+                relay(&mut a, &mut b, Counter::default(), Counter::default()),
+                idle,
+            )
+            .await
+        });
+        // Traffic every 20 s keeps it open past several idle periods.
+        for _ in 0..4 {
+            tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+            client_end.write_all(b"ping").await.expect("write");
+            let mut got = [0u8; 4];
+            backend_end.read_exact(&mut got).await.expect("read");
+        }
+        assert!(!task.is_finished());
+        tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+        let err = task.await.expect("join").expect_err("timed out");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     async fn futures_poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {

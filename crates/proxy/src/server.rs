@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminState, Health};
 use crate::backend::Backend;
 use crate::config::ValidConfig;
+use crate::limits::{PerIp, PerIpLimits};
 use crate::listener::{self, ListenerShared};
 use crate::metrics::Metrics;
 use crate::reload::{self, ReloadState, Trigger};
@@ -110,6 +111,13 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
             policy: policy.clone(),
             reload: std::sync::Mutex::new(reload_state),
             routes: Vec::new(),
+            per_ip: Arc::new(PerIp::new(PerIpLimits {
+                connections: l.limits.per_ip_connections,
+                rate: l.limits.per_ip_rate,
+            })),
+            handshakes: Arc::new(Semaphore::new(l.limits.max_handshakes)),
+            backend_failures: Default::default(),
+            health: health.clone(),
         };
         match &l.route {
             Some(of) => routes
@@ -170,6 +178,23 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
             tracker.clone(),
         ));
     }
+    // Forget per-address entries that have nothing open and a full bucket.
+    let sweep: Vec<Arc<PerIp>> = shareds.iter().map(|l| l.per_ip.clone()).collect();
+    let sweep_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                _ = sweep_stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let now = std::time::Instant::now();
+                    for t in &sweep {
+                        t.sweep(now);
+                    }
+                }
+            }
+        }
+    });
     let reloader = reload::start(
         shareds.clone(),
         metrics.clone(),

@@ -93,6 +93,8 @@ pub enum ConnectDecision {
         client_id: String,
         /// The username the broker sees (for logs).
         username: Option<String>,
+        /// The client's keep-alive, in seconds (0: none).
+        keep_alive: u16,
     },
     /// Answer with `reply` (a CONNACK, or nothing) and close.
     Refuse {
@@ -196,6 +198,7 @@ pub fn decide_connect(
         )),
         client_id: connect.client_id.to_string(),
         username,
+        keep_alive: connect.keep_alive,
     }
 }
 

@@ -360,6 +360,12 @@ where
     }
 }
 
+impl<C, B> crate::relay::Progress for MqttRelay<'_, C, B> {
+    fn progress(&self) -> u64 {
+        self.up.bytes + self.down.bytes
+    }
+}
+
 impl<C, B> MqttRelay<'_, C, B> {
     fn totals(&self) -> Totals {
         Totals {
