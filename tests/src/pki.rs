@@ -637,12 +637,25 @@ subjectKeyIdentifier = hash
     /// written to `out/<stem>.pem` and `.key` (ECDSA P-256). `subject` is
     /// an openssl subject such as `/CN=localhost`.
     pub fn issue(&self, out: &Path, stem: &str, subject: &str, profile: Profile) -> CertFiles {
-        self.issue_with(out, stem, subject, None, profile)
+        self.issue_with(out, stem, subject, None, profile, None)
     }
 
     /// A [`Profile::Server`] certificate with `CN=localhost`.
     pub fn issue_server(&self, out: &Path, stem: &str) -> CertFiles {
         self.issue(out, stem, "/CN=localhost", Profile::Server)
+    }
+
+    /// A [`Profile::Server`] certificate with `CN=localhost`, valid for
+    /// `days` (Mozilla's "modern" profile wants fewer than 90).
+    pub fn issue_server_for_days(&self, out: &Path, stem: &str, days: u32) -> CertFiles {
+        self.issue_with(
+            out,
+            stem,
+            "/CN=localhost",
+            None,
+            Profile::Server,
+            Some(days),
+        )
     }
 
     /// Issues a device (client) certificate with `openssl ca`. `subject`
@@ -655,7 +668,7 @@ subjectKeyIdentifier = hash
         subject: &str,
         san: Option<&str>,
     ) -> CertFiles {
-        self.issue_with(out, stem, subject, san, Profile::Client)
+        self.issue_with(out, stem, subject, san, Profile::Client, None)
     }
 
     /// Issues a [`Profile::Server`] certificate (`CN=localhost`) with
@@ -736,26 +749,30 @@ subjectKeyIdentifier = hash
         subject: &str,
         san: Option<&str>,
         profile: Profile,
+        days: Option<u32>,
     ) -> CertFiles {
         let (key, csr, cert) = self.new_request(out, stem, subject, san);
         let p = |x: &Path| x.to_str().expect("utf-8 path").to_string();
+        let (csr, cert_out) = (p(&csr), p(&cert));
+        let days = days.map(|d| d.to_string());
+        let mut args = vec![
+            "ca",
+            "-config",
+            "openssl.cnf",
+            "-batch",
+            "-notext",
+            "-extensions",
+            profile.section(),
+            "-in",
+            &csr,
+            "-out",
+            &cert_out,
+        ];
+        if let Some(days) = &days {
+            args.extend(["-days", days.as_str()]);
+        }
         let _db = self.lock_db();
-        openssl(
-            &self.dir,
-            &[
-                "ca",
-                "-config",
-                "openssl.cnf",
-                "-batch",
-                "-notext",
-                "-extensions",
-                profile.section(),
-                "-in",
-                &p(&csr),
-                "-out",
-                &p(&cert),
-            ],
-        );
+        openssl(&self.dir, &args);
         cert_files(cert, key)
     }
 

@@ -589,8 +589,10 @@ pub struct TlsConfig {
     /// Server certificates; picked by SNI, the first is the default.
     pub certificates: Vec<CertificateConfig>,
     /// `"1.2"` or `"1.3"`.
-    #[serde(default = "default_min_version")]
-    pub min_version: String,
+    pub min_version: Option<String>,
+    /// A preset: `intermediate` (the default: TLS 1.2 and 1.3) or `modern`
+    /// (TLS 1.3 only), after Mozilla's server-side TLS profiles.
+    pub profile: Option<TlsProfile>,
     /// Optional allowlist of cipher suites (IANA or OpenSSL names).
     #[serde(default)]
     pub cipher_suites: Vec<String>,
@@ -693,8 +695,26 @@ impl<'de> Deserialize<'de> for Stapling {
     }
 }
 
-fn default_min_version() -> String {
-    "1.2".to_string()
+/// Mozilla's server-side TLS profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsProfile {
+    /// TLS 1.2 and 1.3, forward-secret AEAD suites: every client of the
+    /// last several years. moat's default.
+    Intermediate,
+    /// TLS 1.3 only, for fleets whose every device speaks it.
+    Modern,
+}
+
+impl TlsConfig {
+    /// The lowest TLS version, from `min_version` or the profile.
+    pub fn effective_min_version(&self) -> &str {
+        match (&self.min_version, self.profile) {
+            (Some(v), _) => v,
+            (None, Some(TlsProfile::Modern)) => "1.3",
+            _ => "1.2",
+        }
+    }
 }
 
 fn default_true() -> bool {
@@ -1213,7 +1233,26 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
                 );
             }
         }
-        match policy::build(&l.tls.min_version, &l.tls.cipher_suites, &l.tls.groups) {
+        if l.tls.profile == Some(TlsProfile::Modern)
+            && l.tls
+                .min_version
+                .as_deref()
+                .is_some_and(|v| v.trim_start_matches(|c: char| !c.is_ascii_digit()) != "1.3")
+        {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at("tls.min_version"),
+                    "profile modern means TLS 1.3 only, but min_version allows older versions",
+                )
+                .hint("remove min_version, or use profile: intermediate"),
+            );
+        }
+        match policy::build(
+            l.tls.effective_min_version(),
+            &l.tls.cipher_suites,
+            &l.tls.groups,
+        ) {
             Ok(p) => policies.push(p),
             Err(problems) => {
                 for p in problems {
@@ -1764,6 +1803,26 @@ listeners:
             "{}",
             error_text(&dup)
         );
+    }
+
+    #[test]
+    fn tls_profiles() {
+        let with = |line: &str| {
+            MINIMAL.replace(
+                "      certificates:",
+                &format!("      {line}\n      certificates:"),
+            )
+        };
+        let c = parse_str(&with("profile: modern")).expect("valid");
+        assert_eq!(c.policies[0].versions.len(), 1, "TLS 1.3 only");
+        let c = parse_str(&with("profile: intermediate")).expect("valid");
+        assert_eq!(c.policies[0].versions.len(), 2);
+        let e = error_text(&MINIMAL.replace(
+            "      certificates:",
+            "      profile: modern\n      min_version: \"1.2\"\n      certificates:",
+        ));
+        assert!(e.contains("profile modern means TLS 1.3 only"), "{e}");
+        assert!(error_text(&with("profile: old")).contains("unknown variant `old`"));
     }
 
     #[test]
