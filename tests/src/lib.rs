@@ -38,6 +38,23 @@ pub fn require(command: &str, package: &str) {
     );
 }
 
+/// Fails the test unless it runs as root (CI does), saying why `why`
+/// needs it.
+pub fn require_root(why: &str) {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(str::to_string))
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        uid, "0",
+        "this test needs root ({why}); run the suite as root, as CI and scripts/test do"
+    );
+}
+
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

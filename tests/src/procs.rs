@@ -182,9 +182,43 @@ impl Moat {
 
     /// Starts `moat run --config <config>` with extra environment.
     pub fn spawn_config(config: &Path, admin: Option<u16>, env: &[(&str, &str)]) -> Self {
+        Self::spawn_wrapped(config, admin, env, &[])
+    }
+
+    /// Like [`Moat::start`], but runs `<wrapper...> moat run ...`: a
+    /// wrapper such as `unshare -m sh -c '...; exec "$@"' sh` must exec moat
+    /// in the same process, so that [`Moat::pid`] stays moat's.
+    pub fn start_wrapped(dir: &Path, yaml: &str, admin: Option<u16>, wrapper: &[&str]) -> Self {
+        let config = dir.join("moat.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let m = Self::spawn_wrapped(&config, admin, &[], wrapper);
+        let ready = wait_until(START_TIMEOUT, || m.logs().contains(" ready") || m.exited());
+        assert!(
+            ready && !m.logs_exited(),
+            "moat did not become ready; log:\n{}",
+            m.logs()
+        );
+        m
+    }
+
+    /// Starts moat, optionally through a wrapper command, without waiting.
+    pub fn spawn_wrapped(
+        config: &Path,
+        admin: Option<u16>,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> Self {
         let log = config.with_extension("log");
         let log_file = std::fs::File::create(&log).expect("create log");
-        let mut cmd = Command::new(moat_bin());
+        let bin = moat_bin();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         cmd.arg("run")
             .arg("--config")
             .arg(config)

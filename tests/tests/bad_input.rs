@@ -243,3 +243,29 @@ fn port_in_use_is_a_runtime_error_naming_the_listener() {
     );
     assert!(out.stderr.contains("ss -ltnp"), "{}", out.stderr);
 }
+
+#[test]
+fn an_unknown_user_or_group_is_named_with_a_hint() {
+    let p = pki();
+    let listener = one_listener(&p.server.cert, &p.server.key);
+    refused(
+        &p.dir,
+        &format!("user: no-such-moat-user\n{listener}"),
+        &["bad.yaml", "no such user \"no-such-moat-user\"", "useradd"],
+    );
+    refused(
+        &p.dir,
+        &format!("user: root\ngroup: no-such-moat-group\n{listener}"),
+        &["bad.yaml", "no such group \"no-such-moat-group\""],
+    );
+    refused(
+        &p.dir,
+        &format!("group: root\n{listener}"),
+        &["bad.yaml", "group", "is set without user"],
+    );
+    refused(
+        &p.dir,
+        &format!("sandbox:\n  landlock: yes-please\n{listener}"),
+        &["bad.yaml", "sandbox.landlock", "best_effort"],
+    );
+}

@@ -48,6 +48,12 @@ pub fn run(config: &ValidConfig) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    if let Some(user) = &config.config.user {
+        if let Err(e) = crate::privileges::resolve(user, config.config.group.as_deref()) {
+            eprintln!("error: {}: {e}", config.path.display());
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    }
     let now = SystemTime::now();
     print!("{}", report(config, &prepared, now));
     let warnings = warnings(config, &prepared, now);

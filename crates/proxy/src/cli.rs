@@ -168,6 +168,55 @@ fn load(path: &std::path::Path) -> Result<ValidConfig, ExitCode> {
     })
 }
 
+/// Switches to the configured user and applies the sandbox, then checks
+/// that what moat must read and write again is still within reach.
+fn confine(
+    config: &ValidConfig,
+    account: Option<crate::privileges::Account>,
+) -> Result<server::Confinement, String> {
+    let c = &config.config;
+    let switched = match account {
+        Some(account) => {
+            let how = crate::privileges::switch(&account)?;
+            tracing::info!(
+                user = %account.user,
+                uid = %account.uid,
+                group = %account.group,
+                gid = %account.gid,
+                already = how == crate::privileges::Switched::Already,
+                "running as an unprivileged user"
+            );
+            true
+        }
+        None => {
+            if nix::unistd::geteuid().is_root() {
+                tracing::warn!(
+                    "running as root; set user: to drop privileges once the ports are bound"
+                );
+            }
+            false
+        }
+    };
+    let (files, dirs) = crate::sandbox::runtime_paths(config);
+    let plan = crate::sandbox::plan(&files, &dirs);
+    let landlock = crate::sandbox::apply(c.sandbox.landlock, &plan)?;
+    match landlock {
+        crate::sandbox::Outcome::Off | crate::sandbox::Outcome::Unsupported => {}
+        crate::sandbox::Outcome::Enforced | crate::sandbox::Outcome::Partial => tracing::info!(
+            readable = ?plan.read,
+            writable = ?plan.write,
+            partial = landlock == crate::sandbox::Outcome::Partial,
+            "Landlock sandbox enforced: file access is limited to these directories"
+        ),
+    }
+    if switched || landlock.enforced() {
+        for problem in crate::sandbox::access_problems(&files, &dirs) {
+            tracing::warn!("{problem}");
+        }
+    }
+    Ok(server::Confinement { landlock })
+}
+
 fn run(config: ValidConfig) -> ExitCode {
     logging::init(&config.config.log);
     match devcerts::ensure(&config) {
@@ -180,6 +229,16 @@ fn run(config: ValidConfig) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     }
+    let account = match &config.config.user {
+        Some(user) => match crate::privileges::resolve(user, config.config.group.as_deref()) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("error: {}: {e}", config.path.display());
+                return ExitCode::from(EXIT_BAD_INPUT);
+            }
+        },
+        None => None,
+    };
     let prepared = match server::prepare(&config) {
         Ok(p) => p,
         Err(errors) => {
@@ -190,6 +249,21 @@ fn run(config: ValidConfig) -> ExitCode {
         }
     };
     check::log_warnings(&config, &prepared);
+    // Bind, switch user and sandbox while the process is one thread.
+    let sockets = match server::bind_all(&config) {
+        Ok(s) => s,
+        Err(server::RunError(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let confinement = match confine(&config, account) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}: {e}", config.path.display());
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -200,7 +274,7 @@ fn run(config: ValidConfig) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let result = runtime.block_on(server::run(config, prepared));
+    let result = runtime.block_on(server::run(config, prepared, sockets, confinement));
     // Connections still open after the drain deadline are dropped here.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {

@@ -156,6 +156,14 @@ pub struct Config {
     /// Certificate reloading.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// After binding every port, switch to this user (by name or numeric
+    /// id). Needs moat to start as root.
+    pub user: Option<String>,
+    /// The group to switch to; default: the user's primary group.
+    pub group: Option<String>,
+    /// Restrictions moat places on itself after start-up.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
     /// The TLS listeners.
     pub listeners: Vec<ListenerConfig>,
 }
@@ -260,6 +268,29 @@ fn default_debounce() -> HumanDuration {
 
 fn default_check_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
+}
+
+/// Restrictions moat places on itself once started.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// The Landlock file-access sandbox (Linux 5.13 and later).
+    #[serde(default)]
+    pub landlock: LandlockMode,
+}
+
+/// Whether to confine file access with Landlock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LandlockMode {
+    /// No sandbox.
+    #[default]
+    Off,
+    /// Sandbox where the kernel supports Landlock; where it does not, run
+    /// without and say so.
+    BestEffort,
+    /// Refuse to start where the kernel cannot enforce the sandbox.
+    Required,
 }
 
 /// Development conveniences. Never use these in production.
@@ -1016,6 +1047,21 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
                 format!("invalid level {:?}: {e}", config.log.level),
             )
             .hint("use error, warn, info, debug or trace"),
+        );
+    }
+
+    for (field, value) in [("user", &config.user), ("group", &config.group)] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            errors.push(
+                ConfigError::at(path, field, "is empty")
+                    .hint("name an account such as moat (or a numeric id), or remove the key"),
+            );
+        }
+    }
+    if config.group.is_some() && config.user.is_none() {
+        errors.push(
+            ConfigError::at(path, "group", "is set without user")
+                .hint("set user as well; moat switches group and user together"),
         );
     }
 

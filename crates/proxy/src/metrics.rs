@@ -116,6 +116,7 @@ pub struct Metrics {
     backend_connect_failures: Family<ListenerLabels, Counter>,
     relayed_bytes: Family<DirectionLabels, Counter>,
     ready: Gauge,
+    landlock_enforced: Gauge,
     cert_not_after: Family<CertLabels, Gauge>,
     cert_not_before: Family<CertLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
@@ -249,6 +250,12 @@ impl Metrics {
             "moat_ready",
             "1 when every listener is bound and serving a certificate, else 0",
             ready.clone(),
+        );
+        let landlock_enforced = Gauge::default();
+        registry.register(
+            "moat_landlock_enforced",
+            "1 when the kernel confines moat's file access with Landlock (sandbox.landlock), else 0",
+            landlock_enforced.clone(),
         );
         let cert_not_after = Family::<CertLabels, Gauge>::default();
         registry.register(
@@ -399,6 +406,7 @@ impl Metrics {
             backend_connect_failures,
             relayed_bytes,
             ready,
+            landlock_enforced,
             cert_not_after,
             cert_not_before,
             reloads,
@@ -665,6 +673,11 @@ impl Metrics {
     /// Sets `moat_ready`.
     pub fn set_ready(&self, ready: bool) {
         self.ready.set(i64::from(ready));
+    }
+
+    /// Sets `moat_landlock_enforced`.
+    pub fn set_landlock_enforced(&self, enforced: bool) {
+        self.landlock_enforced.set(i64::from(enforced));
     }
 
     /// Renders the registry in the Prometheus text format.

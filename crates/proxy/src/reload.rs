@@ -340,18 +340,10 @@ pub fn start(
 
 /// Every file a reload reads.
 fn configured_files(listeners: &[Arc<ListenerShared>]) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for l in listeners {
-        let tls = &l.config.tls;
-        for c in &tls.certificates {
-            files.push(c.cert.clone());
-            files.push(c.key.clone());
-        }
-        files.extend(tls.client_auth.ca.clone());
-        files.extend(tls.client_auth.crl.0.iter().cloned());
-        files.extend(tls.session_ticket_keys.clone());
-    }
-    files
+    listeners
+        .iter()
+        .flat_map(|l| crate::tls::files::reloadable_files(&l.config))
+        .collect()
 }
 
 /// Lexically removes `.` and `..` (for symlink targets such as certbot's

@@ -76,15 +76,63 @@ pub fn prepare(config: &ValidConfig) -> Result<Prepared, Vec<CertError>> {
     }
 }
 
+/// Every listening socket, bound before the runtime starts (and before a
+/// switch to an unprivileged user).
+pub struct Bound {
+    /// By listener name (routes share their parent's socket).
+    listeners: std::collections::HashMap<String, std::net::TcpListener>,
+    /// The admin endpoint's socket.
+    admin: Option<std::net::TcpListener>,
+}
+
+/// Binds every listener and the admin endpoint; fails on the first port
+/// that cannot be bound, naming it.
+pub fn bind_all(config: &ValidConfig) -> Result<Bound, RunError> {
+    let mut listeners = std::collections::HashMap::new();
+    for (l, _) in config.listeners().filter(|(l, _)| l.route.is_none()) {
+        let socket = listener::bind(l.listen, l.backlog).map_err(|e| {
+            RunError(format!(
+                "listener {:?}: cannot listen on {}: {e}{}",
+                l.name,
+                l.listen,
+                bind_hint(&e)
+            ))
+        })?;
+        listeners.insert(l.name.clone(), socket);
+    }
+    let admin = match &config.config.admin {
+        Some(a) => Some(listener::bind(a.listen, 128).map_err(|e| {
+            RunError(format!(
+                "admin: cannot listen on {}: {e}{}",
+                a.listen,
+                bind_hint(&e)
+            ))
+        })?),
+        None => None,
+    };
+    Ok(Bound { listeners, admin })
+}
+
+/// How moat confined itself before the runtime started.
+#[derive(Debug, Clone, Copy)]
+pub struct Confinement {
+    /// The Landlock sandbox's outcome.
+    pub landlock: crate::sandbox::Outcome,
+}
+
 /// Runs the gateway until a shutdown signal and the drain are over.
-pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError> {
+pub async fn run(
+    config: ValidConfig,
+    prepared: Prepared,
+    mut sockets: Bound,
+    confinement: Confinement,
+) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
     let shutdown = CancellationToken::new();
     let admin_shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    // Bind everything first; fail before serving anything if a port is taken.
     // Routes first (they come after their listener in the expanded
     // configuration), so that each listener is built with its routes.
     let entries: Vec<_> = config
@@ -132,29 +180,26 @@ pub async fn run(config: ValidConfig, prepared: Prepared) -> Result<(), RunError
     for mut parent in parents {
         parent.routes = routes.remove(&parent.config.name).unwrap_or_default();
         let l = &parent.config;
-        let socket = listener::bind(l.listen, l.backlog).map_err(|e| {
-            RunError(format!(
-                "listener {:?}: cannot listen on {}: {e}{}",
-                l.name,
-                l.listen,
-                bind_hint(&e)
-            ))
-        })?;
+        let socket = sockets
+            .listeners
+            .remove(&l.name)
+            .ok_or_else(|| RunError(format!("listener {:?}: no socket was bound", l.name)))
+            .and_then(|s| {
+                tokio::net::TcpListener::from_std(s)
+                    .map_err(|e| RunError(format!("listener {:?}: {e}", l.name)))
+            })?;
         let parent = Arc::new(parent);
         shareds.push(parent.clone());
         shareds.extend(parent.routes.iter().cloned());
         bound.push((socket, parent));
     }
-    let admin_socket = match &config.config.admin {
-        Some(a) => Some(listener::bind(a.listen, 128).map_err(|e| {
-            RunError(format!(
-                "admin: cannot listen on {}: {e}{}",
-                a.listen,
-                bind_hint(&e)
-            ))
-        })?),
+    let admin_socket = match sockets.admin.take() {
+        Some(s) => Some(
+            tokio::net::TcpListener::from_std(s).map_err(|e| RunError(format!("admin: {e}")))?,
+        ),
         None => None,
     };
+    metrics.set_landlock_enforced(confinement.landlock.enforced());
 
     for (socket, shared) in bound {
         for l in std::iter::once(&shared).chain(shared.routes.iter()) {

@@ -35,6 +35,21 @@ impl SourceFile {
     }
 }
 
+/// The files a reload reads again: certificates, keys, the client CA
+/// bundle, CRLs and the session ticket keys.
+pub fn reloadable_files(listener: &ListenerConfig) -> Vec<PathBuf> {
+    let tls = &listener.tls;
+    let mut files = Vec::new();
+    for c in &tls.certificates {
+        files.push(c.cert.clone());
+        files.push(c.key.clone());
+    }
+    files.extend(tls.client_auth.ca.clone());
+    files.extend(tls.client_auth.crl.0.iter().cloned());
+    files.extend(tls.session_ticket_keys.clone());
+    files
+}
+
 /// Every file of one listener's TLS settings.
 pub struct Sources {
     /// (chain, key) per configured certificate.
