@@ -273,8 +273,10 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
 
 /// Serves the admin endpoint on an already-bound listener until `shutdown`.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
-    let addr: Option<SocketAddr> = listener.local_addr().ok();
-    info!(address = ?addr, "admin endpoint listening");
+    match listener.local_addr() {
+        Ok(addr) => info!(address = %addr, "admin endpoint listening"),
+        Err(_) => info!("admin endpoint listening"),
+    }
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => break,

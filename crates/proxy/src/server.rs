@@ -257,11 +257,8 @@ pub async fn run(
         // the drain and /metrics stays scrapeable until the end.
         tokio::spawn(admin::serve(socket, state, admin_shutdown.clone()));
     }
-    health.set_ready(true);
-    metrics.set_ready(true);
-    info!("ready");
-    systemd::ready(&format!("serving {} listener(s)", shareds.len()));
-
+    // Handlers before "ready": a supervisor may send SIGHUP or SIGTERM the
+    // moment it hears READY=1, and the default action would kill moat.
     let (mut term, mut int, mut hup) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -270,6 +267,11 @@ pub async fn run(
         (Ok(t), Ok(i), Ok(h)) => (t, i, h),
         _ => return Err(RunError("cannot install signal handlers".into())),
     };
+    health.set_ready(true);
+    metrics.set_ready(true);
+    info!("ready");
+    systemd::ready(&format!("serving {} listener(s)", shareds.len()));
+
     loop {
         tokio::select! {
             _ = term.recv() => { info!(signal = "SIGTERM", "shutting down"); break; }
