@@ -1,0 +1,185 @@
+//! `moat-bench`: measures moat side by side with nginx (stream), HAProxy,
+//! stunnel and a naive tokio-rustls proxy on this machine, and writes
+//! `docs/benchmarks.md`.
+//!
+//! `compare` is the one command that does everything; `smoke` runs every
+//! scenario at a tiny scale and checks the numbers are sane. The other
+//! subcommands are the processes `compare` starts: the echo backend, the
+//! naive reference proxy and the client workers that spread many
+//! connections over several processes.
+
+mod charts;
+mod client;
+mod compare;
+mod echo;
+mod machine;
+mod mqtt;
+mod naive;
+mod peers;
+mod pki;
+mod procstat;
+mod proxies;
+mod report;
+mod scenarios;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "moat-bench",
+    about = "Benchmarks moat against nginx, HAProxy, stunnel and a naive tokio-rustls proxy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs every scenario against every proxy and writes docs/benchmarks.md.
+    Compare(CompareArgs),
+    /// Every scenario at a tiny scale, once, with sanity checks (moat and the
+    /// naive proxy unless --proxies says otherwise).
+    Smoke(SmokeArgs),
+    /// The naive reference proxy: tokio-rustls and copy_bidirectional.
+    NaiveProxy {
+        /// Address to accept TLS on.
+        #[arg(long)]
+        listen: String,
+        /// The plaintext backend.
+        #[arg(long)]
+        backend: String,
+        /// PEM certificate chain.
+        #[arg(long)]
+        cert: PathBuf,
+        /// PEM private key.
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// The plaintext echo backend.
+    EchoServer {
+        /// Address to listen on; port 0 picks one (printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// Writes the report again from saved raw data, without measuring.
+    Report {
+        /// The raw data a `compare` saved.
+        #[arg(long, default_value = "docs/benchmarks/results.json")]
+        from: PathBuf,
+        /// The markdown report to write (default: docs/benchmarks.md).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A client worker process (started by `compare`).
+    Worker {
+        /// The worker's job, as JSON.
+        #[arg(long)]
+        spec: String,
+    },
+}
+
+/// Options of `compare` (and, partly, `smoke`).
+#[derive(Args, Clone, Debug)]
+pub struct CompareArgs {
+    /// Repetitions of every scenario against every proxy; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Multiplies every count and duration (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Scenarios to run, comma-separated: full, resumed, idle, bulk, small, storm.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "full,resumed,idle,bulk,small,storm"
+    )]
+    pub scenarios: Vec<String>,
+    /// Proxies to measure, comma-separated: moat, nginx, haproxy, stunnel, naive.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "moat,nginx,haproxy,stunnel,naive"
+    )]
+    pub proxies: Vec<String>,
+    /// Idle-connection levels (capped by the open-file limit).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    pub idle_levels: Vec<usize>,
+    /// Devices in the reconnect storm (capped by the open-file limit).
+    #[arg(long, default_value_t = 10_000)]
+    pub storm_devices: usize,
+    /// The markdown report to write (its generated section is replaced).
+    /// Default: docs/benchmarks.md for `compare`, none for `smoke`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Do not write the report or the charts.
+    #[arg(long)]
+    pub no_write: bool,
+    /// The moat binary. Default: $MOAT_BIN, else `moat` next to this binary.
+    #[arg(long)]
+    pub moat_bin: Option<PathBuf>,
+    /// Tiny scale, one run, sanity checks instead of targets; writes no
+    /// report unless --out is given.
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+/// Options of `smoke`.
+#[derive(Args, Clone, Debug)]
+pub struct SmokeArgs {
+    /// Proxies to smoke-test.
+    #[arg(long, value_delimiter = ',', default_value = "moat,naive")]
+    pub proxies: Vec<String>,
+    /// Scenarios to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "full,resumed,idle,bulk,small,storm"
+    )]
+    pub scenarios: Vec<String>,
+    /// The moat binary. Default: $MOAT_BIN, else `moat` next to this binary.
+    #[arg(long)]
+    pub moat_bin: Option<PathBuf>,
+    /// Also write a report here (not done by default).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Compare(args) => compare::main(args),
+        Cmd::Smoke(s) => compare::main(CompareArgs {
+            runs: 1,
+            scale: 1.0,
+            scenarios: s.scenarios,
+            proxies: s.proxies,
+            idle_levels: vec![50, 200],
+            storm_devices: 200,
+            no_write: s.out.is_none(),
+            out: s.out,
+            moat_bin: s.moat_bin,
+            smoke: true,
+        }),
+        Cmd::NaiveProxy {
+            listen,
+            backend,
+            cert,
+            key,
+        } => naive::main(&listen, &backend, &cert, &key),
+        Cmd::EchoServer { listen } => echo::main(&listen),
+        Cmd::Report { from, out } => compare::rerender(&from, out),
+        Cmd::Worker { spec } => worker::main(&spec),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("moat-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! What a proxy spends, read from `/proc`: CPU time (utime + stime of
+//! `/proc/PID/stat`, which include the proxy's exited threads) and resident
+//! memory (`VmRSS` of `/proc/PID/status`), summed over the process and all
+//! its descendants (nginx's master and workers, for example).
+
+use std::collections::HashMap;
+use std::fs;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// One reading of a process tree.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// User plus system CPU seconds since each process started.
+    pub cpu_s: f64,
+    /// Resident set size, KiB.
+    pub rss_kib: u64,
+    /// How many processes were summed.
+    pub procs: usize,
+}
+
+/// Clock ticks per second of `/proc/PID/stat` (asked of `getconf`).
+fn clk_tck() -> f64 {
+    static TCK: OnceLock<f64> = OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The fields after the command name of `/proc/PID/stat` (the name may hold
+/// spaces and parentheses, so split after the last `)`).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// `pid` and every process descending from it.
+pub fn tree(pid: u32) -> Vec<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if let Some(f) = stat_fields(p) {
+                if let Some(ppid) = f.get(1).and_then(|s| s.parse::<u32>().ok()) {
+                    children.entry(ppid).or_default().push(p);
+                }
+            }
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(c) = children.get(&out[i]) {
+            out.extend(c.iter().copied());
+        }
+        i += 1;
+    }
+    out
+}
+
+fn cpu_s(pid: u32) -> Option<f64> {
+    let f = stat_fields(pid)?;
+    // Fields 14 and 15 of stat; index 0 here is field 3 (state).
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / clk_tck())
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Reads CPU and RSS of `pid` and its descendants.
+pub fn sample(pid: u32) -> Sample {
+    let mut s = Sample::default();
+    for p in tree(pid) {
+        if let Some(c) = cpu_s(p) {
+            s.cpu_s += c;
+            s.rss_kib += rss_kib(p).unwrap_or(0);
+            s.procs += 1;
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let s = sample(std::process::id());
+        assert!(s.procs >= 1);
+        assert!(s.rss_kib > 0);
+    }
+}

@@ -1,0 +1,87 @@
+//! Runs `moat-bench smoke` against moat and the naive proxy: every scenario
+//! at a tiny scale, once, with the harness's own sanity checks (non-zero
+//! CPU, every connection up, moat's sessions resumed, every CONNACK back).
+//! It is not a timing test.
+//!
+//! The reconnect storm needs a real Mosquitto; if it is missing the test
+//! fails and names the Debian package. It is never skipped.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+fn require(command: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(command).is_file()))
+        .unwrap_or(false)
+        || ["/usr/sbin", "/sbin"]
+            .iter()
+            .any(|d| PathBuf::from(d).join(command).is_file());
+    assert!(
+        found,
+        "missing benchmark peer: `{command}` is not installed. Install it with `apt-get install -y {package}`."
+    );
+}
+
+/// `$MOAT_BIN` when set, otherwise `cargo build -p moat` (so the test never
+/// runs a stale binary) and the binary next to this test's profile.
+fn moat_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("MOAT_BIN") {
+        let p = PathBuf::from(p);
+        assert!(p.is_file(), "MOAT_BIN={} does not exist", p.display());
+        return p;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", "moat", "--bin", "moat"])
+        .current_dir(&root)
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p moat failed");
+    // Tests run from target/<profile>/deps/; the binary is in target/<profile>/.
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("moat"))
+        .expect("target dir");
+    assert!(bin.is_file(), "moat binary not found at {}", bin.display());
+    bin
+}
+
+#[test]
+fn smoke_moat_and_naive_proxy() {
+    require("mosquitto", "mosquitto");
+    let moat = moat_bin();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_moat-bench"))
+        .arg("smoke")
+        .arg("--moat-bin")
+        .arg(&moat)
+        .output()
+        .expect("run moat-bench smoke");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}\n{stdout}");
+    assert!(
+        out.status.success(),
+        "moat-bench smoke failed ({}):\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("smoke checks passed"),
+        "no verdict:\n{stderr}"
+    );
+    for row in [
+        "Full TLS 1.3 handshake",
+        "Resumed handshake",
+        "Idle TLS connection",
+        "Bulk echo",
+        "round trip p99",
+        "Reconnect storm",
+    ] {
+        assert!(stdout.contains(row), "summary lacks {row:?}:\n{stdout}");
+    }
+    eprintln!("smoke took {:.1} s", started.elapsed().as_secs_f64());
+}
