@@ -73,8 +73,12 @@ pub struct Established {
     pub errors: Vec<String>,
 }
 
+// Externally tagged on purpose: an internally tagged enum is buffered through
+// serde's `Content`, and with serde_json's `arbitrary_precision` (which the
+// e2e package turns on, and Cargo unifies across the workspace) every number
+// then arrives as a map and `elapsed_ms` fails to parse.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 enum Event {
     Ready,
     Established(Established),
