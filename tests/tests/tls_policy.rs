@@ -289,3 +289,56 @@ fn configured_suite_allowlist_and_tls13_only_are_enforced() {
         "TLS 1.2 must be refused: {out}"
     );
 }
+
+/// The suite line of an s_client transcript ("New, TLSv1.3, Cipher is X").
+fn negotiated_suite(out: &str) -> &str {
+    out.lines()
+        .find_map(|l| l.split_once(", Cipher is ").map(|(_, c)| c.trim()))
+        .unwrap_or("")
+}
+
+#[test]
+fn moat_picks_aes128_gcm_unless_the_client_puts_chacha20_first() {
+    let s = setup();
+    let ca = s.ca.cert.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut all = vec!["-CAfile", ca, "-servername", "localhost"];
+        all.extend_from_slice(args);
+        let (ok, out) = s_client(s.ecdsa_port, &all, "");
+        assert!(ok && handshake_ok(&out), "{args:?}: {out}");
+        negotiated_suite(&out).to_string()
+    };
+    // OpenSSL's default order puts AES-256-GCM first; moat's order wins.
+    assert_eq!(run(&[]), "TLS_AES_128_GCM_SHA256");
+    assert_eq!(
+        run(&[
+            "-ciphersuites",
+            "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"
+        ]),
+        "TLS_AES_128_GCM_SHA256"
+    );
+    // A client without AES hardware lists ChaCha20 first and gets it.
+    assert_eq!(
+        run(&[
+            "-ciphersuites",
+            "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"
+        ]),
+        "TLS_CHACHA20_POLY1305_SHA256"
+    );
+    // A client that offers only AES-256-GCM still gets it.
+    assert_eq!(
+        run(&["-ciphersuites", "TLS_AES_256_GCM_SHA384"]),
+        "TLS_AES_256_GCM_SHA384"
+    );
+    // TLS 1.2 follows the same rule.
+    assert_eq!(run(&["-tls1_2"]), "ECDHE-ECDSA-AES128-GCM-SHA256");
+    assert_eq!(
+        run(&[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES128-GCM-SHA256"
+        ]),
+        "ECDHE-ECDSA-CHACHA20-POLY1305"
+    );
+    drop(s.moat);
+}

@@ -1,7 +1,10 @@
 //! The TLS client side of the load generator: tokio-rustls with aws-lc-rs,
 //! TLS 1.3 only, X25519 only (so every proxy does the same key exchange:
 //! OpenSSL 3.0 has no post-quantum hybrid, which moat would otherwise
-//! prefer), trusting the benchmark CA.
+//! prefer), trusting the benchmark CA. It lists TLS_AES_128_GCM_SHA256
+//! first, so that every proxy negotiates the same suite: the OpenSSL-based
+//! peers follow the client's order, and moat's default order would pick it
+//! over the stock client's first choice, AES-256-GCM, anyway.
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,6 +23,9 @@ use tokio_rustls::TlsConnector;
 pub fn config(ca: &CertificateDer<'static>, resume: bool) -> Arc<ClientConfig> {
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).expect("benchmark CA is valid");
     let mut cfg = ClientConfig::builder_with_provider(Arc::new(provider))

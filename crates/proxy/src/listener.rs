@@ -200,6 +200,19 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// A connection's session, after its handshake: owned, boxed, and sized
+/// for what it needs (see [`handle`]).
+type Session = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// One connection, start to end.
+///
+/// Each phase runs in its own heap allocation. A task's future is as large
+/// as its largest state, so with the handshake and the session inline every
+/// connection would pay for the largest of them (a ClientHello buffer, the
+/// CONNECT read, the relay) for its whole life, and values moved from one
+/// phase to the next would be counted twice. Here the handshake's
+/// allocation goes back when it ends, and an idle connection keeps only its
+/// session (measured in docs/benchmarks.md, idle memory).
 async fn handle(
     stream: TcpStream,
     peer: SocketAddr,
@@ -210,19 +223,33 @@ async fn handle(
     pm.accepted.inc();
     pm.active.inc();
     let _active = ActiveGuard(pm.active.clone());
+    let session = Box::pin(establish(stream, peer, &parent)).await;
+    if let Some(session) = session {
+        session.await;
+    }
+}
+
+/// The handshake and its checks; the session to run next, or `None` when
+/// the connection is already over.
+async fn establish(
+    stream: TcpStream,
+    peer: SocketAddr,
+    parent: &Arc<ListenerShared>,
+) -> Option<Session> {
+    let pm = &parent.metrics;
     let _ = stream.set_nodelay(true);
     set_tcp_keepalive(&stream, parent.config.timeouts.tcp_keepalive.0);
     let local = stream.local_addr().unwrap_or(parent.config.listen);
     let Ok(handshake_slot) = parent.handshakes.clone().try_acquire_owned() else {
         pm.rejected("handshake_limit");
         debug!("too many handshakes in progress; connection closed");
-        return;
+        return None;
     };
 
     let started = Instant::now();
     let timeout = parent.config.timeouts.handshake.0;
     let (mut tls, shared, state) =
-        match tokio::time::timeout(timeout, handshake(stream, &parent)).await {
+        match tokio::time::timeout(timeout, handshake(stream, parent)).await {
             Ok(Ok(done)) => done,
             Ok(Err((e, shared))) => {
                 let m = &shared.metrics;
@@ -234,12 +261,12 @@ async fn handle(
                     }
                 }
                 info!(reason, error = %e, route = %shared.config.name, "TLS handshake failed");
-                return;
+                return None;
             }
             Err(_) => {
                 pm.handshake_failed("timeout");
                 info!(timeout = ?timeout, "TLS handshake timed out");
-                return;
+                return None;
             }
         };
     drop(handshake_slot);
@@ -258,7 +285,7 @@ async fn handle(
                 tokio::io::AsyncWriteExt::shutdown(&mut tls),
             )
             .await;
-            return;
+            return None;
         }
         m.resumed.inc();
     }
@@ -267,12 +294,59 @@ async fn handle(
         .observe(started.elapsed().as_secs_f64());
     details.log();
 
-    if let Some(mqtt) = &shared.config.mqtt {
-        mqtt_session(tls, mqtt, peer, local, &shared, &state, &details, started).await;
-        return;
-    }
+    let mqtt_aware = shared.config.mqtt.is_some();
+    // Boxed: an async fn keeps its arguments for its whole life, beside the
+    // locals they are moved into, so a TLS stream passed by value would be
+    // held twice.
+    let conn = Box::new(Established {
+        tls,
+        peer,
+        local,
+        shared,
+        state,
+        details,
+        started,
+    });
+    Some(if mqtt_aware {
+        Box::pin(mqtt_session(conn))
+    } else {
+        Box::pin(opaque_session(conn))
+    })
+}
 
-    let Some(mut backend) = connect_backend(&shared, &mut tls, peer, local, &state, &details).await
+/// What a session owns once the handshake is done.
+struct Established {
+    tls: Tls,
+    peer: SocketAddr,
+    local: SocketAddr,
+    /// The listener (or route) that owns the connection.
+    shared: Arc<ListenerShared>,
+    /// The TLS state the handshake used.
+    state: Arc<ListenerTls>,
+    details: ConnDetails,
+    started: Instant,
+}
+
+/// An opaque connection: the backend, then bytes both ways until either
+/// side closes or the idle timeout. The steps before the relay are boxed,
+/// so that their state does not stay in this future for the connection's
+/// life (see [`handle`]); the same goes for [`mqtt_session`].
+async fn opaque_session(conn: Box<Established>) {
+    let Established {
+        mut tls,
+        peer,
+        local,
+        shared,
+        state,
+        details,
+        started,
+    } = *conn;
+    let (shared, state, details) = (&*shared, &*state, &details);
+    let m = &shared.metrics;
+    let Some(mut backend) = Box::pin(connect_backend(
+        shared, &mut tls, peer, local, state, details,
+    ))
+    .await
     else {
         return;
     };
@@ -370,42 +444,52 @@ async fn reply_and_close(tls: &mut Tls, bytes: &[u8]) {
 async fn read_connect(tls: &mut Tls, mqtt: &MqttConfig) -> Result<(Vec<u8>, usize), &'static str> {
     use tokio::io::AsyncReadExt;
     let deadline = tokio::time::Instant::now() + mqtt.connect_timeout.0;
+    // Read straight into the heap buffer: a stack chunk held across the
+    // await would become part of every connection's task, for its whole
+    // life, MQTT-aware or not (the future's size is the largest of its
+    // states). `connect_len` has already checked the length it announces
+    // against max_packet_size, so the buffer stays bounded.
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
     loop {
-        match crate::mqtt::connect_len(&buf, mqtt.max_packet_size)? {
+        let want = match crate::mqtt::connect_len(&buf, mqtt.max_packet_size)? {
             Some(n) if buf.len() >= n => return Ok((buf, n)),
-            _ => {}
-        }
-        let read = tokio::time::timeout_at(deadline, tls.read(&mut chunk)).await;
+            Some(n) => n - buf.len(),
+            None => 16,
+        };
+        buf.reserve(want.clamp(16, 4096));
+        let read = tokio::time::timeout_at(deadline, tls.read_buf(&mut buf)).await;
         match read {
             Err(_) => return Err("connect_timeout"),
             Ok(Ok(0)) | Ok(Err(_)) => return Err("client_closed"),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Ok(_)) => {}
         }
     }
 }
 
 /// An MQTT-aware connection: CONNECT checked before the broker is even
 /// connected, then every packet through the guard.
-#[allow(clippy::too_many_arguments)]
-async fn mqtt_session(
-    mut tls: Tls,
-    mqtt: &MqttConfig,
-    peer: SocketAddr,
-    local: SocketAddr,
-    shared: &ListenerShared,
-    state: &ListenerTls,
-    details: &ConnDetails,
-    started: Instant,
-) {
+async fn mqtt_session(conn: Box<Established>) {
+    let Established {
+        mut tls,
+        peer,
+        local,
+        shared,
+        state,
+        details,
+        started,
+    } = *conn;
+    let (shared, state, details) = (&*shared, &*state, &details);
+    // `establish` picks this session only for MQTT-aware listeners.
+    let Some(mqtt) = shared.config.mqtt.as_ref() else {
+        return;
+    };
     let m = &shared.metrics;
-    let (buf, len) = match read_connect(&mut tls, mqtt).await {
+    let (buf, len) = match Box::pin(read_connect(&mut tls, mqtt)).await {
         Ok(x) => x,
         Err(reason) => {
             m.mqtt_connect_rejected(reason);
             info!(reason, "MQTT connection refused before CONNECT");
-            reply_and_close(&mut tls, &[]).await;
+            Box::pin(reply_and_close(&mut tls, &[])).await;
             return;
         }
     };
@@ -422,7 +506,7 @@ async fn mqtt_session(
         ConnectDecision::Refuse { reply, reason } => {
             m.mqtt_connect_rejected(reason);
             info!(reason, "MQTT CONNECT refused");
-            reply_and_close(&mut tls, &reply).await;
+            Box::pin(reply_and_close(&mut tls, &reply)).await;
             return;
         }
         ConnectDecision::Accept {
@@ -434,16 +518,27 @@ async fn mqtt_session(
         } => (forward, session, client_id, username, keep_alive),
     };
     let version = session.version();
-    let Some(mut backend) = connect_backend(shared, &mut tls, peer, local, state, details).await
+    let Some(mut backend) = Box::pin(connect_backend(
+        shared, &mut tls, peer, local, state, details,
+    ))
+    .await
     else {
         m.mqtt_connect_rejected("backend_unavailable");
-        reply_and_close(&mut tls, &crate::mqtt::server_unavailable(version)).await;
+        Box::pin(reply_and_close(
+            &mut tls,
+            &crate::mqtt::server_unavailable(version),
+        ))
+        .await;
         return;
     };
     if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut backend, &forward).await {
         m.backend_failures.inc();
         warn!(error = %e, "cannot send the CONNECT to the backend");
-        reply_and_close(&mut tls, &crate::mqtt::server_unavailable(version)).await;
+        Box::pin(reply_and_close(
+            &mut tls,
+            &crate::mqtt::server_unavailable(version),
+        ))
+        .await;
         return;
     }
     m.mqtt_connected(crate::mqtt::version_label(version));
@@ -507,29 +602,43 @@ type HandshakeResult =
 /// Runs the TLS handshake. A listener with routes first reads the
 /// ClientHello, picks the route by SNI (exact names before wildcards, the
 /// listener itself when none matches), and finishes the handshake with that
-/// route's TLS state. Returns the listener (or route) that owns the
-/// connection and the state it was handled with, start to end.
+/// route's TLS state. A state whose suite choice depends on the client
+/// ([`ListenerTls::chooses_suite`]) also reads the ClientHello first, and
+/// finishes with the configuration its suites call for
+/// ([`ListenerTls::config_for`]). Returns the listener (or route) that owns
+/// the connection and the state it was handled with, start to end.
 async fn handshake(stream: TcpStream, parent: &Arc<ListenerShared>) -> HandshakeResult {
+    let mut direct = None;
     if parent.routes.is_empty() {
         let state = parent.tls.load_full();
-        return match TlsAcceptor::from(state.server_config.clone())
-            .accept(stream)
-            .await
-        {
-            Ok(tls) => Ok((tls, parent.clone(), state)),
-            Err(e) => Err((e, parent.clone())),
-        };
+        if !state.chooses_suite() {
+            return match TlsAcceptor::from(state.server_config.clone())
+                .accept(stream)
+                .await
+            {
+                Ok(tls) => Ok((tls, parent.clone(), state)),
+                Err(e) => Err((e, parent.clone())),
+            };
+        }
+        direct = Some(state);
     }
     let acceptor =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
     let start = acceptor.await.map_err(|e| (e, parent.clone()))?;
-    let chosen = start
-        .client_hello()
-        .server_name()
-        .and_then(|name| route_for(&parent.routes, name))
-        .unwrap_or_else(|| parent.clone());
-    let state = chosen.tls.load_full();
-    match start.into_stream(state.server_config.clone()).await {
+    let hello = start.client_hello();
+    let (chosen, state) = match direct {
+        Some(state) => (parent.clone(), state),
+        None => {
+            let chosen = hello
+                .server_name()
+                .and_then(|name| route_for(&parent.routes, name))
+                .unwrap_or_else(|| parent.clone());
+            let state = chosen.tls.load_full();
+            (chosen, state)
+        }
+    };
+    let config = state.config_for(hello.cipher_suites()).clone();
+    match start.into_stream(config).await {
         Ok(tls) => Ok((tls, chosen, state)),
         Err(e) => Err((e, chosen)),
     }

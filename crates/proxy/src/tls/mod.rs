@@ -34,8 +34,14 @@ const SESSION_CACHE_SIZE: usize = 4096;
 
 /// The complete TLS state of a listener at one point in time.
 pub struct ListenerTls {
-    /// What handshakes use.
+    /// What handshakes use: the client's order of suites decides.
     pub server_config: Arc<ServerConfig>,
+    /// The same configuration with moat's order of suites deciding
+    /// (AES-128-GCM first), for clients that do not put ChaCha20-Poly1305
+    /// first; `None` when the operator lists `cipher_suites`. It shares
+    /// everything else (resolver, verifier, ticket keys, session cache)
+    /// with `server_config`. See [`ListenerTls::config_for`].
+    pub server_order_config: Option<Arc<ServerConfig>>,
     /// The served certificates, in configuration order.
     pub certs: Vec<LoadedCert>,
     /// The client CA bundle (empty without mutual TLS).
@@ -56,6 +62,32 @@ pub struct ListenerTls {
     pub client_auth_digest: Digest,
     /// Hash of the session ticket key file.
     pub ticket_keys_digest: Digest,
+}
+
+impl ListenerTls {
+    /// Whether the configuration depends on the ClientHello's suites, so
+    /// that the handshake has to read it before picking one.
+    pub fn chooses_suite(&self) -> bool {
+        self.server_order_config.is_some()
+    }
+
+    /// The configuration for a client that offers `client_suites`: moat's
+    /// order, unless the client puts ChaCha20-Poly1305 first
+    /// ([`policy::client_prefers_chacha20`]) or the operator listed the
+    /// suites; then the client's.
+    pub fn config_for(&self, client_suites: &[rustls::CipherSuite]) -> &Arc<ServerConfig> {
+        match &self.server_order_config {
+            Some(ours)
+                if !policy::client_prefers_chacha20(
+                    client_suites,
+                    &self.server_config.crypto_provider().cipher_suites,
+                ) =>
+            {
+                ours
+            }
+            _ => &self.server_config,
+        }
+    }
 }
 
 impl std::fmt::Debug for ListenerTls {
@@ -193,8 +225,16 @@ pub fn build_from(
             config.send_tls13_tickets = 0;
         }
     }
+    // Two configurations that differ only in who picks the suite; cloning
+    // shares the resolver, verifier, ticketer and session cache (all `Arc`).
+    let server_order_config = policy.server_order.then(|| {
+        let mut ours = config.clone();
+        ours.ignore_client_order = true;
+        Arc::new(ours)
+    });
     Ok(ListenerTls {
         server_config: Arc::new(config),
+        server_order_config,
         certs: loaded,
         client_cas: client_auth.cas,
         client_ca_path: listener.tls.client_auth.ca.clone(),

@@ -6,13 +6,24 @@
 //! The default is TLS 1.2 and 1.3, ECDHE only, AEAD only, with the
 //! post-quantum hybrid X25519MLKEM768 preferred when the client offers it.
 //!
+//! It also decides who picks the suite. With the default suites moat does,
+//! like BoringSSL: AES-128-GCM first, then AES-256-GCM, then
+//! ChaCha20-Poly1305, whatever the client's order, unless the client puts
+//! ChaCha20-Poly1305 first (a sign that it has no AES hardware, like many
+//! microcontrollers), in which case the client's order decides
+//! ([`client_prefers_chacha20`]). AES-128-GCM is as safe as AES-256-GCM
+//! here, and its suites run the key schedule on SHA-256, which CPUs with
+//! SHA extensions compute in hardware, where SHA-384 is software. With
+//! `cipher_suites` set, the list is an allowlist and the client's order
+//! decides, as it always has.
+//!
 //! Pure logic: no I/O.
 
 use std::sync::Arc;
 
 use rustls::crypto::aws_lc_rs::{self as provider, cipher_suite, kx_group};
 use rustls::crypto::{CryptoProvider, SupportedKxGroup};
-use rustls::{SupportedCipherSuite, SupportedProtocolVersion};
+use rustls::{CipherSuite, SupportedCipherSuite, SupportedProtocolVersion};
 
 /// The resolved TLS policy of one listener.
 #[derive(Debug, Clone)]
@@ -21,6 +32,9 @@ pub struct TlsPolicy {
     pub versions: Vec<&'static SupportedProtocolVersion>,
     /// The crypto provider restricted to the allowed suites and groups.
     pub provider: Arc<CryptoProvider>,
+    /// Whether moat picks the suite in its own order (the default suites),
+    /// rather than the client (an operator's `cipher_suites`).
+    pub server_order: bool,
 }
 
 impl TlsPolicy {
@@ -59,18 +73,19 @@ struct SuiteName {
     openssl: &'static str,
 }
 
-/// Every suite moat can negotiate, in default preference order. All are
+/// Every suite moat can negotiate, in moat's order of preference (Mozilla's
+/// and BoringSSL's: AES-128-GCM, AES-256-GCM, ChaCha20-Poly1305). All are
 /// AEAD with ephemeral (EC)DHE key exchange.
 static SUITES: &[SuiteName] = &[
-    SuiteName {
-        suite: cipher_suite::TLS13_AES_256_GCM_SHA384,
-        iana: "TLS_AES_256_GCM_SHA384",
-        openssl: "TLS_AES_256_GCM_SHA384",
-    },
     SuiteName {
         suite: cipher_suite::TLS13_AES_128_GCM_SHA256,
         iana: "TLS_AES_128_GCM_SHA256",
         openssl: "TLS_AES_128_GCM_SHA256",
+    },
+    SuiteName {
+        suite: cipher_suite::TLS13_AES_256_GCM_SHA384,
+        iana: "TLS_AES_256_GCM_SHA384",
+        openssl: "TLS_AES_256_GCM_SHA384",
     },
     SuiteName {
         suite: cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
@@ -78,14 +93,14 @@ static SUITES: &[SuiteName] = &[
         openssl: "TLS_CHACHA20_POLY1305_SHA256",
     },
     SuiteName {
-        suite: cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-        iana: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        openssl: "ECDHE-ECDSA-AES256-GCM-SHA384",
-    },
-    SuiteName {
         suite: cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
         iana: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
         openssl: "ECDHE-ECDSA-AES128-GCM-SHA256",
+    },
+    SuiteName {
+        suite: cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        iana: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        openssl: "ECDHE-ECDSA-AES256-GCM-SHA384",
     },
     SuiteName {
         suite: cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
@@ -93,14 +108,14 @@ static SUITES: &[SuiteName] = &[
         openssl: "ECDHE-ECDSA-CHACHA20-POLY1305",
     },
     SuiteName {
-        suite: cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        iana: "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-        openssl: "ECDHE-RSA-AES256-GCM-SHA384",
-    },
-    SuiteName {
         suite: cipher_suite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         iana: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
         openssl: "ECDHE-RSA-AES128-GCM-SHA256",
+    },
+    SuiteName {
+        suite: cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        iana: "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        openssl: "ECDHE-RSA-AES256-GCM-SHA384",
     },
     SuiteName {
         suite: cipher_suite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
@@ -173,6 +188,25 @@ pub fn suite_problem(name: &str) -> Option<String> {
     parse_suite(name)
         .err()
         .map(|(message, hint)| format!("{message}; {hint}"))
+}
+
+/// Whether a client that offers `client` (its suites, in its order) should
+/// have its own order followed: when the first of them that `ours` contains
+/// is a ChaCha20-Poly1305 suite. Clients list their TLS 1.3 suites first,
+/// so for a TLS 1.3 client this is its first TLS 1.3 suite, BoringSSL's
+/// signal of a device without AES hardware.
+pub fn client_prefers_chacha20(client: &[CipherSuite], ours: &[SupportedCipherSuite]) -> bool {
+    client
+        .iter()
+        .find(|c| ours.iter().any(|s| s.suite() == **c))
+        .is_some_and(|c| {
+            matches!(
+                c,
+                CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+                    | CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                    | CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+            )
+        })
 }
 
 /// Builds a policy from the configured strings.
@@ -264,14 +298,14 @@ pub fn build(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let provider = CryptoProvider {
-        cipher_suites: chosen_suites,
-        kx_groups: chosen_groups,
-        ..provider::default_provider()
-    };
     Ok(TlsPolicy {
         versions,
-        provider: Arc::new(provider),
+        provider: Arc::new(CryptoProvider {
+            cipher_suites: chosen_suites,
+            kx_groups: chosen_groups,
+            ..provider::default_provider()
+        }),
+        server_order: suites.is_empty(),
     })
 }
 
@@ -473,6 +507,27 @@ mod tests {
         let p = TlsPolicy::default_policy();
         assert_eq!(p.versions.len(), 2);
         assert_eq!(p.provider.cipher_suites.len(), 9);
+        assert!(p.server_order);
+        let names: Vec<_> = p
+            .provider
+            .cipher_suites
+            .iter()
+            .map(|c| openssl_suite_name(*c))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "TLS_AES_128_GCM_SHA256",
+                "TLS_AES_256_GCM_SHA384",
+                "TLS_CHACHA20_POLY1305_SHA256",
+                "ECDHE-ECDSA-AES128-GCM-SHA256",
+                "ECDHE-ECDSA-AES256-GCM-SHA384",
+                "ECDHE-ECDSA-CHACHA20-POLY1305",
+                "ECDHE-RSA-AES128-GCM-SHA256",
+                "ECDHE-RSA-AES256-GCM-SHA384",
+                "ECDHE-RSA-CHACHA20-POLY1305",
+            ]
+        );
         let first = p.provider.kx_groups[0].name();
         assert_eq!(first, rustls::NamedGroup::X25519MLKEM768);
         assert_eq!(p.provider.kx_groups[1].name(), rustls::NamedGroup::X25519);
@@ -495,6 +550,10 @@ mod tests {
             &[],
         )
         .expect("valid");
+        assert!(
+            !p.server_order,
+            "an operator's list leaves the choice to the client"
+        );
         let names: Vec<_> = p
             .provider
             .cipher_suites
@@ -510,6 +569,46 @@ mod tests {
                 "TLS_AES_256_GCM_SHA384"
             ]
         );
+    }
+
+    #[test]
+    fn chacha20_first_clients_keep_their_order() {
+        use CipherSuite as C;
+        let ours = TlsPolicy::default_policy().provider.cipher_suites.clone();
+        let prefers = |client: &[C]| client_prefers_chacha20(client, &ours);
+        // OpenSSL's and rustls' default order.
+        assert!(!prefers(&[
+            C::TLS13_AES_256_GCM_SHA384,
+            C::TLS13_CHACHA20_POLY1305_SHA256,
+            C::TLS13_AES_128_GCM_SHA256,
+            C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ]));
+        // A device without AES hardware.
+        assert!(prefers(&[
+            C::TLS13_CHACHA20_POLY1305_SHA256,
+            C::TLS13_AES_128_GCM_SHA256,
+        ]));
+        // Suites moat does not offer do not count; TLS 1.2-only clients too.
+        assert!(prefers(&[
+            C::TLS_EMPTY_RENEGOTIATION_INFO_SCSV,
+            C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ]));
+        assert!(!prefers(&[
+            C::TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA,
+            C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+            C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+        ]));
+        assert!(!prefers(&[]));
+        // ChaCha20 first but not allowed by the operator: AES decides.
+        let aes_only = build("1.3", &s(&["TLS_AES_128_GCM_SHA256"]), &[]).expect("valid");
+        assert!(!client_prefers_chacha20(
+            &[
+                C::TLS13_CHACHA20_POLY1305_SHA256,
+                C::TLS13_AES_128_GCM_SHA256
+            ],
+            &aes_only.provider.cipher_suites
+        ));
     }
 
     #[test]
