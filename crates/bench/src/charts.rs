@@ -2,9 +2,10 @@
 //! rendered with ab_glyph from a TrueType font read from the system (DejaVu
 //! Sans, Debian's `fonts-dejavu-core`), so no fontconfig is needed.
 //!
-//! Every chart is a grouped bar chart: one group per metric, one bar per
-//! proxy at the median of the runs, with a whisker from the lowest to the
-//! highest run.
+//! The benchmark charts are grouped bar charts: one group per metric, one
+//! bar per proxy at the median of the runs, with a whisker from the lowest
+//! to the highest run. The soak test draws time series instead
+//! ([`timeseries`]): lines over time, with events marked.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -245,4 +246,152 @@ pub fn render(report: &Report, dir: &Path) -> Result<Vec<(String, String)>> {
         }
     }
     Ok(out)
+}
+
+/// One line of a time series chart.
+pub struct Line {
+    /// Its legend.
+    pub label: String,
+    /// Its colour.
+    pub color: RGBColor,
+    /// (seconds, value) points, in time order.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// An event on a time series chart: a span (`to > from`) is shaded, an
+/// instant is a thin vertical line.
+pub struct Mark {
+    /// The legend of its kind (marks with the same label share one entry).
+    pub label: String,
+    /// Its colour.
+    pub color: RGBColor,
+    /// Start, seconds.
+    pub from: f64,
+    /// End, seconds (equal to `from` for an instant).
+    pub to: f64,
+}
+
+/// Draws lines over time into a PNG at `path`, with `marks` behind them; the
+/// time axis spans the data, the legend sits in the upper left (where the
+/// soak's series start low) with headroom above the lines.
+pub fn timeseries(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    lines: &[Line],
+    marks: &[Mark],
+) -> Result<()> {
+    load_font()?;
+    let xs = || {
+        lines
+            .iter()
+            .flat_map(|l| l.points.iter().map(|p| p.0))
+            .chain(marks.iter().flat_map(|m| [m.from, m.to]))
+    };
+    let xmin = xs().fold(f64::INFINITY, f64::min);
+    let xmin = if xmin.is_finite() { xmin.floor() } else { 0.0 };
+    let xmax = xs().fold(xmin + 1.0, f64::max);
+    let ymax = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.1))
+        .fold(0.0_f64, f64::max);
+    let ymax = if ymax > 0.0 { ymax * 1.35 } else { 1.0 };
+    let root = BitMapBackend::new(path, (960, 460)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(72)
+        .build_cartesian_2d(xmin..xmax, 0f64..ymax)
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since the start of the soak")
+        .y_desc(y_desc)
+        .y_label_formatter(&|y| fmt(*y))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 14))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut legend_done: Vec<&str> = Vec::new();
+    for m in marks {
+        let c = m.color;
+        let series = if m.to > m.from {
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(m.from, 0.0), (m.to, ymax)],
+                c.mix(0.18).filled(),
+            )))
+        } else {
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(m.from, 0.0), (m.from, ymax)],
+                c.mix(0.5).stroke_width(1),
+            )))
+        }
+        .map_err(|e| anyhow!("{e}"))?;
+        if !legend_done.contains(&m.label.as_str()) {
+            legend_done.push(&m.label);
+            series.label(m.label.as_str()).legend(move |(x, y)| {
+                Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.mix(0.4).filled())
+            });
+        }
+    }
+    for l in lines {
+        let c = l.color;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                l.points.clone(),
+                c.stroke_width(2),
+            )))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(l.label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_a_time_series() {
+        if load_font().is_err() {
+            return; // no system font on this machine; the report says so
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.png");
+        let lines = [Line {
+            label: "a".into(),
+            color: RGBColor(200, 0, 0),
+            points: (0..100).map(|i| (f64::from(i), f64::from(i % 7))).collect(),
+        }];
+        let marks = [
+            Mark {
+                label: "reload".into(),
+                color: RGBColor(0, 0, 200),
+                from: 10.0,
+                to: 10.0,
+            },
+            Mark {
+                label: "flood".into(),
+                color: RGBColor(200, 0, 0),
+                from: 40.0,
+                to: 60.0,
+            },
+        ];
+        timeseries(&path, "t", "u", &lines, &marks).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() > 1000);
+    }
 }

@@ -3,10 +3,11 @@
 //! `docs/benchmarks.md`.
 //!
 //! `compare` is the one command that does everything; `smoke` runs every
-//! scenario at a tiny scale and checks the numbers are sane. The other
-//! subcommands are the processes `compare` starts: the echo backend, the
-//! naive reference proxy and the client workers that spread many
-//! connections over several processes.
+//! scenario at a tiny scale and checks the numbers are sane. `soak` is the
+//! long reliability test (`scripts/soak`, `docs/reliability.md`). The other
+//! subcommands are the processes `compare` and `soak` start: the echo
+//! backend, the naive reference proxy and the client workers that spread
+//! many connections over several processes.
 
 mod charts;
 mod client;
@@ -21,6 +22,7 @@ mod procstat;
 mod proxies;
 mod report;
 mod scenarios;
+mod soak;
 mod worker;
 
 use std::path::PathBuf;
@@ -45,6 +47,16 @@ enum Cmd {
     /// Every scenario at a tiny scale, once, with sanity checks (moat and the
     /// naive proxy unless --proxies says otherwise).
     Smoke(SmokeArgs),
+    /// The soak test: 10k connections through two moat replicas to
+    /// Mosquitto for 10 minutes, with certificate renewals, a broker restart
+    /// and a flood; writes docs/reliability.md.
+    Soak(soak::SoakArgs),
+    /// A soak worker process (started by `soak`).
+    SoakWorker {
+        /// The worker's job, as JSON.
+        #[arg(long)]
+        spec: String,
+    },
     /// The naive reference proxy: tokio-rustls and copy_bidirectional.
     NaiveProxy {
         /// Address to accept TLS on.
@@ -174,6 +186,8 @@ fn main() -> ExitCode {
         Cmd::EchoServer { listen } => echo::main(&listen),
         Cmd::Report { from, out } => compare::rerender(&from, out),
         Cmd::Worker { spec } => worker::main(&spec),
+        Cmd::Soak(args) => soak::main(args),
+        Cmd::SoakWorker { spec } => soak::worker_main(&spec),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,8 @@
 //! What a proxy spends, read from `/proc`: CPU time (utime + stime of
 //! `/proc/PID/stat`, which include the proxy's exited threads) and resident
 //! memory (`VmRSS` of `/proc/PID/status`), summed over the process and all
-//! its descendants (nginx's master and workers, for example).
+//! its descendants (nginx's master and workers, for example), and the open
+//! file descriptors of one process (`/proc/PID/fd`).
 
 use std::collections::HashMap;
 use std::fs;
@@ -95,9 +96,47 @@ pub fn sample(pid: u32) -> Sample {
     s
 }
 
+/// Reads CPU and RSS of `pid` alone (no descendants, no scan of `/proc`);
+/// `None` once it has exited.
+pub fn sample_one(pid: u32) -> Option<Sample> {
+    Some(Sample {
+        cpu_s: cpu_s(pid)?,
+        rss_kib: rss_kib(pid)?,
+        procs: 1,
+    })
+}
+
+/// CPU seconds the whole machine has spent busy (all cores; `/proc/stat`,
+/// everything but idle and iowait), to tell how much of it went elsewhere.
+pub fn system_busy_s() -> Option<f64> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some(total.saturating_sub(idle) as f64 / clk_tck())
+}
+
+/// Open file descriptors of `pid` (the entries of `/proc/PID/fd`).
+pub fn fd_count(pid: u32) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_own_descriptors() {
+        let me = std::process::id();
+        assert!(fd_count(me).unwrap() >= 3);
+        assert!(sample_one(me).unwrap().rss_kib > 0);
+        assert!(system_busy_s().unwrap() > 0.0);
+    }
 
     #[test]
     fn reads_this_process() {
