@@ -4,8 +4,10 @@
 //! `docs/configuration.md`. It turns YAML text into typed structs and checks
 //! everything that can be checked without touching the network or the
 //! certificate files: unknown keys (with a "did you mean"), value ranges,
-//! duplicate names and addresses, TLS policy names. Paths are resolved
-//! relative to the directory of the configuration file.
+//! duplicate names and addresses, TLS policy names, log filters. Paths are
+//! resolved relative to the directory of the configuration file. Input that
+//! would take unbounded time or memory is refused before it can: YAML
+//! aliases that expand too far, log filters that compile regexes.
 //!
 //! It does no I/O beyond reading the configuration file itself, so that the
 //! validation rules can be unit-tested and fuzzed.
@@ -902,6 +904,7 @@ pub fn load(path: &Path) -> Result<ValidConfig, ConfigErrors> {
 /// Parses and validates configuration text. `path` names the file in
 /// messages and anchors relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<ValidConfig, ConfigErrors> {
+    check_alias_expansion(path, text)?;
     let de = serde_yaml::Deserializer::from_str(text);
     let mut config: Config =
         serde_path_to_error::deserialize(de).map_err(|e| yaml_error(path, &e))?;
@@ -914,6 +917,142 @@ pub fn parse(path: &Path, text: &str) -> Result<ValidConfig, ConfigErrors> {
         config,
         policies,
     })
+}
+
+/// How much YAML aliases may add to a configuration beyond the file's own
+/// length, counting one per value plus the bytes of each string.
+///
+/// Each alias (`*name`) repeats the whole value of its anchor (`&name`), so
+/// nested ones multiply: a few kilobytes can stand for gigabytes (the
+/// "billion laughs"). serde_yaml's own repetition limit counts alias jumps,
+/// not what they repeat, and lets a 3 KB file grow past 2 GB.
+const MAX_ALIAS_EXPANSION: usize = 1 << 18;
+
+/// Refuses a document whose aliases expand it by more than
+/// [`MAX_ALIAS_EXPANSION`], by walking it once, aliases expanded, without
+/// keeping anything. The walk takes any kind of value, so it stops early
+/// only on a YAML error (syntax, nesting, serde_yaml's own repetition
+/// limit), which the real parse then reports with the field.
+fn check_alias_expansion(path: &Path, text: &str) -> Result<(), ConfigError> {
+    // Only an anchor (&name) and its aliases (*name) can expand a document.
+    if !(text.contains('&') && text.contains('*')) {
+        return Ok(());
+    }
+    let budget = Budget {
+        left: std::cell::Cell::new(text.len().saturating_add(MAX_ALIAS_EXPANSION)),
+        spent: std::cell::Cell::new(false),
+    };
+    match serde::de::DeserializeSeed::deserialize(&budget, serde_yaml::Deserializer::from_str(text))
+    {
+        Err(e) if budget.spent.get() => Err(ConfigError {
+            file: path.to_path_buf(),
+            location: e
+                .location()
+                .map(|l| format!("line {} column {}", l.line(), l.column())),
+            message: format!(
+                "YAML aliases expand this file by more than {MAX_ALIAS_EXPANSION} values and bytes"
+            ),
+            hint: Some(
+                "each alias (*name) repeats the whole value of its anchor (&name); write the values out, or do not nest aliases"
+                    .to_string(),
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// What is left of the expansion budget, and whether it ran out.
+struct Budget {
+    left: std::cell::Cell<usize>,
+    spent: std::cell::Cell<bool>,
+}
+
+impl Budget {
+    fn spend<E: serde::de::Error>(&self, cost: usize) -> Result<(), E> {
+        match self.left.get().checked_sub(cost) {
+            Some(left) => {
+                self.left.set(left);
+                Ok(())
+            }
+            None => {
+                self.spent.set(true);
+                Err(E::custom("alias expansion limit"))
+            }
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for &Budget {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &Budget {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.spend(1)
+    }
+    // serde_yaml gives integers beyond 64 bits to these two, whose default
+    // is an error: it would end the walk unspent and let a bomb after such
+    // a value through (found reviewing fuzz/fuzz_targets/config_loader.rs's
+    // fix). The other defaults forward to the methods here.
+    fn visit_i128<E: serde::de::Error>(self, _: i128) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_u128<E: serde::de::Error>(self, _: u128) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.spend(v.len().saturating_add(1))
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<(), E> {
+        self.spend(v.len().saturating_add(1))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.spend(1)
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.spend(1)?;
+        d.deserialize_any(self)
+    }
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.spend(1)?;
+        d.deserialize_any(self)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.spend(1)?;
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.spend(1)?;
+        while map.next_key_seed(self)?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        // A tagged value (`!tag value`): the tag, then the value.
+        let ((), variant) = data.variant_seed(self)?;
+        serde::de::VariantAccess::newtype_variant_seed(variant, self)
+    }
 }
 
 fn resolve_paths(config: &mut Config, base: &Path) {
@@ -1039,7 +1178,19 @@ fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors
         );
     }
 
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+    if filters_fields_by_value(&config.log.level) {
+        errors.push(
+            ConfigError::at(
+                path,
+                "log.level",
+                format!(
+                    "{:?} filters span fields by value, which is not accepted here: each value is compiled into an automaton of unbounded size, so a short one can take minutes and gigabytes",
+                    config.log.level
+                ),
+            )
+            .hint("filter by target or span name instead, e.g. info,moat::listener=debug"),
+        );
+    } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         errors.push(
             ConfigError::at(
                 path,
@@ -1495,6 +1646,17 @@ fn check_mqtt(
     }
 }
 
+/// Whether a log filter matches span fields by value (`[span{field=value}]`).
+/// tracing-subscriber compiles each such value into a DFA with no size
+/// limit, so `(a|b)*a(a|b)(a|b)...` of 300 bytes takes minutes and
+/// gigabytes, in validation and again when logging starts.
+fn filters_fields_by_value(level: &str) -> bool {
+    level
+        .split('{')
+        .skip(1)
+        .any(|fields| fields.split('}').next().unwrap_or("").contains('='))
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -1898,6 +2060,93 @@ listeners:
         let text = "listeners:\n  - name: a\n    listen: 127.0.0.1:1\n    backend: h:1\n    tls: { certificates: [] }\n";
         let e = error_text(text);
         assert!(e.contains("listeners[0].tls.certificates"), "{e}");
+    }
+
+    #[test]
+    fn log_level_field_value_filters_are_refused_without_compiling_them() {
+        // Found by fuzz/fuzz_targets/config_loader.rs: compiling this value
+        // takes minutes and gigabytes.
+        let bomb = format!("info,[{{x=(a|b)*a{}}}]", "(a|b)".repeat(20));
+        let e = error_text(&format!("{MINIMAL}log: {{ level: \"{bomb}\" }}\n"));
+        assert!(e.contains("log.level"), "{e}");
+        assert!(e.contains("by value"), "{e}");
+        let e = error_text(&format!(
+            "{MINIMAL}log: {{ level: \"[{{peer=10.0.0.1}}]\" }}\n"
+        ));
+        assert!(e.contains("by value"), "{e}");
+        // Targets, spans and field names without values are still fine.
+        let ok =
+            format!("{MINIMAL}log: {{ level: \"info,moat=debug,moat[conn{{peer}}]=trace\" }}\n");
+        parse_str(&ok).expect("valid");
+    }
+
+    /// A list of anchors, the first holding `leaves` short strings and each
+    /// next one `width` aliases of the one before.
+    fn alias_bomb(leaves: usize, widths: &[usize]) -> String {
+        let mut out = format!("[&l0 [{}]", vec!["x"; leaves].join(","));
+        for (d, width) in widths.iter().enumerate() {
+            let aliases = vec![format!("*l{d}"); *width].join(",");
+            out.push_str(&format!(", &l{} [{aliases}]", d + 1));
+        }
+        out.push(']');
+        out
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_before_they_expand() {
+        // Found by fuzz/fuzz_targets/config_loader.rs: `crl` takes one file
+        // or a list, so serde buffers its whole value, aliases expanded, and
+        // these 2.5 KB (54 million strings) grew past 2 GB. serde_yaml's
+        // repetition limit counts the 55,000 alias jumps, which it allows.
+        let bomb = alias_bomb(1000, &[60, 60, 15]);
+        assert!(bomb.len() < 2600);
+        let text =
+            format!("{MINIMAL}      client_auth: {{ mode: required, ca: ca.pem, crl: {bomb} }}\n");
+        let e = error_text(&text);
+        assert!(e.contains("/etc/moat/moat.yaml: line "), "{e}");
+        assert!(e.contains("YAML aliases expand this file"), "{e}");
+        assert!(e.contains("anchor (&name)"), "{e}");
+        // The classic billion laughs stops at serde_yaml's own limit.
+        let text = format!(
+            "{MINIMAL}      client_auth: {{ mode: required, ca: ca.pem, crl: {} }}\n",
+            alias_bomb(9, &[9; 8])
+        );
+        assert!(parse_str(&text).is_err());
+        // Lists the schema nests multiply too: 100 listeners with 100 ACL
+        // rules of 100 topics each, in 2 KB.
+        let topics = vec!["t"; 100].join(",");
+        let rules = vec!["*r"; 99].join(",");
+        let listeners = vec!["*l"; 99].join(",");
+        let text = format!(
+            "listeners: [&l {{ name: a, listen: \"127.0.0.1:1\", backend: \"h:1\", tls: {{ certificates: [{{ cert: c, key: k }}] }}, mqtt: {{ acl: [&r {{ publish: [{topics}] }}, {rules}] }} }}, {listeners}]\n"
+        );
+        assert!(text.len() < 2048);
+        assert!(error_text(&text).contains("YAML aliases expand"));
+        // A few aliases for shared settings are fine.
+        let text = "listeners:\n  - name: a\n    listen: 127.0.0.1:1\n    backend: h:1\n    tls: &tls { certificates: [{ cert: c, key: k }] }\n  - name: b\n    listen: 127.0.0.1:2\n    backend: h:1\n    tls: *tls\n";
+        let c = parse_str(text).expect("valid");
+        assert_eq!(
+            c.config.listeners[1].tls.certificates[0].key,
+            PathBuf::from("/etc/moat/k")
+        );
+    }
+
+    #[test]
+    fn alias_bombs_after_a_128_bit_integer_are_refused() {
+        // Found reviewing the fuzz/fuzz_targets/config_loader.rs fix:
+        // serde_yaml hands integers beyond 64 bits to visit_u128/visit_i128,
+        // which the expansion walk did not implement; its error ended the
+        // walk unspent, so a bomb after such a value (a name is any string)
+        // went uncounted to the real parse.
+        for big in ["18446744073709551616", "-9223372036854775809"] {
+            let text = MINIMAL.replace("name: mqtts", &format!("name: {big}"))
+                + &format!(
+                    "      client_auth: {{ mode: required, ca: ca.pem, crl: {} }}\n",
+                    alias_bomb(1000, &[60, 60, 15])
+                );
+            let e = error_text(&text);
+            assert!(e.contains("YAML aliases expand this file"), "{e}");
+        }
     }
 
     #[test]
