@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn, Instrument};
@@ -248,7 +247,7 @@ async fn establish(
 
     let started = Instant::now();
     let timeout = parent.config.timeouts.handshake.0;
-    let (mut tls, shared, state) =
+    let (mut tls, sni, shared, state) =
         match tokio::time::timeout(timeout, handshake(stream, parent)).await {
             Ok(Ok(done)) => done,
             Ok(Err((e, shared))) => {
@@ -272,11 +271,11 @@ async fn establish(
     drop(handshake_slot);
     let m = &shared.metrics;
 
-    let details = ConnDetails::of(tls.get_ref().1);
+    let details = ConnDetails::of(tls.connection(), sni);
     if details.resumed {
         // rustls does not re-verify the client certificate a resumed
         // session carries; the CRLs or CA bundle may have changed since.
-        if let Err(e) = recheck_resumed(tls.get_ref().1, &state) {
+        if let Err(e) = recheck_resumed(tls.connection(), &state) {
             m.handshake_failed("bad_client_certificate");
             m.client_auth_denied(denial_reason(&e));
             info!(error = %e, "resumed session refused: its client certificate no longer passes");
@@ -380,7 +379,7 @@ async fn opaque_session(conn: Box<Established>) {
     }
 }
 
-type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+type Tls = crate::tls::stream::TlsStream;
 
 /// Connects to the backend and sends the PROXY header. On failure the
 /// client gets a close_notify (opaque listeners) and `None` comes back.
@@ -494,8 +493,7 @@ async fn mqtt_session(conn: Box<Established>) {
         }
     };
     let facts = tls
-        .get_ref()
-        .1
+        .connection()
         .peer_certificates()
         .and_then(|c| c.first())
         .and_then(|c| DeviceFacts::from_der(c));
@@ -596,50 +594,36 @@ async fn mqtt_session(conn: Box<Established>) {
     }
 }
 
-type HandshakeResult =
-    Result<(Tls, Arc<ListenerShared>, Arc<ListenerTls>), (io::Error, Arc<ListenerShared>)>;
+/// A finished handshake: the stream, the server name the client asked for,
+/// the listener (or route) that owns the connection and the TLS state it
+/// was handled with; or the error and the listener it happened on.
+type HandshakeResult = Result<
+    (Tls, Option<String>, Arc<ListenerShared>, Arc<ListenerTls>),
+    (io::Error, Arc<ListenerShared>),
+>;
 
-/// Runs the TLS handshake. A listener with routes first reads the
-/// ClientHello, picks the route by SNI (exact names before wildcards, the
+/// Runs the TLS handshake. The ClientHello is read first. A listener with
+/// routes picks the route by SNI (exact names before wildcards, the
 /// listener itself when none matches), and finishes the handshake with that
-/// route's TLS state. A state whose suite choice depends on the client
-/// ([`ListenerTls::chooses_suite`]) also reads the ClientHello first, and
-/// finishes with the configuration its suites call for
+/// route's TLS state. The suites the client offers pick the configuration
 /// ([`ListenerTls::config_for`]). Returns the listener (or route) that owns
 /// the connection and the state it was handled with, start to end.
 async fn handshake(stream: TcpStream, parent: &Arc<ListenerShared>) -> HandshakeResult {
-    let mut direct = None;
-    if parent.routes.is_empty() {
-        let state = parent.tls.load_full();
-        if !state.chooses_suite() {
-            return match TlsAcceptor::from(state.server_config.clone())
-                .accept(stream)
-                .await
-            {
-                Ok(tls) => Ok((tls, parent.clone(), state)),
-                Err(e) => Err((e, parent.clone())),
-            };
-        }
-        direct = Some(state);
-    }
-    let acceptor =
-        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
-    let start = acceptor.await.map_err(|e| (e, parent.clone()))?;
+    let start = crate::tls::stream::accept(stream)
+        .await
+        .map_err(|e| (e, parent.clone()))?;
     let hello = start.client_hello();
-    let (chosen, state) = match direct {
-        Some(state) => (parent.clone(), state),
-        None => {
-            let chosen = hello
-                .server_name()
-                .and_then(|name| route_for(&parent.routes, name))
-                .unwrap_or_else(|| parent.clone());
-            let state = chosen.tls.load_full();
-            (chosen, state)
+    let sni = hello.server_name().map(str::to_string);
+    let chosen = match sni.as_deref() {
+        Some(name) if !parent.routes.is_empty() => {
+            route_for(&parent.routes, name).unwrap_or_else(|| parent.clone())
         }
+        _ => parent.clone(),
     };
+    let state = chosen.tls.load_full();
     let config = state.config_for(hello.cipher_suites()).clone();
-    match start.into_stream(config).await {
-        Ok(tls) => Ok((tls, chosen, state)),
+    match start.finish(config).await {
+        Ok(tls) => Ok((tls, sni, chosen, state)),
         Err(e) => Err((e, chosen)),
     }
 }
@@ -673,10 +657,7 @@ fn is_client_cert_error(e: &rustls::Error) -> bool {
 
 /// Verifies a resumed session's client certificate against the current
 /// client-auth state, as a full handshake would.
-fn recheck_resumed(
-    conn: &rustls::ServerConnection,
-    state: &ListenerTls,
-) -> Result<(), rustls::Error> {
+fn recheck_resumed(conn: &rustls::CommonState, state: &ListenerTls) -> Result<(), rustls::Error> {
     let (Some(verifier), Some(chain)) = (&state.client_verifier, conn.peer_certificates()) else {
         return Ok(());
     };
@@ -705,7 +686,7 @@ struct ConnDetails {
 }
 
 impl ConnDetails {
-    fn of(conn: &rustls::ServerConnection) -> Self {
+    fn of(conn: &rustls::CommonState, sni: Option<String>) -> Self {
         Self {
             version: conn.protocol_version(),
             suite: conn.negotiated_cipher_suite(),
@@ -713,7 +694,7 @@ impl ConnDetails {
                 .negotiated_key_exchange_group()
                 .and_then(|g| g.name().as_str())
                 .unwrap_or("none"),
-            sni: conn.server_name().map(str::to_string),
+            sni,
             alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
             resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
             identity: conn.peer_certificates().and_then(PeerIdentity::from_chain),

@@ -22,7 +22,6 @@ use std::task::{ready, Context, Poll};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 
 /// Size of a relay buffer: one full TLS record of plaintext.
 pub const BUF_SIZE: usize = 16 * 1024;
@@ -64,22 +63,6 @@ pub trait PollReadable {
 impl PollReadable for TcpStream {
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_read_ready(cx)
-    }
-}
-
-impl PollReadable for TlsStream<TcpStream> {
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let (io, conn) = self.get_mut();
-        // rustls may already hold decrypted bytes, or a close_notify, from an
-        // earlier socket read; then there is nothing to wait for.
-        match conn.process_new_packets() {
-            Ok(state) if state.plaintext_bytes_to_read() > 0 || state.peer_has_closed() => {
-                return Poll::Ready(Ok(()))
-            }
-            Err(_) => return Poll::Ready(Ok(())),
-            Ok(_) => {}
-        }
-        io.poll_read_ready(cx)
     }
 }
 

@@ -13,6 +13,7 @@ pub mod client_auth;
 pub mod files;
 pub mod policy;
 pub mod resolver;
+pub mod stream;
 pub mod tickets;
 
 use std::path::PathBuf;
@@ -65,12 +66,6 @@ pub struct ListenerTls {
 }
 
 impl ListenerTls {
-    /// Whether the configuration depends on the ClientHello's suites, so
-    /// that the handshake has to read it before picking one.
-    pub fn chooses_suite(&self) -> bool {
-        self.server_order_config.is_some()
-    }
-
     /// The configuration for a client that offers `client_suites`: moat's
     /// order, unless the client puts ChaCha20-Poly1305 first
     /// ([`policy::client_prefers_chacha20`]) or the operator listed the
