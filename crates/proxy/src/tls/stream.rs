@@ -180,35 +180,32 @@ fn encrypt_error(e: EncryptError) -> Option<InsufficientSizeError> {
 /// Reads what the socket has into `into`, holding at most `limit` bytes.
 /// Ready with 0 at EOF. While the socket has nothing, an empty `into` gives
 /// its buffer back.
+///
+/// Through tokio's `poll_read` rather than `try_read`: a read that does not
+/// fill the buffer tells tokio the socket is drained, which saves the
+/// extra read that would only say "would block" after every message.
 fn poll_fill(
-    io: &TcpStream,
+    io: &mut TcpStream,
     into: &mut Pending,
     limit: usize,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     into.compact();
-    loop {
-        let buf = into.vec();
-        if buf.len() >= limit {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "TLS handshake message larger than 64 KiB",
-            )));
-        }
-        if buf.len() == buf.capacity() {
-            buf.reserve_exact(BUF_CAPACITY.min(limit - buf.len()));
-        }
-        match io.try_read_buf(buf) {
-            Ok(n) => return Poll::Ready(Ok(n)),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if into.is_empty() {
-                    into.release();
-                }
-                ready!(io.poll_read_ready(cx))?;
-            }
-            Err(e) => return Poll::Ready(Err(e)),
-        }
+    let buf = into.vec();
+    if buf.len() >= limit {
+        return Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "TLS handshake message larger than 64 KiB",
+        )));
     }
+    if buf.len() == buf.capacity() {
+        buf.reserve_exact(BUF_CAPACITY.min(limit - buf.len()));
+    }
+    let read = tokio_util::io::poll_read_buf(Pin::new(io), cx, buf);
+    if read.is_pending() && into.is_empty() {
+        into.release();
+    }
+    read
 }
 
 /// Puts a decrypted record's bytes in the reader's buffer while it has
@@ -241,7 +238,7 @@ pub async fn accept(mut io: TcpStream) -> io::Result<StartHandshake> {
     let mut received = Pending::default();
     loop {
         let start = received.buf.len();
-        let n = poll_fn(|cx| poll_fill(&io, &mut received, MAX_HANDSHAKE_BUFFER, cx)).await?;
+        let n = poll_fn(|cx| poll_fill(&mut io, &mut received, MAX_HANDSHAKE_BUFFER, cx)).await?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -339,8 +336,9 @@ impl TlsStream {
                     "the client closed the connection during the TLS handshake",
                 ));
             }
-            let n = poll_fn(|cx| poll_fill(&self.io, &mut self.incoming, MAX_HANDSHAKE_BUFFER, cx))
-                .await?;
+            let n =
+                poll_fn(|cx| poll_fill(&mut self.io, &mut self.incoming, MAX_HANDSHAKE_BUFFER, cx))
+                    .await?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -553,7 +551,7 @@ impl AsyncRead for TlsStream {
             } else {
                 BUF_CAPACITY
             };
-            if ready!(poll_fill(&this.io, &mut this.incoming, limit, cx))? == 0 {
+            if ready!(poll_fill(&mut this.io, &mut this.incoming, limit, cx))? == 0 {
                 this.tcp_eof = true;
             }
         }
