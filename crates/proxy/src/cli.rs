@@ -264,7 +264,18 @@ fn run(config: ValidConfig) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    // Connections run on the workers (one per CPU, see `workers`); the
+    // main runtime keeps accepting, the admin endpoint, reloads and
+    // signals. Both start after the sandbox, so every thread is inside it.
+    let workers = match crate::workers::Workers::start() {
+        Ok(w) => std::sync::Arc::new(w),
+        Err(e) => {
+            eprintln!("error: cannot start the connection workers: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {
@@ -274,9 +285,18 @@ fn run(config: ValidConfig) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let result = runtime.block_on(server::run(config, prepared, sockets, confinement));
-    // Connections still open after the drain deadline are dropped here.
+    let result = runtime.block_on(server::run(
+        config,
+        prepared,
+        sockets,
+        confinement,
+        workers.clone(),
+    ));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    // Connections still open after the drain deadline are dropped here.
+    if let Ok(workers) = std::sync::Arc::try_unwrap(workers) {
+        workers.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(server::RunError(e)) => {

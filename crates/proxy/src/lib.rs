@@ -26,3 +26,4 @@ pub mod sandbox;
 pub mod server;
 pub mod systemd;
 pub mod tls;
+pub mod workers;

@@ -44,6 +44,7 @@ use crate::tls::client_auth::{denial_reason, PeerIdentity};
 use crate::tls::policy::TlsPolicy;
 use crate::tls::policy::{openssl_suite_name, suite_name};
 use crate::tls::ListenerTls;
+use crate::workers::Workers;
 
 /// How long a failing backend connection waits for the TLS close_notify to
 /// reach the client.
@@ -120,13 +121,14 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
-/// Accepts connections until `shutdown` fires, spawning one task per
-/// connection on `tracker`.
+/// Accepts connections until `shutdown` fires, handing each to one of the
+/// `workers`, tracked by `tracker`.
 pub async fn accept_loop(
     listener: TcpListener,
     shared: Arc<ListenerShared>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    workers: Arc<Workers>,
 ) {
     let mut backoff = Duration::from_millis(10);
     let mut last_full_warning: Option<Instant> = None;
@@ -164,11 +166,27 @@ pub async fn accept_loop(
                         continue;
                     }
                 };
+                // The socket moves to a worker's runtime: out of this
+                // runtime's I/O driver here, into the worker's there.
+                let stream = match stream.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        debug!(listener = %shared.config.name, error = %e, "cannot hand the connection to a worker");
+                        continue;
+                    }
+                };
                 let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::info_span!("conn", listener = %shared.config.name, id, %peer);
-                tracker.spawn(
-                    handle(stream, peer, shared.clone(), (permit, ip_slot)).instrument(span),
-                );
+                let shared = shared.clone();
+                let connection = async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => handle(stream, peer, shared, (permit, ip_slot)).await,
+                        Err(e) => {
+                            debug!(error = %e, "cannot register the connection with its worker")
+                        }
+                    }
+                };
+                workers.spawn(tracker.track_future(connection.instrument(span)));
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 error!(

@@ -31,6 +31,7 @@ use crate::reload::{self, ReloadState, Trigger};
 use crate::systemd;
 use crate::tls::certs::CertError;
 use crate::tls::{self, ListenerTls, Resumption};
+use crate::workers::Workers;
 
 /// Why the gateway stopped with an error: something at run time failed,
 /// such as binding a port (exit code 1).
@@ -126,6 +127,7 @@ pub async fn run(
     prepared: Prepared,
     mut sockets: Bound,
     confinement: Confinement,
+    workers: Arc<Workers>,
 ) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let health = Arc::new(Health::default());
@@ -221,6 +223,7 @@ pub async fn run(
             shared,
             shutdown.clone(),
             tracker.clone(),
+            workers.clone(),
         ));
     }
     // Forget per-address entries that have nothing open and a full bucket.
@@ -269,7 +272,7 @@ pub async fn run(
     };
     health.set_ready(true);
     metrics.set_ready(true);
-    info!("ready");
+    info!(workers = workers.len(), "ready");
     systemd::ready(&format!("serving {} listener(s)", shareds.len()));
 
     loop {
