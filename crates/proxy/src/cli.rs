@@ -257,6 +257,8 @@ fn run(config: ValidConfig) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    // Counted before the sandbox, which may hide /sys/fs/cgroup.
+    let worker_count = crate::workers::Workers::default_count();
     let confinement = match confine(&config, account) {
         Ok(c) => c,
         Err(e) => {
@@ -267,7 +269,7 @@ fn run(config: ValidConfig) -> ExitCode {
     // Connections run on the workers (one per CPU, see `workers`); the
     // main runtime keeps accepting, the admin endpoint, reloads and
     // signals. Both start after the sandbox, so every thread is inside it.
-    let workers = match crate::workers::Workers::start() {
+    let workers = match crate::workers::Workers::start_n(worker_count) {
         Ok(w) => std::sync::Arc::new(w),
         Err(e) => {
             eprintln!("error: cannot start the connection workers: {e}");

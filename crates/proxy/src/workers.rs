@@ -45,11 +45,11 @@ impl Drop for LoadGuard {
 }
 
 impl Workers {
-    /// Starts one worker per CPU this process may use (CPU affinity and
-    /// cgroup quotas count), at least one.
-    pub fn start() -> io::Result<Self> {
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::start_n(n)
+    /// How many workers to start: one per CPU this process may use (the
+    /// CPU affinity, and a cgroup CPU quota rounded down), at least one.
+    /// Ask before the sandbox: the quota is read from /sys/fs/cgroup.
+    pub fn default_count() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 
     /// Starts `n` workers (at least one).
