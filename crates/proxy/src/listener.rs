@@ -177,15 +177,7 @@ pub async fn accept_loop(
                 };
                 let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::info_span!("conn", listener = %shared.config.name, id, %peer);
-                let shared = shared.clone();
-                let connection = async move {
-                    match TcpStream::from_std(stream) {
-                        Ok(stream) => handle(stream, peer, shared, (permit, ip_slot)).await,
-                        Err(e) => {
-                            debug!(error = %e, "cannot register the connection with its worker")
-                        }
-                    }
-                };
+                let connection = handle(stream, peer, shared.clone(), (permit, ip_slot));
                 workers.spawn(tracker.track_future(connection.instrument(span)));
             }
             Err(e) if is_resource_exhaustion(&e) => {
@@ -231,7 +223,7 @@ type Session = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 /// allocation goes back when it ends, and an idle connection keeps only its
 /// session (measured in docs/benchmarks.md, idle memory).
 async fn handle(
-    stream: TcpStream,
+    stream: std::net::TcpStream,
     peer: SocketAddr,
     parent: Arc<ListenerShared>,
     _admission: (OwnedSemaphorePermit, crate::limits::IpSlot),
@@ -240,6 +232,14 @@ async fn handle(
     pm.accepted.inc();
     pm.active.inc();
     let _active = ActiveGuard(pm.active.clone());
+    // First polled on its worker: the socket joins that worker's runtime.
+    let stream = match TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(error = %e, "cannot register the connection with its worker");
+            return;
+        }
+    };
     let session = Box::pin(establish(stream, peer, &parent)).await;
     if let Some(session) = session {
         session.await;

@@ -14,8 +14,10 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
@@ -41,6 +43,26 @@ struct LoadGuard(Arc<AtomicUsize>);
 impl Drop for LoadGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's future with its load guard beside it. A struct, not
+    /// an `async` block: an `async` block keeps the future it captured and
+    /// the one it awaits as two copies, which every idle connection would
+    /// pay for.
+    struct Counted<F> {
+        #[pin]
+        connection: F,
+        _guard: LoadGuard,
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Counted<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().connection.poll(cx)
     }
 }
 
@@ -99,10 +121,9 @@ impl Workers {
             .min_by_key(|w| w.load.load(Ordering::Relaxed))
             .expect("at least one worker");
         worker.load.fetch_add(1, Ordering::Relaxed);
-        let guard = LoadGuard(worker.load.clone());
-        worker.handle.spawn(async move {
-            let _guard = guard;
-            connection.await;
+        worker.handle.spawn(Counted {
+            connection,
+            _guard: LoadGuard(worker.load.clone()),
         });
     }
 
