@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod mqtt;
 pub mod ocsp;
+mod pool;
 pub mod privileges;
 pub mod proxy_protocol;
 pub mod relay;

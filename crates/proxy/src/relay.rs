@@ -13,7 +13,6 @@
 //! close_notify), the other side's write half is shut down, and the other
 //! direction carries on until it finishes too.
 
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -23,34 +22,23 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::pool::{self, FreeList};
+
 /// Size of a relay buffer: one full TLS record of plaintext.
 pub const BUF_SIZE: usize = 16 * 1024;
 
-/// Buffers kept per worker thread for reuse.
-const POOL_PER_THREAD: usize = 64;
-
-// A per-thread free list. Buffers are borrowed only while bytes move, so a
-// few per thread serve any number of connections. No crate offers exactly a
-// lock-free, thread-local, capped free list of byte buffers without pulling
-// in a general object-pool abstraction, and this one is a dozen lines.
 thread_local! {
-    static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static POOL: FreeList<Box<[u8]>> = const { FreeList::new() };
 }
 
 /// Borrows a relay buffer from this thread's pool.
 pub(crate) fn take_buffer() -> Box<[u8]> {
-    POOL.with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
+    pool::take(&POOL).unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
 }
 
 /// Returns a relay buffer to this thread's pool.
 pub(crate) fn give_buffer(buf: Box<[u8]>) {
-    POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        if p.len() < POOL_PER_THREAD {
-            p.push(buf);
-        }
-    });
+    pool::give(&POOL, buf);
 }
 
 /// A source that can say "a read would make progress" without being handed

@@ -20,7 +20,6 @@
 //! sends close_notify, and rustls errors come back as
 //! [`io::ErrorKind::InvalidData`] errors wrapping the [`rustls::Error`].
 
-use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -35,6 +34,7 @@ use rustls::{CommonState, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::pool::{self, FreeList};
 use crate::relay::PollReadable;
 
 /// Capacity of a pooled buffer: one TLS record at its largest (16 KiB of
@@ -50,13 +50,8 @@ const MAX_HANDSHAKE_BUFFER: usize = 0xffff + BUF_CAPACITY + 16 * 5;
 /// The most plaintext encrypted by one write: one full record.
 const MAX_WRITE: usize = 16 * 1024;
 
-/// Buffers kept per worker thread for reuse.
-const POOL_PER_THREAD: usize = 64;
-
-// A per-thread free list, like the relay's: buffers are borrowed only while
-// bytes wait in them, so a few per thread serve any number of connections.
 thread_local! {
-    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static POOL: FreeList<Vec<u8>> = const { FreeList::new() };
 }
 
 /// Bytes waiting, in a buffer borrowed from the pool only while there are
@@ -95,21 +90,14 @@ impl Pending {
         self.pos = 0;
         if buf.capacity() == BUF_CAPACITY {
             buf.clear();
-            POOL.with(|p| {
-                let mut p = p.borrow_mut();
-                if p.len() < POOL_PER_THREAD {
-                    p.push(buf);
-                }
-            });
+            pool::give(&POOL, buf);
         }
     }
 
     /// The buffer to append to, borrowed from the pool if there is none.
     fn vec(&mut self) -> &mut Vec<u8> {
         if self.buf.capacity() == 0 {
-            self.buf = POOL
-                .with(|p| p.borrow_mut().pop())
-                .unwrap_or_else(|| Vec::with_capacity(BUF_CAPACITY));
+            self.buf = pool::take(&POOL).unwrap_or_else(|| Vec::with_capacity(BUF_CAPACITY));
         }
         &mut self.buf
     }
