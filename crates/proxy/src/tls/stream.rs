@@ -798,15 +798,19 @@ mod tests {
         assert_eq!(reply.first(), Some(&21), "{reply:?}");
     }
 
-    #[tokio::test]
-    async fn a_client_alert_fails_the_handshake() {
-        let (server, _) = configs();
+    /// Runs a handshake the server ends with an error. Returns the
+    /// client's error (from the handshake, or from its first read when a
+    /// TLS 1.3 client finished first) and the server's, each with the
+    /// rustls error inside it.
+    async fn refused(
+        server: Arc<ServerConfig>,
+        connector: tokio_rustls::TlsConnector,
+    ) -> (
+        (io::Error, Option<rustls::Error>),
+        (io::Error, Option<rustls::Error>),
+    ) {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
-        let client_config = rustls::ClientConfig::builder()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
         let serve = async {
             let (tcp, _) = l.accept().await.expect("accept");
             let start = accept(tcp).await.expect("ClientHello");
@@ -815,26 +819,41 @@ mod tests {
         let connect = async {
             let tcp = TcpStream::connect(addr).await.expect("connect");
             let name = ServerName::try_from("localhost").expect("name");
-            let Err(e) = connector.connect(name, tcp).await else {
-                panic!("the client finished a handshake the server refused");
-            };
-            e
+            match connector.connect(name, tcp).await {
+                Err(e) => e,
+                Ok(mut tls) => {
+                    let mut byte = [0u8; 1];
+                    tls.read(&mut byte)
+                        .await
+                        .expect_err("refused after the client's handshake")
+                }
+            }
         };
-        let (client_err, server_err) = tokio::join!(connect, serve);
+        let (client, server) = tokio::join!(connect, serve);
+        let inner = |e: &io::Error| {
+            e.get_ref()
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .cloned()
+        };
+        let (c, s) = (inner(&client), inner(&server));
+        ((client, c), (server, s))
+    }
+
+    #[tokio::test]
+    async fn a_client_alert_fails_the_handshake() {
         // The client does not trust the certificate: it sends the alert,
         // and the server reports having received it.
-        let inner = server_err
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        let (server, _) = configs();
+        let client_config = rustls::ClientConfig::builder()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+        let ((client, _), (server, inner)) = refused(server, connector).await;
         assert!(
             matches!(inner, Some(rustls::Error::AlertReceived(_))),
-            "{server_err}"
+            "{server}"
         );
-        assert_eq!(
-            client_err.kind(),
-            io::ErrorKind::InvalidData,
-            "{client_err}"
-        );
+        assert_eq!(client.kind(), io::ErrorKind::InvalidData, "{client}");
     }
 
     #[tokio::test]
@@ -847,32 +866,12 @@ mod tests {
         let mut client = (*connector.config()).as_ref().clone();
         client.alpn_protocols = vec![b"h2".to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let serve = async {
-            let (tcp, _) = l.accept().await.expect("accept");
-            let start = accept(tcp).await.expect("ClientHello");
-            start.finish(Arc::new(server)).await.err().expect("refused")
-        };
-        let connect = async {
-            let tcp = TcpStream::connect(addr).await.expect("connect");
-            let name = ServerName::try_from("localhost").expect("name");
-            let Err(e) = connector.connect(name, tcp).await else {
-                panic!("the client finished a handshake the server refused");
-            };
-            e
-        };
-        let (client_err, server_err) = tokio::join!(connect, serve);
-        let server_inner = server_err
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        let ((client, client_inner), (server, server_inner)) =
+            refused(Arc::new(server), connector).await;
         assert!(
             matches!(server_inner, Some(rustls::Error::NoApplicationProtocol)),
-            "{server_err}"
+            "{server}"
         );
-        let client_inner = client_err
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
         assert!(
             matches!(
                 client_inner,
@@ -880,7 +879,7 @@ mod tests {
                     rustls::AlertDescription::NoApplicationProtocol
                 ))
             ),
-            "{client_err}"
+            "{client}"
         );
     }
 
@@ -901,34 +900,11 @@ mod tests {
             .build()
             .expect("verifier");
         let (server, connector) = configs_with(verifier);
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = l.local_addr().expect("addr");
-        let serve = async {
-            let (tcp, _) = l.accept().await.expect("accept");
-            let start = accept(tcp).await.expect("ClientHello");
-            start.finish(server).await.err().expect("refused")
-        };
-        let connect = async {
-            let tcp = TcpStream::connect(addr).await.expect("connect");
-            let name = ServerName::try_from("localhost").expect("name");
-            // A TLS 1.3 client learns of the refusal on its first read.
-            let mut tls = connector.connect(name, tcp).await.expect("client side");
-            let mut byte = [0u8; 1];
-            tls.read(&mut byte)
-                .await
-                .expect_err("refused after the handshake")
-        };
-        let (client_err, server_err) = tokio::join!(connect, serve);
-        let server_inner = server_err
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
+        let ((client, client_inner), (server, server_inner)) = refused(server, connector).await;
         assert!(
             matches!(server_inner, Some(rustls::Error::NoCertificatesPresented)),
-            "{server_err}"
+            "{server}"
         );
-        let client_inner = client_err
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>());
         assert!(
             matches!(
                 client_inner,
@@ -936,7 +912,7 @@ mod tests {
                     rustls::AlertDescription::CertificateRequired
                 ))
             ),
-            "{client_err}"
+            "{client}"
         );
     }
 
