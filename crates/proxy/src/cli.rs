@@ -249,16 +249,17 @@ fn run(config: ValidConfig) -> ExitCode {
         }
     };
     check::log_warnings(&config, &prepared);
+    // One connection worker per CPU, counted before the sandbox, which may
+    // hide /sys/fs/cgroup; each binds its own socket of every listener.
+    let worker_count = crate::workers::Workers::default_count();
     // Bind, switch user and sandbox while the process is one thread.
-    let sockets = match server::bind_all(&config) {
+    let sockets = match server::bind_all(&config, worker_count) {
         Ok(s) => s,
         Err(server::RunError(e)) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    // Counted before the sandbox, which may hide /sys/fs/cgroup.
-    let worker_count = crate::workers::Workers::default_count();
     let confinement = match confine(&config, account) {
         Ok(c) => c,
         Err(e) => {

@@ -44,7 +44,6 @@ use crate::tls::client_auth::{denial_reason, PeerIdentity};
 use crate::tls::policy::TlsPolicy;
 use crate::tls::policy::{openssl_suite_name, suite_name};
 use crate::tls::ListenerTls;
-use crate::workers::Workers;
 
 /// How long a failing backend connection waits for the TLS close_notify to
 /// reach the client.
@@ -107,13 +106,48 @@ impl ListenerShared {
 /// socket (non-blocking) so that binding can happen before the runtime
 /// starts, while the process is still one thread and may still be root.
 pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    Ok(bind_group(addr, backlog, 1)?.remove(0))
+}
+
+/// Binds `n` listening sockets to one address, one per connection worker,
+/// with `SO_REUSEPORT`: the kernel spreads new connections over them, and
+/// each worker accepts its own (as nginx's `reuseport`). The first socket
+/// binds before it allows sharing, so a port that anything else holds is
+/// refused as usual (`AddrInUse`), even another moat's. Port 0 binds the
+/// rest to the port the first one got.
+pub fn bind_group(
+    addr: SocketAddr,
+    backlog: u32,
+    n: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    Ok(socket.into())
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    let open = || -> io::Result<Socket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    };
+    let first = open()?;
+    first.bind(&addr.into())?;
+    let mut sockets = vec![first];
+    if n > 1 {
+        sockets[0].set_reuse_port(true)?;
+        let bound = sockets[0].local_addr()?;
+        for _ in 1..n {
+            let socket = open()?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&bound)?;
+            sockets.push(socket);
+        }
+    }
+    sockets
+        .into_iter()
+        .map(|s| {
+            s.listen(backlog)?;
+            Ok(s.into())
+        })
+        .collect()
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {
@@ -121,15 +155,22 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
-/// Accepts connections until `shutdown` fires, handing each to one of the
-/// `workers`, tracked by `tracker`.
+/// Accepts connections until `shutdown` fires, each on this worker's
+/// runtime, tracked by `tracker`. Runs on a connection worker, with that
+/// worker's socket of the listener's group (see [`bind_group`]).
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     shared: Arc<ListenerShared>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    workers: Arc<Workers>,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            error!(listener = %shared.config.name, error = %e, "cannot start accepting connections on this worker");
+            return;
+        }
+    };
     let mut backoff = Duration::from_millis(10);
     let mut last_full_warning: Option<Instant> = None;
     loop {
@@ -166,19 +207,10 @@ pub async fn accept_loop(
                         continue;
                     }
                 };
-                // The socket moves to a worker's runtime: out of this
-                // runtime's I/O driver here, into the worker's there.
-                let stream = match stream.into_std() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        debug!(listener = %shared.config.name, error = %e, "cannot hand the connection to a worker");
-                        continue;
-                    }
-                };
                 let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::info_span!("conn", listener = %shared.config.name, id, %peer);
                 let connection = handle(stream, peer, shared.clone(), (permit, ip_slot));
-                workers.spawn(tracker.track_future(connection.instrument(span)));
+                tracker.spawn(connection.instrument(span));
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 error!(
@@ -197,7 +229,7 @@ pub async fn accept_loop(
             Err(e) => debug!(listener = %shared.config.name, error = %e, "accept failed"),
         }
     }
-    info!(listener = %shared.config.name, "stopped accepting connections");
+    debug!(listener = %shared.config.name, "stopped accepting connections on this worker");
 }
 
 /// Keeps `moat_connections_active` right whichever way a connection ends.
@@ -223,7 +255,7 @@ type Session = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 /// allocation goes back when it ends, and an idle connection keeps only its
 /// session (measured in docs/benchmarks.md, idle memory).
 async fn handle(
-    stream: std::net::TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     parent: Arc<ListenerShared>,
     _admission: (OwnedSemaphorePermit, crate::limits::IpSlot),
@@ -232,14 +264,6 @@ async fn handle(
     pm.accepted.inc();
     pm.active.inc();
     let _active = ActiveGuard(pm.active.clone());
-    // First polled on its worker: the socket joins that worker's runtime.
-    let stream = match TcpStream::from_std(stream) {
-        Ok(s) => s,
-        Err(e) => {
-            debug!(error = %e, "cannot register the connection with its worker");
-            return;
-        }
-    };
     let session = Box::pin(establish(stream, peer, &parent)).await;
     if let Some(session) = session {
         session.await;
@@ -859,5 +883,42 @@ pub fn handshake_failure_reason(e: &io::Error) -> &'static str {
             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => "client_reset",
             _ => "io_error",
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_shares_one_port_and_keeps_others_off_it() {
+        let group = bind_group("127.0.0.1:0".parse().expect("addr"), 128, 3).expect("bind");
+        assert_eq!(group.len(), 3);
+        let port = group[0].local_addr().expect("addr").port();
+        assert!(group
+            .iter()
+            .all(|s| s.local_addr().expect("addr").port() == port));
+        // Another process (or another moat) cannot bind the port.
+        let taken = bind(SocketAddr::from(([127, 0, 0, 1], port)), 128).expect_err("port taken");
+        assert_eq!(taken.kind(), io::ErrorKind::AddrInUse);
+        // The kernel spreads connections over the group's sockets.
+        let clients: Vec<_> = (0..60)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let accepted: Vec<usize> = group
+            .iter()
+            .map(|s| std::iter::from_fn(|| s.accept().ok()).count())
+            .collect();
+        assert_eq!(accepted.iter().sum::<usize>(), clients.len());
+        assert!(accepted.iter().all(|&n| n > 0), "{accepted:?}");
+    }
+
+    #[test]
+    fn a_group_refuses_a_port_in_use() {
+        let holder = bind("127.0.0.1:0".parse().expect("addr"), 128).expect("bind");
+        let addr = holder.local_addr().expect("addr");
+        let err = bind_group(addr, 128, 2).expect_err("port taken");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 }

@@ -80,18 +80,20 @@ pub fn prepare(config: &ValidConfig) -> Result<Prepared, Vec<CertError>> {
 /// Every listening socket, bound before the runtime starts (and before a
 /// switch to an unprivileged user).
 pub struct Bound {
-    /// By listener name (routes share their parent's socket).
-    listeners: std::collections::HashMap<String, std::net::TcpListener>,
+    /// By listener name (routes share their parent's sockets): one socket
+    /// per connection worker (see [`listener::bind_group`]).
+    listeners: std::collections::HashMap<String, Vec<std::net::TcpListener>>,
     /// The admin endpoint's socket.
     admin: Option<std::net::TcpListener>,
 }
 
-/// Binds every listener and the admin endpoint; fails on the first port
-/// that cannot be bound, naming it.
-pub fn bind_all(config: &ValidConfig) -> Result<Bound, RunError> {
+/// Binds every listener (one socket per connection worker, `workers` of
+/// them) and the admin endpoint; fails on the first port that cannot be
+/// bound, naming it.
+pub fn bind_all(config: &ValidConfig, workers: usize) -> Result<Bound, RunError> {
     let mut listeners = std::collections::HashMap::new();
     for (l, _) in config.listeners().filter(|(l, _)| l.route.is_none()) {
-        let socket = listener::bind(l.listen, l.backlog).map_err(|e| {
+        let socket = listener::bind_group(l.listen, l.backlog, workers).map_err(|e| {
             RunError(format!(
                 "listener {:?}: cannot listen on {}: {e}{}",
                 l.name,
@@ -182,18 +184,20 @@ pub async fn run(
     for mut parent in parents {
         parent.routes = routes.remove(&parent.config.name).unwrap_or_default();
         let l = &parent.config;
-        let socket = sockets
+        let group = sockets
             .listeners
             .remove(&l.name)
-            .ok_or_else(|| RunError(format!("listener {:?}: no socket was bound", l.name)))
-            .and_then(|s| {
-                tokio::net::TcpListener::from_std(s)
-                    .map_err(|e| RunError(format!("listener {:?}: {e}", l.name)))
+            .filter(|group| group.len() == workers.len())
+            .ok_or_else(|| {
+                RunError(format!(
+                    "listener {:?}: no socket was bound for each worker",
+                    l.name
+                ))
             })?;
         let parent = Arc::new(parent);
         shareds.push(parent.clone());
         shareds.extend(parent.routes.iter().cloned());
-        bound.push((socket, parent));
+        bound.push((group, parent));
     }
     let admin_socket = match sockets.admin.take() {
         Some(s) => Some(
@@ -203,7 +207,7 @@ pub async fn run(
     };
     metrics.set_landlock_enforced(confinement.landlock.enforced());
 
-    for (socket, shared) in bound {
+    for (group, shared) in bound {
         for l in std::iter::once(&shared).chain(shared.routes.iter()) {
             let tls = l.tls.load();
             let leaf = tls.certs[0].leaf();
@@ -218,13 +222,12 @@ pub async fn run(
                 "listening"
             );
         }
-        tokio::spawn(listener::accept_loop(
-            socket,
-            shared,
-            shutdown.clone(),
-            tracker.clone(),
-            workers.clone(),
-        ));
+        for (worker, socket) in group.into_iter().enumerate() {
+            workers.spawn_on(
+                worker,
+                listener::accept_loop(socket, shared.clone(), shutdown.clone(), tracker.clone()),
+            );
+        }
     }
     // Forget per-address entries that have nothing open and a full bucket.
     let sweep: Vec<Arc<PerIp>> = shareds.iter().map(|l| l.per_ip.clone()).collect();
@@ -301,6 +304,7 @@ pub async fn run(
     health.set_ready(false);
     metrics.set_ready(false);
     shutdown.cancel();
+    info!("stopped accepting connections");
     tracker.close();
     let open = tracker.len();
     let deadline = config.config.shutdown.drain_timeout.0;

@@ -1,23 +1,21 @@
 //! The connection workers: one single-threaded tokio runtime per CPU, each
-//! running the connections handed to it from the first byte to the last.
+//! accepting and running its own connections from the first byte to the
+//! last.
 //!
 //! On tokio's multi-threaded runtime a connection's task wanders between
 //! threads, and a wake-up on one thread may rouse an idle one to steal it:
 //! futex calls and context switches around every message. For an MQTT
 //! fleet's small messages that was about a fifth of moat's CPU
-//! (docs/benchmarks.md, "What moved the numbers"). Here the accept loop, on
-//! the main runtime, hands each accepted socket to the worker with the
-//! fewest connections, and the connection stays on that one thread, as in
-//! nginx's worker processes: its I/O, its timers and the per-thread buffer
-//! pools are all local. The main runtime keeps the accept loops, the admin
-//! endpoint, reloads, stapling and signals.
+//! (docs/benchmarks.md, "What moved the numbers"). Here, as in nginx's
+//! worker processes, every worker has its own listening socket of each
+//! listener (`SO_REUSEPORT`, see `listener::bind_group`): the kernel spreads
+//! new connections over the workers, and a connection stays on the thread
+//! that accepted it, with its I/O, its timers and the per-thread buffer
+//! pools all local. No socket is handed between threads. The main runtime
+//! keeps the admin endpoint, reloads, stapling and signals.
 
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
 use tokio::runtime::Handle;
@@ -31,39 +29,7 @@ pub struct Workers {
 
 struct Worker {
     handle: Handle,
-    /// Connections running on this worker.
-    load: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
-}
-
-/// Counts a connection out of its worker however its future ends
-/// (finished, or dropped at shutdown).
-struct LoadGuard(Arc<AtomicUsize>);
-
-impl Drop for LoadGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A connection's future with its load guard beside it. A struct, not
-    /// an `async` block: an `async` block keeps the future it captured and
-    /// the one it awaits as two copies, which every idle connection would
-    /// pay for.
-    struct Counted<F> {
-        #[pin]
-        connection: F,
-        _guard: LoadGuard,
-    }
-}
-
-impl<F: Future<Output = ()>> Future for Counted<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().connection.poll(cx)
-    }
 }
 
 impl Workers {
@@ -91,7 +57,6 @@ impl Workers {
                 .spawn(move || runtime.block_on(until.cancelled()))?;
             workers.push(Worker {
                 handle,
-                load: Arc::default(),
                 thread: Some(thread),
             });
         }
@@ -108,23 +73,15 @@ impl Workers {
         self.workers.is_empty()
     }
 
-    /// Runs `connection` on the worker with the fewest connections. The
-    /// future is first polled on that worker, so sockets it registers
-    /// belong to that worker's runtime.
-    pub fn spawn<F>(&self, connection: F)
+    /// Runs `task` on worker `index` (modulo the number of workers). What
+    /// it spawns with `tokio::spawn` runs on the same worker, and sockets
+    /// it registers belong to that worker's runtime.
+    pub fn spawn_on<F>(&self, index: usize, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let worker = self
-            .workers
-            .iter()
-            .min_by_key(|w| w.load.load(Ordering::Relaxed))
-            .expect("at least one worker");
-        worker.load.fetch_add(1, Ordering::Relaxed);
-        worker.handle.spawn(Counted {
-            connection,
-            _guard: LoadGuard(worker.load.clone()),
-        });
+        let worker = &self.workers[index % self.workers.len()];
+        worker.handle.spawn(task);
     }
 
     /// Stops every worker, dropping the connections still running, and
@@ -148,60 +105,44 @@ impl Drop for Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
-    fn connections_go_to_the_least_loaded_worker_and_stay_on_its_thread() {
+    fn each_worker_runs_its_tasks_and_what_they_spawn_on_its_own_thread() {
         let workers = Workers::start_n(2).expect("start");
         assert_eq!(workers.len(), 2);
         let (tx, rx) = std::sync::mpsc::channel();
-        let hold = CancellationToken::new();
-        for _ in 0..4 {
+        for index in 0..4 {
             let tx = tx.clone();
-            let hold = hold.clone();
-            workers.spawn(async move {
-                let before = std::thread::current().id();
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                tx.send((
-                    before,
-                    std::thread::current().id(),
-                    std::thread::current().name().map(str::to_string),
-                ))
-                .expect("send");
-                hold.cancelled().await;
+            workers.spawn_on(index, async move {
+                let accepting = std::thread::current().id();
+                let child = tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    std::thread::current().id()
+                });
+                let child = child.await.expect("child task");
+                let name = std::thread::current().name().map(str::to_string);
+                tx.send((index, accepting, child, name)).expect("send");
             });
         }
-        let mut threads = std::collections::HashMap::new();
+        let mut by_worker = std::collections::HashMap::new();
         for _ in 0..4 {
-            let (before, after, name) = rx
-                .recv_timeout(std::time::Duration::from_secs(5))
-                .expect("a connection ran");
-            assert_eq!(before, after, "a connection moved between threads");
-            assert!(name.is_some_and(|n| n.starts_with("moat-worker-")));
-            *threads.entry(after).or_insert(0) += 1;
-        }
-        // Four long-lived connections over two workers: two each.
-        assert_eq!(threads.len(), 2);
-        assert!(threads.values().all(|&n| n == 2), "{threads:?}");
-        let loads: Vec<usize> = workers
-            .workers
-            .iter()
-            .map(|w| w.load.load(Ordering::Relaxed))
-            .collect();
-        assert_eq!(loads, [2, 2]);
-        hold.cancel();
-        // Finished connections are counted out.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while workers
-            .workers
-            .iter()
-            .any(|w| w.load.load(Ordering::Relaxed) > 0)
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "loads never went back to 0"
+            let (index, accepting, child, name) =
+                rx.recv_timeout(Duration::from_secs(5)).expect("a task ran");
+            assert_eq!(accepting, child, "a spawned task moved to another thread");
+            assert_eq!(
+                name.as_deref(),
+                Some(["moat-worker-0", "moat-worker-1"][index % 2])
             );
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            by_worker
+                .entry(index % 2)
+                .or_insert_with(Vec::new)
+                .push(accepting);
         }
+        // Indexes 0 and 2 share a thread, 1 and 3 another.
+        assert_eq!(by_worker[&0][0], by_worker[&0][1]);
+        assert_eq!(by_worker[&1][0], by_worker[&1][1]);
+        assert_ne!(by_worker[&0][0], by_worker[&1][0]);
         workers.shutdown();
     }
 }
