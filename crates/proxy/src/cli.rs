@@ -267,9 +267,10 @@ fn run(config: ValidConfig) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    // Connections run on the workers (one per CPU, see `workers`); the
-    // main runtime keeps accepting, the admin endpoint, reloads and
-    // signals. Both start after the sandbox, so every thread is inside it.
+    // Connections are accepted and run on the workers (one per CPU, see
+    // `workers`); the main runtime keeps the admin endpoint, reloads,
+    // stapling and signals. Both start after the sandbox, so every thread
+    // is inside it.
     let workers = match crate::workers::Workers::start_n(worker_count) {
         Ok(w) => std::sync::Arc::new(w),
         Err(e) => {

@@ -93,7 +93,7 @@ pub struct Bound {
 pub fn bind_all(config: &ValidConfig, workers: usize) -> Result<Bound, RunError> {
     let mut listeners = std::collections::HashMap::new();
     for (l, _) in config.listeners().filter(|(l, _)| l.route.is_none()) {
-        let socket = listener::bind_group(l.listen, l.backlog, workers).map_err(|e| {
+        let group = listener::bind_group(l.listen, l.backlog, workers).map_err(|e| {
             RunError(format!(
                 "listener {:?}: cannot listen on {}: {e}{}",
                 l.name,
@@ -101,7 +101,7 @@ pub fn bind_all(config: &ValidConfig, workers: usize) -> Result<Bound, RunError>
                 bind_hint(&e)
             ))
         })?;
-        listeners.insert(l.name.clone(), socket);
+        listeners.insert(l.name.clone(), group);
     }
     let admin = match &config.config.admin {
         Some(a) => Some(listener::bind(a.listen, 128).map_err(|e| {
