@@ -106,7 +106,7 @@ impl ListenerShared {
 /// socket (non-blocking) so that binding can happen before the runtime
 /// starts, while the process is still one thread and may still be root.
 pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
-    Ok(bind_group(addr, backlog, 1)?.remove(0))
+    Ok(bind_group(addr, backlog, Duration::ZERO, 1)?.remove(0))
 }
 
 /// Binds `n` listening sockets to one address, one per connection worker,
@@ -115,9 +115,17 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener>
 /// binds before it allows sharing, so a port that anything else holds is
 /// refused as usual (`AddrInUse`), even another moat's. Port 0 binds the
 /// rest to the port the first one got.
+///
+/// `TCP_NODELAY` and the keep-alive probes (after `tcp_keepalive` of
+/// silence; zero leaves them off) are set on the listening sockets, and
+/// Linux copies them to every connection they accept: five `setsockopt`
+/// calls per connection fewer, about 2% of a full handshake's CPU
+/// (docs/benchmarks.md). `accepted_sockets_inherit_nodelay_and_keepalive`
+/// checks the kernel does.
 pub fn bind_group(
     addr: SocketAddr,
     backlog: u32,
+    tcp_keepalive: Duration,
     n: usize,
 ) -> io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Protocol, Socket, Type};
@@ -126,6 +134,10 @@ pub fn bind_group(
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
         socket.set_nonblocking(true)?;
+        socket.set_tcp_nodelay(true)?;
+        if !tcp_keepalive.is_zero() {
+            socket.set_tcp_keepalive(&keepalive(tcp_keepalive))?;
+        }
         Ok(socket)
     };
     let first = open()?;
@@ -171,6 +183,12 @@ pub async fn accept_loop(
             return;
         }
     };
+    // A socket bound to one address accepts only on it: the kernel is
+    // asked for a connection's local address only behind a wildcard bind.
+    let local = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     let mut backoff = Duration::from_millis(10);
     let mut last_full_warning: Option<Instant> = None;
     loop {
@@ -209,7 +227,8 @@ pub async fn accept_loop(
                 };
                 let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::info_span!("conn", listener = %shared.config.name, id, %peer);
-                let connection = handle(stream, peer, shared.clone(), (permit, ip_slot));
+                let addrs = (peer, local);
+                let connection = handle(stream, addrs, shared.clone(), (permit, ip_slot));
                 tracker.spawn(connection.instrument(span));
             }
             Err(e) if is_resource_exhaustion(&e) => {
@@ -254,9 +273,12 @@ type Session = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 /// phase to the next would be counted twice. Here the handshake's
 /// allocation goes back when it ends, and an idle connection keeps only its
 /// session (measured in docs/benchmarks.md, idle memory).
+///
+/// `addrs` are the client's address and, when the listening socket knows
+/// it, the local one.
 async fn handle(
     stream: TcpStream,
-    peer: SocketAddr,
+    addrs: (SocketAddr, Option<SocketAddr>),
     parent: Arc<ListenerShared>,
     _admission: (OwnedSemaphorePermit, crate::limits::IpSlot),
 ) {
@@ -264,7 +286,7 @@ async fn handle(
     pm.accepted.inc();
     pm.active.inc();
     let _active = ActiveGuard(pm.active.clone());
-    let session = Box::pin(establish(stream, peer, &parent)).await;
+    let session = Box::pin(establish(stream, addrs, &parent)).await;
     if let Some(session) = session {
         session.await;
     }
@@ -274,13 +296,11 @@ async fn handle(
 /// the connection is already over.
 async fn establish(
     stream: TcpStream,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, Option<SocketAddr>),
     parent: &Arc<ListenerShared>,
 ) -> Option<Session> {
     let pm = &parent.metrics;
-    let _ = stream.set_nodelay(true);
-    set_tcp_keepalive(&stream, parent.config.timeouts.tcp_keepalive.0);
-    let local = stream.local_addr().unwrap_or(parent.config.listen);
+    let local = local.unwrap_or_else(|| stream.local_addr().unwrap_or(parent.config.listen));
     let Ok(handshake_slot) = parent.handshakes.clone().try_acquire_owned() else {
         pm.rejected("handshake_limit");
         debug!("too many handshakes in progress; connection closed");
@@ -839,18 +859,13 @@ pub const REJECT_REASONS: &[&str] = &[
     "per_ip_rate",
 ];
 
-/// Turns on TCP keep-alive probes after `idle` of silence.
-fn set_tcp_keepalive(stream: &TcpStream, idle: Duration) {
-    if idle.is_zero() {
-        return;
-    }
-    let keepalive = socket2::TcpKeepalive::new()
+/// Keep-alive probes after `idle` of silence, every 10 s, six of them: a
+/// device that vanished without a FIN is dropped about a minute later.
+fn keepalive(idle: Duration) -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
         .with_time(idle)
         .with_interval(Duration::from_secs(10))
-        .with_retries(6);
-    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
-        debug!(error = %e, "cannot set TCP keep-alive");
-    }
+        .with_retries(6)
 }
 
 /// A short, bounded reason for a failed handshake, for the metric label.
@@ -892,7 +907,8 @@ mod tests {
 
     #[test]
     fn a_group_shares_one_port_and_keeps_others_off_it() {
-        let group = bind_group("127.0.0.1:0".parse().expect("addr"), 128, 3).expect("bind");
+        let group =
+            bind_group("127.0.0.1:0".parse().expect("addr"), 128, Duration::ZERO, 3).expect("bind");
         assert_eq!(group.len(), 3);
         let port = group[0].local_addr().expect("addr").port();
         assert!(group
@@ -914,11 +930,63 @@ mod tests {
         assert!(accepted.iter().all(|&n| n > 0), "{accepted:?}");
     }
 
+    /// Accepts one connection on `listener`, which is non-blocking.
+    fn accept_one(listener: &std::net::TcpListener) -> std::net::TcpStream {
+        for _ in 0..500 {
+            if let Ok((s, _)) = listener.accept() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no connection arrived");
+    }
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_keepalive() {
+        let idle = Duration::from_secs(45);
+        let group = bind_group("127.0.0.1:0".parse().expect("addr"), 128, idle, 2).expect("bind");
+        let addr = group[0].local_addr().expect("addr");
+        let clients: Vec<_> = (0..8)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut checked = 0;
+        for listener in &group {
+            while let Ok((accepted, _)) = listener.accept() {
+                let s = socket2::SockRef::from(&accepted);
+                assert!(
+                    s.tcp_nodelay().expect("nodelay"),
+                    "TCP_NODELAY not inherited"
+                );
+                assert!(
+                    s.keepalive().expect("keepalive"),
+                    "SO_KEEPALIVE not inherited"
+                );
+                assert_eq!(s.tcp_keepalive_time().expect("idle"), idle);
+                assert_eq!(
+                    s.tcp_keepalive_interval().expect("interval"),
+                    Duration::from_secs(10)
+                );
+                assert_eq!(s.tcp_keepalive_retries().expect("retries"), 6);
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, clients.len());
+
+        // Zero turns the probes off; TCP_NODELAY stays.
+        let plain = bind("127.0.0.1:0".parse().expect("addr"), 128).expect("bind");
+        let _client = std::net::TcpStream::connect(plain.local_addr().expect("addr"));
+        let accepted = accept_one(&plain);
+        let s = socket2::SockRef::from(&accepted);
+        assert!(s.tcp_nodelay().expect("nodelay"));
+        assert!(!s.keepalive().expect("keepalive"));
+    }
+
     #[test]
     fn a_group_refuses_a_port_in_use() {
         let holder = bind("127.0.0.1:0".parse().expect("addr"), 128).expect("bind");
         let addr = holder.local_addr().expect("addr");
-        let err = bind_group(addr, 128, 2).expect_err("port taken");
+        let err = bind_group(addr, 128, Duration::ZERO, 2).expect_err("port taken");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 }

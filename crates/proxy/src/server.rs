@@ -93,14 +93,15 @@ pub struct Bound {
 pub fn bind_all(config: &ValidConfig, workers: usize) -> Result<Bound, RunError> {
     let mut listeners = std::collections::HashMap::new();
     for (l, _) in config.listeners().filter(|(l, _)| l.route.is_none()) {
-        let group = listener::bind_group(l.listen, l.backlog, workers).map_err(|e| {
-            RunError(format!(
-                "listener {:?}: cannot listen on {}: {e}{}",
-                l.name,
-                l.listen,
-                bind_hint(&e)
-            ))
-        })?;
+        let group = listener::bind_group(l.listen, l.backlog, l.timeouts.tcp_keepalive.0, workers)
+            .map_err(|e| {
+                RunError(format!(
+                    "listener {:?}: cannot listen on {}: {e}{}",
+                    l.name,
+                    l.listen,
+                    bind_hint(&e)
+                ))
+            })?;
         listeners.insert(l.name.clone(), group);
     }
     let admin = match &config.config.admin {
