@@ -213,7 +213,11 @@ pub fn build_from(
         (true, Some(r)) => {
             config.ticketer = r.ticketer.clone();
             config.session_storage = r.cache.clone();
-            config.send_tls13_tickets = 2;
+            // One ticket per handshake, not rustls' (and OpenSSL's) two:
+            // a device holds one connection, and each resumption brings a
+            // fresh ticket. The second cost CPU on every handshake and
+            // bytes on every device's link (docs/benchmarks.md).
+            config.send_tls13_tickets = 1;
         }
         _ => {
             config.session_storage = Arc::new(NoServerSessionStorage {});
