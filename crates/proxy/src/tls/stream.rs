@@ -467,6 +467,31 @@ impl TlsStream {
         Poll::Ready(Ok(()))
     }
 
+    /// Sends what is queued, the last write with `MSG_MORE`: the kernel
+    /// holds that segment back, and the FIN of the shutdown that follows
+    /// at once leaves in it. close_notify and FIN are one packet instead
+    /// of two, for moat and for the device's radio (docs/benchmarks.md,
+    /// full handshakes). Neither tokio nor socket2 sends with flags on an
+    /// async socket, so the write readiness is driven here.
+    fn poll_send_before_fin(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.outgoing.is_empty() {
+            ready!(self.io.poll_write_ready(cx))?;
+            let data = self.outgoing.data();
+            let sent = self.io.try_io(tokio::io::Interest::WRITABLE, || {
+                socket2::SockRef::from(&self.io)
+                    .send_with_flags(data, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+            });
+            match sent {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => self.outgoing.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        self.outgoing.release();
+        Poll::Ready(Ok(()))
+    }
+
     /// Sends what is queued as far as the socket takes it now, without
     /// waiting; the task is woken when the socket has room again.
     fn send_queued(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
@@ -584,7 +609,7 @@ impl AsyncWrite for TlsStream {
             let _ = this.process_for_write(cx, &[], true);
             this.close_queued = true;
         }
-        ready!(this.poll_send(cx))?;
+        ready!(this.poll_send_before_fin(cx))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
