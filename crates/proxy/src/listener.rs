@@ -119,9 +119,9 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener>
 /// `TCP_NODELAY` and the keep-alive probes (after `tcp_keepalive` of
 /// silence; zero leaves them off) are set on the listening sockets, and
 /// Linux copies them to every connection they accept: five `setsockopt`
-/// calls per connection fewer, about 2% of a full handshake's CPU
-/// (docs/benchmarks.md). `accepted_sockets_inherit_nodelay_and_keepalive`
-/// checks the kernel does.
+/// calls per connection fewer (docs/benchmarks.md, "What moved the
+/// numbers"). `accepted_sockets_inherit_nodelay_and_keepalive` checks that
+/// the kernel does.
 pub fn bind_group(
     addr: SocketAddr,
     backlog: u32,
