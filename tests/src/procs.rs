@@ -307,6 +307,19 @@ impl Moat {
     pub fn metric(&self, name: &str, labels: &str) -> f64 {
         metric_value(&self.metrics(), name, labels)
     }
+
+    /// The value of a series once it reaches `at_least`, or after 5 s,
+    /// whichever comes first. A connection's worker counts a refusal just
+    /// after the alert has left, so a client can see its refusal before
+    /// the counter does.
+    pub fn metric_reaching(&self, name: &str, labels: &str, at_least: f64) -> f64 {
+        let mut value = 0.0;
+        wait_until(Duration::from_secs(5), || {
+            value = self.metric(name, labels);
+            value >= at_least
+        });
+        value
+    }
 }
 
 impl Drop for Moat {

@@ -161,7 +161,7 @@ fn garbage_and_plaintext_mqtt_close_only_that_connection() {
         .wait_for_log("TLS handshake failed", Duration::from_secs(5)));
     assert!(
         s.moat
-            .metric("moat_tls_handshakes_total", "reason=\"not_tls\"")
+            .metric_reaching("moat_tls_handshakes_total", "reason=\"not_tls\"", 2.0)
             >= 2.0,
         "{}",
         s.moat.metrics()
