@@ -455,8 +455,21 @@ impl TlsStream {
 
     /// Sends what is queued; ready once all of it is with the kernel.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_send_queued(cx, false)
+    }
+
+    /// Sends what is queued; with `before_fin`, every write carries
+    /// `MSG_MORE`: the kernel holds the last segment back, and the FIN of
+    /// the shutdown that follows at once leaves in it. close_notify and FIN
+    /// are one packet instead of two, for moat and for the device's radio
+    /// (docs/benchmarks.md, "What moved the numbers").
+    fn poll_send_queued(&mut self, cx: &mut Context<'_>, before_fin: bool) -> Poll<io::Result<()>> {
         while !self.outgoing.is_empty() {
-            let n = ready!(Pin::new(&mut self.io).poll_write(cx, self.outgoing.data()))?;
+            let n = if before_fin {
+                ready!(self.poll_write_more(cx))?
+            } else {
+                ready!(Pin::new(&mut self.io).poll_write(cx, self.outgoing.data()))?
+            };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -467,29 +480,21 @@ impl TlsStream {
         Poll::Ready(Ok(()))
     }
 
-    /// Sends what is queued, the last write with `MSG_MORE`: the kernel
-    /// holds that segment back, and the FIN of the shutdown that follows
-    /// at once leaves in it. close_notify and FIN are one packet instead
-    /// of two, for moat and for the device's radio (docs/benchmarks.md,
-    /// full handshakes). Neither tokio nor socket2 sends with flags on an
-    /// async socket, so the write readiness is driven here.
-    fn poll_send_before_fin(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while !self.outgoing.is_empty() {
+    /// One write of the queued bytes with `MSG_MORE`. Neither tokio nor
+    /// socket2 sends with flags on an async socket, so the write readiness
+    /// is driven here, as tokio's `poll_write` does.
+    fn poll_write_more(&self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
             ready!(self.io.poll_write_ready(cx))?;
-            let data = self.outgoing.data();
             let sent = self.io.try_io(tokio::io::Interest::WRITABLE, || {
                 socket2::SockRef::from(&self.io)
-                    .send_with_flags(data, libc::MSG_MORE | libc::MSG_NOSIGNAL)
+                    .send_with_flags(self.outgoing.data(), libc::MSG_MORE | libc::MSG_NOSIGNAL)
             });
             match sent {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => self.outgoing.consume(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+                other => return Poll::Ready(other),
             }
         }
-        self.outgoing.release();
-        Poll::Ready(Ok(()))
     }
 
     /// Sends what is queued as far as the socket takes it now, without
@@ -609,7 +614,7 @@ impl AsyncWrite for TlsStream {
             let _ = this.process_for_write(cx, &[], true);
             this.close_queued = true;
         }
-        ready!(this.poll_send_before_fin(cx))?;
+        ready!(this.poll_send_queued(cx, true))?;
         Pin::new(&mut this.io).poll_shutdown(cx)
     }
 }
