@@ -374,8 +374,12 @@ fn smoke_check(res: &Results, kinds: &[Kind], scenarios: &[&str], plan: &Plan) -
     for &k in kinds {
         for &s in scenarios {
             let want: Vec<String> = match s {
-                "full" => vec!["full_hs_us".into()],
-                "resumed" => vec!["resumed_hs_us".into(), "resumed_pct".into()],
+                "full" => vec!["full_hs_us".into(), "full_hs_sys_us".into()],
+                "resumed" => vec![
+                    "resumed_hs_us".into(),
+                    "resumed_hs_sys_us".into(),
+                    "resumed_pct".into(),
+                ],
                 "idle" => plan
                     .idle_levels
                     .iter()

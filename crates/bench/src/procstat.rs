@@ -1,5 +1,6 @@
 //! What a proxy spends, read from `/proc`: CPU time (utime + stime of
-//! `/proc/PID/stat`, which include the proxy's exited threads) and resident
+//! `/proc/PID/stat`, which include the proxy's exited threads, and stime
+//! alone) and resident
 //! memory (`VmRSS` of `/proc/PID/status`), summed over the process and all
 //! its descendants (nginx's master and workers, for example), and the open
 //! file descriptors of one process (`/proc/PID/fd`).
@@ -14,6 +15,9 @@ use std::sync::OnceLock;
 pub struct Sample {
     /// User plus system CPU seconds since each process started.
     pub cpu_s: f64,
+    /// Of `cpu_s`, the system (kernel) seconds: system calls and, over
+    /// loopback, the TCP work of the packets the proxy sends.
+    pub sys_s: f64,
     /// Resident set size, KiB.
     pub rss_kib: u64,
     /// How many processes were summed.
@@ -67,12 +71,13 @@ pub fn tree(pid: u32) -> Vec<u32> {
     out
 }
 
-fn cpu_s(pid: u32) -> Option<f64> {
+/// User plus system, and system alone, CPU seconds of `pid`.
+fn cpu_s(pid: u32) -> Option<(f64, f64)> {
     let f = stat_fields(pid)?;
     // Fields 14 and 15 of stat; index 0 here is field 3 (state).
     let utime: u64 = f.get(11)?.parse().ok()?;
     let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / clk_tck())
+    Some(((utime + stime) as f64 / clk_tck(), stime as f64 / clk_tck()))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
@@ -87,8 +92,9 @@ fn rss_kib(pid: u32) -> Option<u64> {
 pub fn sample(pid: u32) -> Sample {
     let mut s = Sample::default();
     for p in tree(pid) {
-        if let Some(c) = cpu_s(p) {
+        if let Some((c, sys)) = cpu_s(p) {
             s.cpu_s += c;
+            s.sys_s += sys;
             s.rss_kib += rss_kib(p).unwrap_or(0);
             s.procs += 1;
         }
@@ -99,8 +105,10 @@ pub fn sample(pid: u32) -> Sample {
 /// Reads CPU and RSS of `pid` alone (no descendants, no scan of `/proc`);
 /// `None` once it has exited.
 pub fn sample_one(pid: u32) -> Option<Sample> {
+    let (cpu_s, sys_s) = cpu_s(pid)?;
     Some(Sample {
-        cpu_s: cpu_s(pid)?,
+        cpu_s,
+        sys_s,
         rss_kib: rss_kib(pid)?,
         procs: 1,
     })

@@ -150,7 +150,9 @@ pub async fn handshakes(
     let tally = handshake_batch(proxy.addr, &cfgs, total).await;
     let secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let cpu = proxy.sample().cpu_s - before.cpu_s;
+    let after = proxy.sample();
+    let cpu = after.cpu_s - before.cpu_s;
+    let sys = after.sys_s - before.sys_s;
 
     let what = if resume {
         "resumed handshakes"
@@ -166,9 +168,11 @@ pub async fn handshakes(
         bail!("{what}: none succeeded");
     }
     let us = cpu * 1e6 / ok as f64;
+    let sys_us = sys * 1e6 / ok as f64;
     let pct = 100.0 * resumed as f64 / ok as f64;
     if resume {
         o.value("resumed_hs_us", us);
+        o.value("resumed_hs_sys_us", sys_us);
         o.value("resumed_pct", pct);
         if pct < 90.0 {
             o.problems.push(format!(
@@ -177,13 +181,14 @@ pub async fn handshakes(
         }
     } else {
         o.value("full_hs_us", us);
+        o.value("full_hs_sys_us", sys_us);
         if resumed > 0 {
             o.problems
                 .push(format!("full handshakes: {resumed} resumed unexpectedly"));
         }
     }
     o.info = format!(
-        "{us:.0} µs/handshake ({ok} ok, {resumed} resumed, {} failed, client at {:.0}/s)",
+        "{us:.0} µs/handshake, {sys_us:.0} of it system ({ok} ok, {resumed} resumed, {} failed, client at {:.0}/s)",
         tally.failed.load(Ordering::Relaxed),
         ok as f64 / secs
     );
