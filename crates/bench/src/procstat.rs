@@ -1,9 +1,8 @@
 //! What a proxy spends, read from `/proc`: CPU time (utime + stime of
 //! `/proc/PID/stat`, which include the proxy's exited threads, and stime
-//! alone) and resident
-//! memory (`VmRSS` of `/proc/PID/status`), summed over the process and all
-//! its descendants (nginx's master and workers, for example), and the open
-//! file descriptors of one process (`/proc/PID/fd`).
+//! alone) and resident memory (`VmRSS` of `/proc/PID/status`), summed over
+//! the process and all its descendants (nginx's master and workers, for
+//! example), and the open file descriptors of one process (`/proc/PID/fd`).
 
 use std::collections::HashMap;
 use std::fs;
