@@ -1,0 +1,76 @@
+//! What parsing does after serde: SNI routes become listeners of their
+//! own, and relative paths are anchored at the configuration file's
+//! directory.
+
+use std::path::{Path, PathBuf};
+
+use super::schema::{Config, ListenerConfig, RouteOf};
+
+/// Turns each route into a listener of its own (named `parent/route`,
+/// sharing the parent's address, timeouts and limits), placed after its
+/// parent, so that every later stage treats routes like listeners.
+pub fn expand_routes(config: &mut Config) {
+    let mut out = Vec::with_capacity(config.listeners.len());
+    for (i, mut l) in std::mem::take(&mut config.listeners)
+        .into_iter()
+        .enumerate()
+    {
+        let routes = std::mem::take(&mut l.routes);
+        let parent = l.clone();
+        out.push(l);
+        for (k, r) in routes.into_iter().enumerate() {
+            out.push(ListenerConfig {
+                name: format!("{}/{}", parent.name, r.name),
+                backend: r.backend,
+                tls: r.tls,
+                backend_proxy_protocol: r.backend_proxy_protocol,
+                mqtt: r.mqtt,
+                routes: Vec::new(),
+                route: Some(RouteOf {
+                    parent: parent.name.clone(),
+                    server_names: r
+                        .server_names
+                        .iter()
+                        .map(|n| n.to_ascii_lowercase())
+                        .collect(),
+                    field: format!("listeners[{i}].routes[{k}]"),
+                }),
+                ..parent.clone()
+            });
+        }
+    }
+    config.listeners = out;
+}
+
+/// Makes every path in the configuration absolute, from `base`.
+pub fn resolve_paths(config: &mut Config, base: &Path) {
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    for l in &mut config.listeners {
+        for c in &mut l.tls.certificates {
+            resolve(&mut c.cert);
+            resolve(&mut c.key);
+            if let Some(f) = &mut c.ocsp_file {
+                resolve(f);
+            }
+        }
+        if let Some(d) = &mut l.tls.ocsp.cache_dir {
+            resolve(d);
+        }
+        if let Some(k) = &mut l.tls.session_ticket_keys {
+            resolve(k);
+        }
+        if let Some(f) = &mut l.tls.ocsp.static_file {
+            resolve(f);
+        }
+        if let Some(ca) = &mut l.tls.client_auth.ca {
+            resolve(ca);
+        }
+        for crl in &mut l.tls.client_auth.crl.0 {
+            resolve(crl);
+        }
+    }
+}

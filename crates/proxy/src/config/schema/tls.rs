@@ -1,0 +1,217 @@
+//! A listener's `tls:` section: certificates, versions and suites, client
+//! certificates, session tickets and OCSP stapling.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::values::OneOrMany;
+use crate::tls::allow::AllowRule;
+
+/// TLS settings of a listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Server certificates; picked by SNI, the first is the default.
+    pub certificates: Vec<CertificateConfig>,
+    /// `"1.2"` or `"1.3"`.
+    pub min_version: Option<String>,
+    /// A preset: `intermediate` (the default: TLS 1.2 and 1.3) or `modern`
+    /// (TLS 1.3 only), after Mozilla's server-side TLS profiles.
+    pub profile: Option<TlsProfile>,
+    /// Optional allowlist of cipher suites (IANA or OpenSSL names).
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    /// Optional key exchange groups, in preference order.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Client certificates (mutual TLS).
+    #[serde(default)]
+    pub client_auth: ClientAuthConfig,
+    /// Session resumption with tickets.
+    #[serde(default = "default_true")]
+    pub session_tickets: bool,
+    /// Ticket keys shared between replicas, from a file (one base64 key of
+    /// 48 bytes per line; the first encrypts, all decrypt).
+    pub session_ticket_keys: Option<PathBuf>,
+    /// ALPN protocols to accept, in preference order; empty accepts any
+    /// client (ALPN is not negotiated).
+    #[serde(default)]
+    pub alpn: Vec<String>,
+    /// Host names devices use to reach this listener. `moat check` and the
+    /// start-up warn when no certificate covers one of them.
+    #[serde(default)]
+    pub server_names: Vec<String>,
+    /// OCSP stapling.
+    #[serde(default)]
+    pub ocsp: OcspConfig,
+}
+
+/// OCSP stapling of a listener's certificates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OcspConfig {
+    /// `auto`, `true` or `false`.
+    #[serde(default)]
+    pub stapling: Stapling,
+    /// Query this responder instead of the certificates' own.
+    pub responder_url: Option<String>,
+    /// Refresh at this fraction of a response's validity.
+    #[serde(default = "default_refresh_fraction")]
+    pub refresh_fraction: f64,
+    /// Keep the last good response per certificate here.
+    pub cache_dir: Option<PathBuf>,
+    /// Staple this DER file instead of querying (single-certificate
+    /// listeners; see `certificates[].ocsp_file` otherwise).
+    pub static_file: Option<PathBuf>,
+}
+
+impl Default for OcspConfig {
+    fn default() -> Self {
+        Self {
+            stapling: Stapling::Auto,
+            responder_url: None,
+            refresh_fraction: default_refresh_fraction(),
+            cache_dir: None,
+            static_file: None,
+        }
+    }
+}
+
+fn default_refresh_fraction() -> f64 {
+    0.5
+}
+
+/// Whether to staple OCSP responses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stapling {
+    /// Staple certificates that name an OCSP responder and come with their
+    /// issuer; leave the others alone.
+    #[default]
+    Auto,
+    /// Staple every certificate; warn loudly about those that cannot be.
+    On,
+    /// Never staple.
+    Off,
+}
+
+impl<'de> Deserialize<'de> for Stapling {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Stapling;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("auto, true or false")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Stapling, E> {
+                Ok(if v { Stapling::On } else { Stapling::Off })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Stapling, E> {
+                match v {
+                    "auto" => Ok(Stapling::Auto),
+                    "true" | "on" | "yes" => Ok(Stapling::On),
+                    "false" | "off" | "no" => Ok(Stapling::Off),
+                    other => Err(E::custom(format!(
+                        "invalid stapling {other:?}: use auto, true or false"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// Mozilla's server-side TLS profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsProfile {
+    /// TLS 1.2 and 1.3, forward-secret AEAD suites: every client of the
+    /// last several years. moat's default.
+    Intermediate,
+    /// TLS 1.3 only, for fleets whose every device speaks it.
+    Modern,
+}
+
+impl TlsConfig {
+    /// The lowest TLS version, from `min_version` or the profile.
+    pub fn effective_min_version(&self) -> &str {
+        match (&self.min_version, self.profile) {
+            (Some(v), _) => v,
+            (None, Some(TlsProfile::Modern)) => "1.3",
+            _ => "1.2",
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM file with the chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+    /// A DER OCSP response file to staple for this certificate, instead of
+    /// querying a responder.
+    pub ocsp_file: Option<PathBuf>,
+}
+
+/// Client certificate settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthConfig {
+    /// `none`, `optional` or `required`.
+    #[serde(default)]
+    pub mode: ClientAuthMode,
+    /// PEM bundle of the CAs that issue device certificates.
+    pub ca: Option<PathBuf>,
+    /// Which verified devices may connect; empty admits every device the
+    /// CA bundle verifies.
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
+    /// Certificate revocation lists (PEM or DER), one file or a list.
+    #[serde(default)]
+    pub crl: OneOrMany<PathBuf>,
+    /// What to do with a CRL past its nextUpdate.
+    #[serde(default)]
+    pub expired_crl: ExpiredCrlPolicy,
+}
+
+/// What to do when a CRL is past its nextUpdate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExpiredCrlPolicy {
+    /// Refuse devices whose revocation status depends on an expired CRL.
+    #[default]
+    Deny,
+    /// Keep using the expired CRL (logged).
+    Allow,
+}
+
+/// Whether clients must present a certificate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// No client certificate is asked for.
+    #[default]
+    None,
+    /// A certificate is asked for; one that is sent must verify.
+    Optional,
+    /// A certificate is required and must verify.
+    Required,
+}
+
+impl fmt::Display for ClientAuthMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::None => "none",
+            Self::Optional => "optional",
+            Self::Required => "required",
+        })
+    }
+}

@@ -1,0 +1,609 @@
+//! The rules serde cannot express, one function per section: value
+//! ranges, settings that exclude or need each other, duplicate names and
+//! addresses, TLS policy names, log filters. Every problem is collected,
+//! not just the first, so that an operator fixes them all in one round.
+//!
+//! Pure: it reads no file.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::{ConfigError, ConfigErrors};
+use super::schema::{
+    ClientAuthMode, ClientIdPolicy, Config, ListenerConfig, MqttConfig, RouteOf, Stapling,
+    TlsProfile, UsernamePolicy,
+};
+use crate::tls::policy::{self, TlsPolicy};
+
+/// Checks the rules that serde cannot express. Returns every problem found,
+/// not just the first, or the TLS policy of each listener.
+pub fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut policies = Vec::new();
+    check_process(path, config, &mut errors);
+    let prefixes = field_prefixes(config);
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        let prefix = &prefixes[i];
+        check_naming(path, config, &prefixes, i, &mut names, &mut errors);
+        check_limits(path, prefix, l, &mut errors);
+        check_client_auth(path, prefix, l, &mut errors);
+        if let Some(m) = &l.mqtt {
+            check_mqtt(path, prefix, m, l.tls.client_auth.mode, &mut errors);
+        }
+        check_ocsp(path, prefix, l, &mut errors);
+        check_tls(path, prefix, l, &mut errors);
+        if let Some(p) = tls_policy(path, prefix, l, &mut errors) {
+            policies.push(p);
+        }
+    }
+    if errors.is_empty() {
+        Ok(policies)
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// The process-wide sections: listeners present, log filter, user and
+/// group, reload timing.
+fn check_process(path: &Path, config: &Config, errors: &mut Vec<ConfigError>) {
+    if config.listeners.is_empty() {
+        errors.push(
+            ConfigError::at(path, "listeners", "no listeners are configured")
+                .hint("add at least one entry under `listeners:`; see config/example.yaml"),
+        );
+    }
+
+    if filters_fields_by_value(&config.log.level) {
+        errors.push(
+            ConfigError::at(
+                path,
+                "log.level",
+                format!(
+                    "{:?} filters span fields by value, which is not accepted here: each value is compiled into an automaton of unbounded size, so a short one can take minutes and gigabytes",
+                    config.log.level
+                ),
+            )
+            .hint("filter by target or span name instead, e.g. info,moat::listener=debug"),
+        );
+    } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
+        errors.push(
+            ConfigError::at(
+                path,
+                "log.level",
+                format!("invalid level {:?}: {e}", config.log.level),
+            )
+            .hint("use error, warn, info, debug or trace"),
+        );
+    }
+
+    for (field, value) in [("user", &config.user), ("group", &config.group)] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            errors.push(
+                ConfigError::at(path, field, "is empty")
+                    .hint("name an account such as moat (or a numeric id), or remove the key"),
+            );
+        }
+    }
+    if config.group.is_some() && config.user.is_none() {
+        errors.push(
+            ConfigError::at(path, "group", "is set without user")
+                .hint("set user as well; moat switches group and user together"),
+        );
+    }
+
+    if config.reload.debounce.0 > Duration::from_secs(60) {
+        errors.push(
+            ConfigError::at(path, "reload.debounce", "must be at most 60s")
+                .hint("a long debounce delays every certificate rotation; 500ms is the default"),
+        );
+    }
+    let interval = config.reload.check_interval.0;
+    if !interval.is_zero() && interval < Duration::from_secs(1) {
+        errors.push(
+            ConfigError::at(
+                path,
+                "reload.check_interval",
+                "must be 0s (off) or at least 1s",
+            )
+            .hint("the check reads every certificate file; 60s is the default"),
+        );
+    }
+}
+
+/// Where each listener is in the file, e.g. `listeners[0]`, or
+/// `listeners[0].routes[1]` for a route (routes were expanded into
+/// listeners of their own, after their parent).
+fn field_prefixes(config: &Config) -> Vec<String> {
+    let mut top = 0usize;
+    config
+        .listeners
+        .iter()
+        .map(|l| match &l.route {
+            Some(r) => r.field.clone(),
+            None => {
+                top += 1;
+                format!("listeners[{}]", top - 1)
+            }
+        })
+        .collect()
+}
+
+/// A listener's name (unique, or a valid route name) and its address (not
+/// shared with another listener or the admin endpoint).
+fn check_naming<'a>(
+    path: &Path,
+    config: &'a Config,
+    prefixes: &[String],
+    i: usize,
+    names: &mut HashMap<&'a str, usize>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let l = &config.listeners[i];
+    let prefix = &prefixes[i];
+    let at = |field: &str| format!("{prefix}.{field}");
+    if let Some(r) = &l.route {
+        check_route(path, prefix, l, r, config, errors);
+    } else if !valid_name(&l.name) {
+        errors.push(
+            ConfigError::at(path, at("name"), format!("invalid name {:?}", l.name))
+                .hint("use 1 to 64 letters, digits, '-' or '_'; it appears in metric labels"),
+        );
+    }
+    if let Some(j) = names.insert(&l.name, i) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("name"),
+                format!(
+                    "listener name {:?} is already used by listeners[{j}]",
+                    l.name
+                ),
+            )
+            .hint("give each listener its own name"),
+        );
+    }
+    for (j, other) in config.listeners[..i].iter().enumerate() {
+        // Routes share their listener's address by design.
+        if l.route.is_some() || other.route.is_some() {
+            continue;
+        }
+        if addresses_clash(l.listen, other.listen) {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at("listen"),
+                    format!(
+                        "{} clashes with {} ({:?}) on {}",
+                        l.listen, prefixes[j], other.name, other.listen
+                    ),
+                )
+                .hint("two listeners cannot share an address and port; change one port"),
+            );
+        }
+    }
+    if let Some(admin) = &config.admin {
+        if addresses_clash(l.listen, admin.listen) {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at("listen"),
+                    format!("{} clashes with admin.listen {}", l.listen, admin.listen),
+                )
+                .hint("the admin endpoint needs a port of its own"),
+            );
+        }
+    }
+}
+
+/// The backend, certificates present, connection and handshake limits,
+/// backlog and timeouts.
+fn check_limits(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
+    let at = |field: &str| format!("{prefix}.{field}");
+    if let Err(msg) = check_host_port(&l.backend) {
+        errors.push(
+            ConfigError::at(path, at("backend"), msg)
+                .hint("write the broker as host:port, e.g. 127.0.0.1:1883"),
+        );
+    }
+    if l.tls.certificates.is_empty() {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("tls.certificates"),
+                "no certificates are configured",
+            )
+            .hint("add at least one `- cert: ... key: ...` entry"),
+        );
+    }
+    if l.max_connections == 0 {
+        errors.push(
+            ConfigError::at(path, at("max_connections"), "must be at least 1")
+                .hint("remove it to use the default of 50000"),
+        );
+    }
+    if l.limits.max_handshakes == 0 {
+        errors.push(
+            ConfigError::at(path, at("limits.max_handshakes"), "must be at least 1")
+                .hint("remove it to use the default of 8192"),
+        );
+    }
+    if !(l.limits.per_ip_rate >= 0.0 && l.limits.per_ip_rate.is_finite()) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("limits.per_ip_rate"),
+                "must be a number of connections per second, 0 or more",
+            )
+            .hint("0 turns the limit off; the default is 1000"),
+        );
+    }
+    if l.backlog == 0 || l.backlog > 65_535 {
+        errors.push(
+            ConfigError::at(path, at("backlog"), "must be between 1 and 65535")
+                .hint("remove it to use the default of 4096"),
+        );
+    }
+    for (field, d) in [
+        ("timeouts.handshake", l.timeouts.handshake),
+        ("timeouts.connect", l.timeouts.connect),
+    ] {
+        if d.0.is_zero() {
+            errors.push(
+                ConfigError::at(path, at(field), "must be longer than zero")
+                    .hint("a timeout of zero would refuse every connection"),
+            );
+        }
+    }
+}
+
+/// `tls.client_auth`: a CA bundle exactly when certificates are asked for,
+/// and allow-list rules that make sense.
+fn check_client_auth(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
+    let at = |field: &str| format!("{prefix}.{field}");
+    let ca = &l.tls.client_auth;
+    match (ca.mode, &ca.ca) {
+        (ClientAuthMode::None, Some(_)) => errors.push(
+            ConfigError::at(
+                path,
+                at("tls.client_auth.ca"),
+                "a client CA is set but client_auth.mode is none, so it would be ignored",
+            )
+            .hint("set client_auth.mode to required or optional, or remove ca"),
+        ),
+        (ClientAuthMode::Optional | ClientAuthMode::Required, None) => errors.push(
+            ConfigError::at(
+                path,
+                at("tls.client_auth.ca"),
+                format!("client_auth.mode is {} but no CA bundle is given", ca.mode),
+            )
+            .hint("set ca to the PEM bundle of the CA that issues your device certificates"),
+        ),
+        _ => {}
+    }
+    if ca.mode == ClientAuthMode::None {
+        for (field, set) in [
+            ("allow", !ca.allow.is_empty()),
+            ("crl", !ca.crl.0.is_empty()),
+        ] {
+            if set {
+                errors.push(
+                    ConfigError::at(
+                        path,
+                        at(&format!("tls.client_auth.{field}")),
+                        format!(
+                            "{field} is set but client_auth.mode is none, so it would be ignored"
+                        ),
+                    )
+                    .hint("set client_auth.mode to required (or optional) with a ca bundle"),
+                );
+            }
+        }
+    }
+    for (k, rule) in ca.allow.iter().enumerate() {
+        for problem in rule.problems() {
+            errors.push(
+                ConfigError::at(path, at(&format!("tls.client_auth.allow[{k}]")), problem)
+                    .hint("see docs/device-identity.md for allow-list rules"),
+            );
+        }
+    }
+}
+
+/// Session tickets, ALPN names, and the profile against `min_version`.
+fn check_tls(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
+    let at = |field: &str| format!("{prefix}.{field}");
+    if l.tls.session_ticket_keys.is_some() && !l.tls.session_tickets {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("tls.session_ticket_keys"),
+                "session_tickets is false, so the ticket keys would be ignored",
+            )
+            .hint("remove session_ticket_keys, or set session_tickets: true"),
+        );
+    }
+    for (k, proto) in l.tls.alpn.iter().enumerate() {
+        if proto.is_empty() || proto.len() > 255 {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at(&format!("tls.alpn[{k}]")),
+                    "an ALPN protocol name must be 1 to 255 bytes",
+                )
+                .hint("for MQTT, use \"mqtt\""),
+            );
+        }
+    }
+    if l.tls.profile == Some(TlsProfile::Modern)
+        && l.tls
+            .min_version
+            .as_deref()
+            .is_some_and(|v| v.trim_start_matches(|c: char| !c.is_ascii_digit()) != "1.3")
+    {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("tls.min_version"),
+                "profile modern means TLS 1.3 only, but min_version allows older versions",
+            )
+            .hint("remove min_version, or use profile: intermediate"),
+        );
+    }
+}
+
+/// The listener's TLS policy from its version, suites and groups, or the
+/// problems with them.
+fn tls_policy(
+    path: &Path,
+    prefix: &str,
+    l: &ListenerConfig,
+    errors: &mut Vec<ConfigError>,
+) -> Option<TlsPolicy> {
+    let at = |field: &str| format!("{prefix}.{field}");
+    match policy::build(
+        l.tls.effective_min_version(),
+        &l.tls.cipher_suites,
+        &l.tls.groups,
+    ) {
+        Ok(p) => Some(p),
+        Err(problems) => {
+            for p in problems {
+                errors.push(ConfigError {
+                    file: path.to_path_buf(),
+                    location: Some(at(&format!("tls.{}", p.field))),
+                    message: p.message,
+                    hint: p.hint,
+                });
+            }
+            None
+        }
+    }
+}
+
+fn check_route(
+    path: &Path,
+    prefix: &str,
+    l: &ListenerConfig,
+    r: &RouteOf,
+    config: &Config,
+    errors: &mut Vec<ConfigError>,
+) {
+    let at = |field: &str| format!("{prefix}.{field}");
+    let route_name = l.name.rsplit('/').next().unwrap_or("");
+    if !valid_name(route_name) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("name"),
+                format!("invalid route name {route_name:?}"),
+            )
+            .hint("use 1 to 64 letters, digits, '-' or '_'"),
+        );
+    }
+    if r.server_names.is_empty() {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("server_names"),
+                "a route needs at least one server name",
+            )
+            .hint("list the names (or *.wildcards) whose clients go to this route's backend"),
+        );
+    }
+    for (k, name) in r.server_names.iter().enumerate() {
+        let bare = name.strip_prefix("*.").unwrap_or(name);
+        let ok = !bare.is_empty()
+            && bare.split('.').all(|label| {
+                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        if !ok {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at(&format!("server_names[{k}]")),
+                    format!("{name:?} is not a host name"),
+                )
+                .hint(
+                    "write a DNS name such as tenant-a.mqtt.example.com, or *.tenant-a.example.com",
+                ),
+            );
+        }
+        let taken = config.listeners.iter().find(|o| {
+            o.name != l.name
+                && o.route
+                    .as_ref()
+                    .is_some_and(|or| or.parent == r.parent && or.server_names.contains(name))
+        });
+        if let Some(o) = taken {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at(&format!("server_names[{k}]")),
+                    format!("{name:?} is already routed to {:?}", o.name),
+                )
+                .hint("each server name can select only one route"),
+            );
+        }
+    }
+}
+
+fn check_ocsp(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
+    let at = |field: &str| format!("{prefix}.tls.ocsp.{field}");
+    let o = &l.tls.ocsp;
+    if !(o.refresh_fraction > 0.0 && o.refresh_fraction < 1.0) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("refresh_fraction"),
+                "must be between 0 and 1, exclusive",
+            )
+            .hint("0.5 (the default) refreshes halfway through each response's validity"),
+        );
+    }
+    if let Some(url) = &o.responder_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at("responder_url"),
+                    format!("{url:?} is not an http:// or https:// URL"),
+                )
+                .hint("OCSP responders are reached over HTTP, e.g. http://ocsp.example.com"),
+            );
+        }
+    }
+    let per_cert = l.tls.certificates.iter().any(|c| c.ocsp_file.is_some());
+    if o.static_file.is_some() && (l.tls.certificates.len() > 1 || per_cert) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("static_file"),
+                "static_file names one response, but this listener has several certificates",
+            )
+            .hint("set ocsp_file on each certificate entry instead"),
+        );
+    }
+    if o.responder_url.is_some() && (o.static_file.is_some() || per_cert) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("responder_url"),
+                "a responder URL and a static response file exclude each other",
+            )
+            .hint("use static files for air-gapped sites, a responder URL otherwise"),
+        );
+    }
+    if o.stapling == Stapling::Off
+        && (o.static_file.is_some() || per_cert || o.responder_url.is_some())
+    {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("stapling"),
+                "stapling is false, so the other ocsp settings would be ignored",
+            )
+            .hint("set stapling: auto or true, or remove the other settings"),
+        );
+    }
+}
+
+fn check_mqtt(
+    path: &Path,
+    prefix: &str,
+    m: &MqttConfig,
+    auth: ClientAuthMode,
+    errors: &mut Vec<ConfigError>,
+) {
+    let at = |field: &str| format!("{prefix}.mqtt.{field}");
+    if m.connect_timeout.0.is_zero() {
+        errors.push(ConfigError::at(
+            path,
+            at("connect_timeout"),
+            "must be longer than zero",
+        ));
+    }
+    if !(16..=268_435_455).contains(&m.max_packet_size) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("max_packet_size"),
+                "must be between 16 and 268435455 bytes",
+            )
+            .hint("1048576 (1 MiB) is the default"),
+        );
+    }
+    let needs_identity = m.client_id != ClientIdPolicy::Any
+        || m.username == UsernamePolicy::Identity
+        || m.acl.iter().flatten().any(|r| r.uses_identity());
+    if needs_identity && auth == ClientAuthMode::None {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("client_id"),
+                "client_id, username: identity or %i in the ACL need the device's certificate, but tls.client_auth.mode is none",
+            )
+            .hint("set tls.client_auth.mode: required and a ca bundle"),
+        );
+    }
+    for (k, rule) in m.acl.iter().flatten().enumerate() {
+        for problem in rule.problems() {
+            errors.push(
+                ConfigError::at(path, at(&format!("acl[{k}]")), problem)
+                    .hint("see docs/mqtt.md for ACL rules"),
+            );
+        }
+    }
+}
+
+/// Whether a log filter matches span fields by value (`[span{field=value}]`).
+/// tracing-subscriber compiles each such value into a DFA with no size
+/// limit, so `(a|b)*a(a|b)(a|b)...` of 300 bytes takes minutes and
+/// gigabytes, in validation and again when logging starts.
+fn filters_fields_by_value(level: &str) -> bool {
+    level
+        .split('{')
+        .skip(1)
+        .any(|fields| fields.split('}').next().unwrap_or("").contains('='))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Two listen addresses clash when the ports are equal and the addresses are
+/// equal or either is the wildcard of a family that covers the other.
+pub fn addresses_clash(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() {
+        return false;
+    }
+    let (ia, ib) = (a.ip(), b.ip());
+    // On Linux, [::] is dual-stack by default and covers IPv4 too.
+    let covers = |w: std::net::IpAddr, o: std::net::IpAddr| {
+        w.is_unspecified() && (w.is_ipv6() || o.is_ipv4())
+    };
+    ia == ib || covers(ia, ib) || covers(ib, ia)
+}
+
+/// Checks `host:port` syntax (the host is resolved at connect time).
+fn check_host_port(s: &str) -> Result<(), String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} has no port"));
+    };
+    if host.is_empty() || host.contains(':') && !host.starts_with('[') {
+        return Err(format!("{s:?} is not a valid host:port"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{s:?} has an invalid port {port:?}")),
+        Ok(_) => Ok(()),
+    }
+}
