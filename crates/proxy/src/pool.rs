@@ -1,5 +1,6 @@
-//! Per-thread free lists of byte buffers, shared by the relay and the TLS
-//! stream.
+//! Buffers held only while bytes wait or move: per-thread free lists of
+//! byte buffers, shared by the relay and the TLS stream, and
+//! [`PollReadable`], which lets a pump wait for data without holding one.
 //!
 //! Buffers are borrowed only while bytes wait or move, so a few per thread
 //! serve any number of connections, and a connection stays on one worker
@@ -8,7 +9,11 @@
 //! abstraction, and this one is a dozen lines.
 
 use std::cell::RefCell;
+use std::io;
+use std::task::{Context, Poll};
 use std::thread::LocalKey;
+
+use tokio::net::TcpStream;
 
 /// Buffers kept per thread in each list.
 const PER_THREAD: usize = 64;
@@ -38,4 +43,17 @@ pub(crate) fn give<T: 'static>(list: &'static LocalKey<FreeList<T>>, buf: T) {
             l.push(buf);
         }
     });
+}
+
+/// A source that can say "a read would make progress" without being handed
+/// a buffer.
+pub trait PollReadable {
+    /// Ready when a read is likely to return data, EOF or an error.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl PollReadable for TcpStream {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
 }

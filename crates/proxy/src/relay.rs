@@ -20,9 +20,8 @@ use std::task::{ready, Context, Poll};
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
-use crate::pool::{self, FreeList};
+use crate::pool::{self, FreeList, PollReadable};
 
 /// Size of a relay buffer: one full TLS record of plaintext.
 pub const BUF_SIZE: usize = 16 * 1024;
@@ -39,19 +38,6 @@ pub(crate) fn take_buffer() -> Box<[u8]> {
 /// Returns a relay buffer to this thread's pool.
 pub(crate) fn give_buffer(buf: Box<[u8]>) {
     pool::give(&POOL, buf);
-}
-
-/// A source that can say "a read would make progress" without being handed
-/// a buffer.
-pub trait PollReadable {
-    /// Ready when a read is likely to return data, EOF or an error.
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
-}
-
-impl PollReadable for TcpStream {
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_read_ready(cx)
-    }
 }
 
 /// One direction of the relay.
@@ -308,7 +294,7 @@ where
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
     async fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -24,7 +24,8 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::guard::{Session, Step, MAX_BUFFERED_PACKET};
-use crate::relay::{give_buffer, take_buffer, PollReadable, Totals, BUF_SIZE};
+use crate::pool::PollReadable;
+use crate::relay::{give_buffer, take_buffer, Totals, BUF_SIZE};
 
 /// How many bytes of the proxy's own packets may wait for the client before
 /// the relay stops reading the client.
