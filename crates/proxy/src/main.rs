@@ -1,5 +1,5 @@
 //! The `moat` command.
 
 fn main() -> std::process::ExitCode {
-    moat::cli::main()
+    moat::main()
 }

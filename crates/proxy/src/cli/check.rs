@@ -11,11 +11,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use crate::cli::EXIT_BAD_INPUT;
+use super::exit::EXIT_BAD_INPUT;
 use crate::config::ValidConfig;
-use crate::server::{self, Prepared};
+use crate::control::stapling::{self, Skip};
+use crate::process::privileges;
 use crate::tls::certs::{rfc3339, unix, CertInfo};
 use crate::tls::client_auth::{ca_warnings, crl_warnings};
+use crate::tls::{self, Prepared};
 
 /// Days before expiry from which a certificate is worth a warning.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
@@ -39,7 +41,7 @@ pub fn run(config: &ValidConfig) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    let prepared = match server::prepare(config) {
+    let prepared = match tls::prepare(config) {
         Ok(p) => p,
         Err(errors) => {
             for e in errors {
@@ -49,7 +51,7 @@ pub fn run(config: &ValidConfig) -> ExitCode {
         }
     };
     if let Some(user) = &config.config.user {
-        if let Err(e) = crate::privileges::resolve(user, config.config.group.as_deref()) {
+        if let Err(e) = privileges::resolve(user, config.config.group.as_deref()) {
             eprintln!("error: {}: {e}", config.path.display());
             return ExitCode::from(EXIT_BAD_INPUT);
         }
@@ -135,7 +137,7 @@ pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Str
                 .as_ref()
                 .and_then(|f| f.responder_url.clone())
                 .unwrap_or_else(|| "none".into());
-            let stapling = match crate::ocsp::skip_reason(l, i, tls) {
+            let stapling = match stapling::skip_reason(l, i, tls) {
                 None => "yes".to_string(),
                 Some(why) => format!("no ({why})"),
             };
@@ -192,7 +194,7 @@ pub fn warnings(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> V
     let now_s = unix(now);
     for (l, tls) in config.config.listeners.iter().zip(&prepared.tls) {
         for (index, cert) in tls.certs.iter().enumerate() {
-            let skip = crate::ocsp::skip_reason(l, index, tls);
+            let skip = stapling::skip_reason(l, index, tls);
             let must_staple =
                 moat_stapling::leaf_facts(&cert.key.cert[0]).is_ok_and(|f| f.must_staple);
             match &skip {
@@ -200,7 +202,7 @@ pub fn warnings(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> V
                     "{}: the certificate is Must-Staple but will not be stapled ({why}); clients that honour Must-Staple will refuse it",
                     cert.cert_path.display()
                 )),
-                Some(why @ crate::ocsp::Skip::NoIssuer(_)) => out.push(format!(
+                Some(why @ Skip::NoIssuer(_)) => out.push(format!(
                     "listener {:?}: {} names an OCSP responder but will not be stapled: {why}",
                     l.name,
                     cert.cert_path.display()

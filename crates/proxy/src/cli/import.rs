@@ -14,8 +14,29 @@
 //! Pure: text in, text out.
 
 use std::fmt::Write;
+use std::path::Path;
+use std::process::ExitCode;
 
+use super::exit::EXIT_BAD_INPUT;
 use crate::tls::policy;
+
+/// Runs `moat import-mosquitto FILE`: the translation goes to standard
+/// output.
+pub fn run(file: &Path) -> ExitCode {
+    match std::fs::read_to_string(file) {
+        Ok(text) => {
+            print!("{}", translate(&file.display().to_string(), &text));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "error: {}: cannot read the Mosquitto configuration: {e}",
+                file.display()
+            );
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
 
 /// One `listener` block of a Mosquitto configuration.
 #[derive(Debug, Default)]
@@ -156,139 +177,160 @@ pub fn translate(source: &str, text: &str) -> String {
     }
     let _ = writeln!(out, "listeners:");
     for (i, l) in tls.iter().enumerate() {
-        let name = if i == 0 {
-            "mqtts".to_string()
-        } else {
-            format!("mqtts-{}", l.port)
-        };
-        let host = match l.bind.as_deref() {
-            None => "0.0.0.0".to_string(),
-            Some(h) if h.contains(':') => format!("[{h}]"),
-            Some(h) => h.to_string(),
-        };
-        let _ = writeln!(out, "  - name: {name}");
-        let _ = writeln!(out, "    listen: {host}:{}", l.port);
-        let _ = writeln!(out, "    backend: 127.0.0.1:1883          # Mosquitto, now plaintext on localhost (see the checklist below)");
-        let _ = writeln!(out, "    tls:");
-        let _ = writeln!(out, "      certificates:");
-        let _ = writeln!(
-            out,
-            "        - cert: {}",
-            yaml_string(l.get("certfile").unwrap_or(""))
-        );
-        match l.get("keyfile") {
-            Some(k) => {
-                let _ = writeln!(out, "          key: {}", yaml_string(k));
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "          key: \"\"   # TODO: Mosquitto had no keyfile for this listener"
-                );
-            }
+        listener(&mut out, source, i, l);
+    }
+    checklist(&mut out, source, tls[0].port);
+    out
+}
+
+/// One Mosquitto TLS listener as a moat listener.
+fn listener(out: &mut String, source: &str, i: usize, l: &MosquittoListener) {
+    let name = if i == 0 {
+        "mqtts".to_string()
+    } else {
+        format!("mqtts-{}", l.port)
+    };
+    let host = match l.bind.as_deref() {
+        None => "0.0.0.0".to_string(),
+        Some(h) if h.contains(':') => format!("[{h}]"),
+        Some(h) => h.to_string(),
+    };
+    let _ = writeln!(out, "  - name: {name}");
+    let _ = writeln!(out, "    listen: {host}:{}", l.port);
+    let _ = writeln!(out, "    backend: 127.0.0.1:1883          # Mosquitto, now plaintext on localhost (see the checklist below)");
+    let _ = writeln!(out, "    tls:");
+    let _ = writeln!(out, "      certificates:");
+    let _ = writeln!(
+        out,
+        "        - cert: {}",
+        yaml_string(l.get("certfile").unwrap_or(""))
+    );
+    match l.get("keyfile") {
+        Some(k) => {
+            let _ = writeln!(out, "          key: {}", yaml_string(k));
         }
-        match l.get("tls_version") {
-            Some("tlsv1.3") => {
-                let _ = writeln!(out, "      min_version: \"1.3\"");
-            }
-            Some("tlsv1.2") | None => {}
-            Some(other) => {
-                let _ = writeln!(
+        None => {
+            let _ = writeln!(
+                out,
+                "          key: \"\"   # TODO: Mosquitto had no keyfile for this listener"
+            );
+        }
+    }
+    match l.get("tls_version") {
+        Some("tlsv1.3") => {
+            let _ = writeln!(out, "      min_version: \"1.3\"");
+        }
+        Some("tlsv1.2") | None => {}
+        Some(other) => {
+            let _ = writeln!(
                     out,
                     "      # tls_version {other}: moat never allows TLS below 1.2 (RFC 8996); it offers 1.2 and 1.3"
                 );
-            }
         }
-        let mut suites = Vec::new();
-        for key in ["ciphers", "ciphers_tls1.3"] {
-            let Some(list) = l.get(key) else { continue };
-            for name in list.split(':').map(str::trim).filter(|n| !n.is_empty()) {
-                match policy::suite_problem(name) {
-                    None => suites.push(name.to_string()),
-                    Some(why) => {
-                        let _ = writeln!(out, "      # {key}: {name} left out: {why}");
-                    }
-                }
-            }
+    }
+    cipher_suites(out, l);
+    client_auth(out, l);
+    let identity = l.flag("use_identity_as_username");
+    let subject = l.flag("use_subject_as_username");
+    if identity || subject {
+        let _ = writeln!(out, "    mqtt:");
+        let _ = writeln!(
+            out,
+            "      username: identity               # use_{}_as_username",
+            if subject { "subject" } else { "identity" }
+        );
+        if subject {
+            let _ = writeln!(out, "      identity: subject");
         }
-        if !suites.is_empty() {
-            // moat needs a suite for every enabled version: keep both
-            // families when only one was listed, with a note.
-            let has13 = suites
-                .iter()
-                .any(|s| s.starts_with("TLS_AES") || s.starts_with("TLS_CHACHA"));
-            let has12 = suites
-                .iter()
-                .any(|s| !(s.starts_with("TLS_AES") || s.starts_with("TLS_CHACHA")));
-            if !has13 {
-                let _ = writeln!(out, "      # Mosquitto's `ciphers` covers TLS 1.2 only; moat's TLS 1.3 default suites are added.");
-                suites.extend(
-                    [
-                        "TLS_AES_256_GCM_SHA384",
-                        "TLS_AES_128_GCM_SHA256",
-                        "TLS_CHACHA20_POLY1305_SHA256",
-                    ]
-                    .map(String::from),
-                );
-            }
-            if !has12 && l.get("tls_version") != Some("tlsv1.3") {
-                let _ = writeln!(
-                    out,
-                    "      # only TLS 1.3 suites were listed: TLS 1.2 is turned off."
-                );
-                let _ = writeln!(out, "      min_version: \"1.3\"");
-            }
-            let _ = writeln!(out, "      cipher_suites: [{}]", suites.join(", "));
-        }
-        let require = l.flag("require_certificate");
-        let ca = l.get("cafile");
-        let capath = l.get("capath");
-        if require {
-            let _ = writeln!(out, "      client_auth:");
-            let _ = writeln!(out, "        mode: required");
-            match (ca, capath) {
-                (Some(ca), _) => {
-                    let _ = writeln!(out, "        ca: {}", yaml_string(ca));
-                }
-                (None, Some(dir)) => {
-                    let _ = writeln!(out, "        ca: {}   # from capath {dir}: moat needs one bundle file, make it with `cat {dir}/*.pem > {dir}/bundle.pem`", yaml_string(&format!("{dir}/bundle.pem")));
-                }
-                (None, None) => {
-                    let _ = writeln!(
-                        out,
-                        "        ca: \"\"   # TODO: Mosquitto had no cafile or capath"
-                    );
-                }
-            }
-            if let Some(crl) = l.get("crlfile") {
-                let _ = writeln!(out, "        crl: {}", yaml_string(crl));
-            }
-        } else if ca.is_some() || capath.is_some() {
-            let _ = writeln!(out, "      # cafile/capath without require_certificate: Mosquitto asked devices for no certificate, so neither does moat.");
-        }
-        let identity = l.flag("use_identity_as_username");
-        let subject = l.flag("use_subject_as_username");
-        if identity || subject {
-            let _ = writeln!(out, "    mqtt:");
+    }
+    for (key, value, line) in &l.options {
+        if !MAPPED.contains(&key.as_str()) {
             let _ = writeln!(
                 out,
-                "      username: identity               # use_{}_as_username",
-                if subject { "subject" } else { "identity" }
+                "    # {source}:{line}: `{key} {value}`: {}",
+                unmapped_reason(key)
             );
-            if subject {
-                let _ = writeln!(out, "      identity: subject");
-            }
         }
-        for (key, value, line) in &l.options {
-            if !MAPPED.contains(&key.as_str()) {
-                let _ = writeln!(
-                    out,
-                    "    # {source}:{line}: `{key} {value}`: {}",
-                    unmapped_reason(key)
-                );
+    }
+}
+
+/// `ciphers` and `ciphers_tls1.3`, weak suites left out with the reason.
+fn cipher_suites(out: &mut String, l: &MosquittoListener) {
+    let mut suites = Vec::new();
+    for key in ["ciphers", "ciphers_tls1.3"] {
+        let Some(list) = l.get(key) else { continue };
+        for name in list.split(':').map(str::trim).filter(|n| !n.is_empty()) {
+            match policy::suite_problem(name) {
+                None => suites.push(name.to_string()),
+                Some(why) => {
+                    let _ = writeln!(out, "      # {key}: {name} left out: {why}");
+                }
             }
         }
     }
+    if !suites.is_empty() {
+        // moat needs a suite for every enabled version: keep both
+        // families when only one was listed, with a note.
+        let has13 = suites
+            .iter()
+            .any(|s| s.starts_with("TLS_AES") || s.starts_with("TLS_CHACHA"));
+        let has12 = suites
+            .iter()
+            .any(|s| !(s.starts_with("TLS_AES") || s.starts_with("TLS_CHACHA")));
+        if !has13 {
+            let _ = writeln!(out, "      # Mosquitto's `ciphers` covers TLS 1.2 only; moat's TLS 1.3 default suites are added.");
+            suites.extend(
+                [
+                    "TLS_AES_256_GCM_SHA384",
+                    "TLS_AES_128_GCM_SHA256",
+                    "TLS_CHACHA20_POLY1305_SHA256",
+                ]
+                .map(String::from),
+            );
+        }
+        if !has12 && l.get("tls_version") != Some("tlsv1.3") {
+            let _ = writeln!(
+                out,
+                "      # only TLS 1.3 suites were listed: TLS 1.2 is turned off."
+            );
+            let _ = writeln!(out, "      min_version: \"1.3\"");
+        }
+        let _ = writeln!(out, "      cipher_suites: [{}]", suites.join(", "));
+    }
+}
+
+/// `require_certificate`, `cafile`/`capath` and `crlfile`.
+fn client_auth(out: &mut String, l: &MosquittoListener) {
+    let require = l.flag("require_certificate");
+    let ca = l.get("cafile");
+    let capath = l.get("capath");
+    if require {
+        let _ = writeln!(out, "      client_auth:");
+        let _ = writeln!(out, "        mode: required");
+        match (ca, capath) {
+            (Some(ca), _) => {
+                let _ = writeln!(out, "        ca: {}", yaml_string(ca));
+            }
+            (None, Some(dir)) => {
+                let _ = writeln!(out, "        ca: {}   # from capath {dir}: moat needs one bundle file, make it with `cat {dir}/*.pem > {dir}/bundle.pem`", yaml_string(&format!("{dir}/bundle.pem")));
+            }
+            (None, None) => {
+                let _ = writeln!(
+                    out,
+                    "        ca: \"\"   # TODO: Mosquitto had no cafile or capath"
+                );
+            }
+        }
+        if let Some(crl) = l.get("crlfile") {
+            let _ = writeln!(out, "        crl: {}", yaml_string(crl));
+        }
+    } else if ca.is_some() || capath.is_some() {
+        let _ = writeln!(out, "      # cafile/capath without require_certificate: Mosquitto asked devices for no certificate, so neither does moat.");
+    }
+}
+
+/// The checklist for switching Mosquitto to plaintext on localhost.
+fn checklist(out: &mut String, source: &str, port: u16) {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -332,9 +374,8 @@ pub fn translate(source: &str, text: &str) -> String {
     let _ = writeln!(
         out,
         "#     mosquitto_sub -h <this host> -p {} --cafile <ca.pem> -t '#' -v",
-        tls[0].port
+        port
     );
-    out
 }
 
 #[cfg(test)]

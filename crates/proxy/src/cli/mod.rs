@@ -10,13 +10,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{self, ValidConfig};
-use crate::{check, devcerts, logging, server};
+mod check;
+mod devcerts;
+mod exit;
+mod healthcheck;
+mod import;
+mod run;
 
-/// Exit code for bad input.
-pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code for failures at run time.
-pub const EXIT_RUNTIME: u8 = 1;
+use std::path::Path;
+
+use crate::config::{self, ValidConfig};
+use exit::EXIT_BAD_INPUT;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,29 +88,14 @@ pub fn main() -> ExitCode {
             config,
             url,
             timeout,
-        } => healthcheck(config, url, &timeout),
-        Command::ImportMosquitto { file } => match std::fs::read_to_string(&file) {
-            Ok(text) => {
-                print!(
-                    "{}",
-                    crate::import::translate(&file.display().to_string(), &text)
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: {}: cannot read the Mosquitto configuration: {e}",
-                    file.display()
-                );
-                ExitCode::from(EXIT_BAD_INPUT)
-            }
-        },
+        } => healthcheck::run(config, url, &timeout),
+        Command::ImportMosquitto { file } => import::run(&file),
         Command::Check { config } => match load(&config) {
             Ok(c) => check::run(&c),
             Err(code) => code,
         },
         Command::Run { config } => match load(&config) {
-            Ok(c) => run(c),
+            Ok(c) => run::run(c),
             Err(code) => code,
         },
     }
@@ -120,192 +109,9 @@ pub fn version_line() -> String {
     )
 }
 
-fn healthcheck(config: Option<PathBuf>, url: Option<String>, timeout: &str) -> ExitCode {
-    let timeout = match humantime::parse_duration(timeout) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: --timeout {timeout:?}: {e}");
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
-    };
-    let target = match (config, url) {
-        (_, Some(u)) => crate::admin::HealthTarget::parse(&u),
-        (Some(path), None) => match config::load(&path) {
-            Ok(c) => match &c.config.admin {
-                Some(a) => Ok(crate::admin::HealthTarget::for_listen(a.listen)),
-                None => Err(format!(
-                    "{} has no admin.listen; the health check needs the admin endpoint",
-                    path.display()
-                )),
-            },
-            Err(e) => Err(e.to_string()),
-        },
-        (None, None) => Err("give --config FILE or --url URL".to_string()),
-    };
-    let target = match target {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
-    };
-    match target.check(timeout) {
-        Ok(()) => {
-            println!("healthy");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("unhealthy: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
-}
-
-fn load(path: &std::path::Path) -> Result<ValidConfig, ExitCode> {
+fn load(path: &Path) -> Result<ValidConfig, ExitCode> {
     config::load(path).map_err(|e| {
         eprintln!("{e}");
         ExitCode::from(EXIT_BAD_INPUT)
     })
-}
-
-/// Switches to the configured user and applies the sandbox, then checks
-/// that what moat must read and write again is still within reach.
-fn confine(
-    config: &ValidConfig,
-    account: Option<crate::privileges::Account>,
-) -> Result<server::Confinement, String> {
-    let c = &config.config;
-    let switched = match account {
-        Some(account) => {
-            let how = crate::privileges::switch(&account)?;
-            tracing::info!(
-                user = %account.user,
-                uid = %account.uid,
-                group = %account.group,
-                gid = %account.gid,
-                already = how == crate::privileges::Switched::Already,
-                "running as an unprivileged user"
-            );
-            true
-        }
-        None => {
-            if nix::unistd::geteuid().is_root() {
-                tracing::warn!(
-                    "running as root; set user: to drop privileges once the ports are bound"
-                );
-            }
-            false
-        }
-    };
-    let (files, dirs) = crate::sandbox::runtime_paths(config);
-    let plan = crate::sandbox::plan(&files, &dirs);
-    let landlock = crate::sandbox::apply(c.sandbox.landlock, &plan)?;
-    match landlock {
-        crate::sandbox::Outcome::Off | crate::sandbox::Outcome::Unsupported => {}
-        crate::sandbox::Outcome::Enforced | crate::sandbox::Outcome::Partial => tracing::info!(
-            readable = ?plan.read,
-            writable = ?plan.write,
-            partial = landlock == crate::sandbox::Outcome::Partial,
-            "Landlock sandbox enforced: file access is limited to these directories"
-        ),
-    }
-    if switched || landlock.enforced() {
-        for problem in crate::sandbox::access_problems(&files, &dirs) {
-            tracing::warn!("{problem}");
-        }
-    }
-    Ok(server::Confinement { landlock })
-}
-
-fn run(config: ValidConfig) -> ExitCode {
-    logging::init(&config.config.log);
-    match devcerts::ensure(&config) {
-        Ok(dev) => devcerts::announce(&config, &dev),
-        Err(e) => {
-            eprintln!(
-                "error: {}: development.generate_certificates: {e}",
-                config.path.display()
-            );
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
-    }
-    let account = match &config.config.user {
-        Some(user) => match crate::privileges::resolve(user, config.config.group.as_deref()) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                eprintln!("error: {}: {e}", config.path.display());
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
-        },
-        None => None,
-    };
-    let prepared = match server::prepare(&config) {
-        Ok(p) => p,
-        Err(errors) => {
-            for e in errors {
-                eprintln!("error: {e}");
-            }
-            return ExitCode::from(EXIT_BAD_INPUT);
-        }
-    };
-    check::log_warnings(&config, &prepared);
-    // One connection worker per CPU, counted before the sandbox, which may
-    // hide /sys/fs/cgroup; each binds its own socket of every listener.
-    let worker_count = crate::workers::Workers::default_count();
-    // Bind, switch user and sandbox while the process is one thread.
-    let sockets = match server::bind_all(&config, worker_count) {
-        Ok(s) => s,
-        Err(server::RunError(e)) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    let confinement = match confine(&config, account) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {}: {e}", config.path.display());
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    // Connections are accepted and run on the workers (one per CPU, see
-    // `workers`); the main runtime keeps the admin endpoint, reloads,
-    // stapling and signals. Both start after the sandbox, so every thread
-    // is inside it.
-    let workers = match crate::workers::Workers::start_n(worker_count) {
-        Ok(w) => std::sync::Arc::new(w),
-        Err(e) => {
-            eprintln!("error: cannot start the connection workers: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
-    let result = runtime.block_on(server::run(
-        config,
-        prepared,
-        sockets,
-        confinement,
-        workers.clone(),
-    ));
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    // Connections still open after the drain deadline are dropped here.
-    if let Ok(workers) = std::sync::Arc::try_unwrap(workers) {
-        workers.shutdown();
-    }
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(server::RunError(e)) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
 }

@@ -66,7 +66,7 @@ fn check_process(path: &Path, config: &Config, errors: &mut Vec<ConfigError>) {
                     config.log.level
                 ),
             )
-            .hint("filter by target or span name instead, e.g. info,moat::listener=debug"),
+            .hint("filter by target or span name instead, e.g. info,moat::conn=debug"),
         );
     } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(&config.log.level) {
         errors.push(

@@ -1,3 +1,8 @@
+//! Admission: whether a new connection may start at all, decided before
+//! any work is done for it. Three limits apply, in this order: the
+//! listener's `max_connections` (a semaphore), the per-source-address
+//! limits, and, when the handshake starts, `limits.max_handshakes`.
+//!
 //! Per-source-address admission: how many connections one address may have
 //! open, and how fast it may open new ones.
 //!
@@ -18,6 +23,69 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::reasons::RejectReason;
+use crate::config::ListenerConfig;
+
+/// A listener's admission limits.
+#[derive(Debug)]
+pub struct Admission {
+    slots: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+    handshakes: Arc<Semaphore>,
+}
+
+/// What an admitted connection holds until it ends: its slot of
+/// `max_connections` and of its source address.
+#[derive(Debug)]
+pub struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    _ip: IpSlot,
+}
+
+impl Admission {
+    /// The limits of `listener`.
+    pub fn new(listener: &ListenerConfig) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(listener.max_connections)),
+            per_ip: Arc::new(PerIp::new(PerIpLimits {
+                connections: listener.limits.per_ip_connections,
+                rate: listener.limits.per_ip_rate,
+            })),
+            handshakes: Arc::new(Semaphore::new(listener.limits.max_handshakes)),
+        }
+    }
+
+    /// Admits a connection from `ip` at `now`, or says why not.
+    pub fn admit(&self, ip: IpAddr, now: Instant) -> Result<Admitted, RejectReason> {
+        let slot = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| RejectReason::MaxConnections)?;
+        let ip = self.per_ip.admit(ip, now).map_err(Refusal::reason)?;
+        Ok(Admitted {
+            _slot: slot,
+            _ip: ip,
+        })
+    }
+
+    /// A slot among the handshakes in progress, held until the handshake
+    /// ends.
+    pub fn handshake(&self) -> Result<OwnedSemaphorePermit, RejectReason> {
+        self.handshakes
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| RejectReason::HandshakeLimit)
+    }
+
+    /// Forgets per-address entries with nothing open and a full bucket.
+    pub fn sweep(&self, now: Instant) {
+        self.per_ip.sweep(now);
+    }
+}
 
 /// Most addresses tracked at once.
 const MAX_TRACKED: usize = 200_000;
@@ -50,10 +118,10 @@ pub enum Refusal {
 
 impl Refusal {
     /// The metric label.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> RejectReason {
         match self {
-            Self::TooManyConnections => "per_ip_connections",
-            Self::TooFast => "per_ip_rate",
+            Self::TooManyConnections => RejectReason::PerIpConnections,
+            Self::TooFast => RejectReason::PerIpRate,
         }
     }
 }
@@ -161,6 +229,7 @@ impl PerIp {
     }
 
     /// Addresses tracked now.
+    #[cfg(test)]
     pub fn tracked(&self) -> usize {
         self.table.lock().map(|t| t.len()).unwrap_or(0)
     }

@@ -13,8 +13,6 @@
 //! private network, as it has no authentication.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -26,113 +24,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::listener::ListenerShared;
+use super::health::Health;
+use super::reload::{self, ReloadHandle, ReloadOutcome, Trigger};
+use crate::conn::Context;
 use crate::metrics::Metrics;
-use crate::reload::{self, Outcome, ReloadHandle, Trigger};
 use crate::tls::certs::{rfc3339, unix, CertInfo};
-
-/// Where `moat healthcheck` asks: an address and a path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthTarget {
-    /// The admin endpoint's address.
-    pub addr: SocketAddr,
-    /// The path to GET.
-    pub path: String,
-}
-
-impl HealthTarget {
-    /// `/healthz` on the admin listener; a wildcard address is asked on
-    /// loopback.
-    pub fn for_listen(listen: SocketAddr) -> Self {
-        let ip = match listen.ip() {
-            std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
-            ip => ip,
-        };
-        Self {
-            addr: SocketAddr::new(ip, listen.port()),
-            path: "/healthz".into(),
-        }
-    }
-
-    /// Parses `http://HOST:PORT/PATH` (an IP address; no TLS, no names).
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/healthz"),
-        };
-        let addr = authority.parse().map_err(|_| {
-            format!("{url:?}: the host must be an IP address and port, e.g. 127.0.0.1:9090")
-        })?;
-        Ok(Self {
-            addr,
-            path: path.to_string(),
-        })
-    }
-
-    /// GETs the path; `Ok` on a 2xx answer.
-    pub fn check(&self, timeout: std::time::Duration) -> Result<(), String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect_timeout(&self.addr, timeout)
-            .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
-        let _ = s.set_read_timeout(Some(timeout));
-        let _ = s.set_write_timeout(Some(timeout));
-        write!(
-            s,
-            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.path, self.addr
-        )
-        .map_err(|e| format!("cannot send the request: {e}"))?;
-        let mut head = [0u8; 32];
-        let n = s.read(&mut head).map_err(|e| format!("no answer: {e}"))?;
-        let line = String::from_utf8_lossy(&head[..n]);
-        let status = line.split(' ').nth(1).unwrap_or("");
-        if status.starts_with('2') {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} answered {:?}",
-                self.path,
-                line.lines().next().unwrap_or("")
-            ))
-        }
-    }
-}
-
-/// Process health as the admin endpoint reports it: ready once serving and
-/// not draining, and while no listener has lost its backend (when
-/// `unready_after_backend_failures` is set).
-#[derive(Debug, Default)]
-pub struct Health {
-    ready: AtomicBool,
-    backends_down: std::sync::atomic::AtomicUsize,
-}
-
-impl Health {
-    /// Marks the process ready or not.
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::SeqCst);
-    }
-
-    /// Whether the process is ready.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && self.backends_down.load(Ordering::SeqCst) == 0
-    }
-
-    /// A listener's backend went down (`true`) or came back (`false`).
-    pub fn backend_down(&self, down: bool) {
-        if down {
-            self.backends_down.fetch_add(1, Ordering::SeqCst);
-        } else {
-            let _ = self
-                .backends_down
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        }
-    }
-}
 
 /// What the handlers read.
 pub struct AdminState {
@@ -141,7 +37,7 @@ pub struct AdminState {
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// The listeners, for `/certificates`.
-    pub listeners: Vec<Arc<ListenerShared>>,
+    pub listeners: Vec<Arc<Context>>,
     /// For `POST /reload`.
     pub reloader: ReloadHandle,
 }
@@ -178,7 +74,7 @@ fn cert_json(c: &CertInfo, now: i64) -> serde_json::Value {
 }
 
 /// The body of `GET /certificates`.
-pub fn certificates_json(listeners: &[Arc<ListenerShared>]) -> serde_json::Value {
+pub fn certificates_json(listeners: &[Arc<Context>]) -> serde_json::Value {
     let now = unix(std::time::SystemTime::now());
     let listeners: Vec<_> = listeners
         .iter()
@@ -209,16 +105,16 @@ pub fn certificates_json(listeners: &[Arc<ListenerShared>]) -> serde_json::Value
 }
 
 /// The body of `POST /reload`.
-pub fn reload_json(outcomes: &[(String, Outcome)]) -> serde_json::Value {
+pub fn reload_json(outcomes: &[(String, ReloadOutcome)]) -> serde_json::Value {
     let listeners: Vec<_> = outcomes
         .iter()
         .map(|(name, o)| match o {
-            Outcome::Reloaded { serial } => {
+            ReloadOutcome::Reloaded { serial } => {
                 serde_json::json!({ "name": name, "outcome": "reloaded", "serial": serial })
             }
-            Outcome::Unchanged => serde_json::json!({ "name": name, "outcome": "unchanged" }),
-            Outcome::StillFailing => serde_json::json!({ "name": name, "outcome": "failed" }),
-            Outcome::Failed(e) => serde_json::json!({
+            ReloadOutcome::Unchanged => serde_json::json!({ "name": name, "outcome": "unchanged" }),
+            ReloadOutcome::StillFailing => serde_json::json!({ "name": name, "outcome": "failed" }),
+            ReloadOutcome::Failed(e) => serde_json::json!({
                 "name": name,
                 "outcome": "failed",
                 "file": e.file.display().to_string(),

@@ -18,6 +18,7 @@ use moat_stapling::{
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ListenerConfig, Stapling};
+use crate::metrics::labels::{StapleLabels, StapleResultLabels, StapleStatusLabels};
 use crate::metrics::Metrics;
 use crate::tls::ListenerTls;
 
@@ -90,8 +91,7 @@ struct MetricsObserver {
 
 impl StapleObserver for MetricsObserver {
     fn staple_changed(&self, status: &StapleStatus) {
-        self.metrics
-            .set_staple(&self.listener, &self.certificate, status);
+        set_staple(&self.metrics, &self.listener, &self.certificate, status);
     }
 
     fn refresh_result(&self, _name: &str, result: Result<(), &RefreshError>) {
@@ -99,19 +99,74 @@ impl StapleObserver for MetricsObserver {
             Ok(()) => "success",
             Err(e) => e.reason(),
         };
-        self.metrics
-            .ocsp_refresh(&self.listener, &self.certificate, label);
+        ocsp_refresh(&self.metrics, &self.listener, &self.certificate, label);
     }
 
     fn cache_write_failed(&self, name: &str, e: &std::io::Error) {
         warn!(certificate = name, error = %e, "cannot write the OCSP response cache; stapling goes on");
-        self.metrics
-            .ocsp_cache_write_failed(&self.listener, &self.certificate);
+        ocsp_cache_write_failed(&self.metrics, &self.listener, &self.certificate);
     }
 
     fn must_staple_without_staple(&self, name: &str) {
         warn!(certificate = name, "this certificate is Must-Staple but has no valid OCSP response; clients that honour Must-Staple will refuse it");
     }
+}
+
+/// Exports the stapling state of one certificate.
+fn set_staple(m: &Metrics, listener: &str, certificate: &str, status: &StapleStatus) {
+    let l = StapleLabels {
+        listener: listener.to_string(),
+        certificate: certificate.to_string(),
+    };
+    m.ocsp_stapled
+        .get_or_create_owned(&l)
+        .set(i64::from(status.staple.is_some()));
+    m.ocsp_must_staple_unmet
+        .get_or_create_owned(&l)
+        .set(i64::from(status.must_staple_unmet()));
+    let Some(staple) = &status.staple else { return };
+    let secs = crate::tls::certs::unix;
+    m.ocsp_next_update
+        .get_or_create_owned(&l)
+        .set(secs(staple.next_update()));
+    m.ocsp_this_update
+        .get_or_create_owned(&l)
+        .set(secs(staple.this_update()));
+    let current = match staple.cert_status() {
+        moat_stapling::CertStatus::Good => "good",
+        moat_stapling::CertStatus::Revoked { .. } => "revoked",
+        _ => "unknown",
+    };
+    for s in ["good", "revoked", "unknown"] {
+        m.ocsp_status
+            .get_or_create_owned(&StapleStatusLabels {
+                listener: listener.to_string(),
+                certificate: certificate.to_string(),
+                status: s.to_string(),
+            })
+            .set(i64::from(s == current));
+    }
+}
+
+/// Counts an OCSP refresh by result.
+fn ocsp_refresh(m: &Metrics, listener: &str, certificate: &str, result: &str) {
+    m.ocsp_refreshes
+        .get_or_create_owned(&StapleResultLabels {
+            listener: listener.to_string(),
+            certificate: certificate.to_string(),
+            result: result.to_string(),
+        })
+        .inc();
+}
+
+/// Counts a failed OCSP cache write.
+fn ocsp_cache_write_failed(m: &Metrics, listener: &str, certificate: &str) {
+    m.ocsp_cache_write_failures
+        .get_or_create_owned(&StapleLabels {
+            listener: listener.to_string(),
+            certificate: certificate.to_string(),
+        })
+        .inc();
 }
 
 /// Starts, keeps or replaces the stapling task of every certificate of a

@@ -1,22 +1,10 @@
-//! MQTT awareness: a listener with an `mqtt:` section inspects the traffic.
+//! The CONNECT phase of an MQTT-aware connection, decided before the
+//! broker is even connected: the first packet must be a CONNECT, its
+//! client id must fit the device's certificate identity, the username the
+//! broker sees may become that identity, the will topic must pass the
+//! ACL, and the client's ACL is resolved once for the session.
 //!
-//! The session has two phases:
-//!
-//! 1. **CONNECT.** The first packet must be a CONNECT, within
-//!    `connect_timeout`. [`decide_connect`] checks it against the device's
-//!    certificate identity (client id binding), rewrites the username when
-//!    the broker should see the identity, checks the will topic against the
-//!    ACL, and resolves the client's ACL once. Only then is the broker
-//!    connected; if it cannot be reached, the client gets CONNACK "server
-//!    unavailable" rather than a bare close.
-//! 2. **Packets.** The [`relay`] runs the [`guard`] on every packet in both
-//!    directions.
-//!
-//! The scanning itself is `moat-mqtt`'s: zero-copy, no payload is copied.
-
-pub mod acl;
-pub mod guard;
-pub mod relay;
+//! Pure logic: bytes and settings in, a decision out.
 
 use std::sync::Arc;
 
@@ -24,36 +12,38 @@ use moat_mqtt::{
     ack, rewrite_connect, Connect, Error as MqttError, FixedHeader, PacketType, ProtocolVersion,
 };
 
+use super::acl::{ClientAcl, Subject};
+use super::packets::{GuardCounters, PacketGuard, MAX_BUFFERED_PACKET};
 use crate::config::{ClientIdPolicy, IdentitySource, MqttConfig, UsernamePolicy};
+use crate::metrics::reason::reasons;
 use crate::tls::allow::DeviceFacts;
-use acl::{ClientAcl, Subject};
-use guard::{GuardCounters, Session, MAX_BUFFERED_PACKET};
 
-/// Every reason a CONNECT is refused (a metric label).
-pub const CONNECT_REJECT_REASONS: &[&str] = &[
-    "not_connect",
-    "connect_timeout",
-    "malformed",
-    "unsupported_protocol",
-    "packet_too_large",
-    "no_identity",
-    "client_id_mismatch",
-    "will_denied",
-    "backend_unavailable",
-    "client_closed",
-];
-
-/// Every reason the guard closes a connection after CONNECT (a label).
-pub const SESSION_CLOSE_REASONS: &[&str] = &[
-    "malformed_packet",
-    "packet_too_large",
-    "second_connect",
-    "publish_denied",
-    "subscribe_denied",
-    "topic_alias_invalid",
-    "topic_alias_quota",
-    "too_many_pending",
-];
+reasons! {
+    /// Why a connection was refused at its CONNECT
+    /// (`moat_mqtt_connect_rejected_total`).
+    pub enum ConnectRefusal {
+        /// The first packet is not a CONNECT.
+        NotConnect => "not_connect",
+        /// No CONNECT within `connect_timeout`.
+        ConnectTimeout => "connect_timeout",
+        /// A CONNECT that does not parse.
+        Malformed => "malformed",
+        /// A protocol level moat does not speak.
+        UnsupportedProtocol => "unsupported_protocol",
+        /// A CONNECT over `max_packet_size`.
+        PacketTooLarge => "packet_too_large",
+        /// The binding needs a certificate identity and there is none.
+        NoIdentity => "no_identity",
+        /// The client id does not fit the identity.
+        ClientIdMismatch => "client_id_mismatch",
+        /// The will topic is denied by the ACL.
+        WillDenied => "will_denied",
+        /// The broker could not be reached.
+        BackendUnavailable => "backend_unavailable",
+        /// The client went away before its CONNECT.
+        ClientClosed => "client_closed",
+    }
+}
 
 /// The device identity the configuration asks for, from its certificate.
 pub fn identity(facts: Option<&DeviceFacts>, source: IdentitySource) -> Option<String> {
@@ -68,15 +58,15 @@ pub fn identity(facts: Option<&DeviceFacts>, source: IdentitySource) -> Option<S
 
 /// How many bytes the CONNECT at the front of `buf` needs in all, once its
 /// fixed header is there; `Err` for a first packet that cannot be a CONNECT.
-pub fn connect_len(buf: &[u8], max: u32) -> Result<Option<usize>, &'static str> {
+pub fn connect_len(buf: &[u8], max: u32) -> Result<Option<usize>, ConnectRefusal> {
     match FixedHeader::parse(buf) {
         Ok(None) => Ok(None),
-        Ok(Some(h)) if h.packet_type != PacketType::Connect => Err("not_connect"),
+        Ok(Some(h)) if h.packet_type != PacketType::Connect => Err(ConnectRefusal::NotConnect),
         Ok(Some(h)) if h.exceeds(max) || h.total_len() > MAX_BUFFERED_PACKET => {
-            Err("packet_too_large")
+            Err(ConnectRefusal::PacketTooLarge)
         }
         Ok(Some(h)) => Ok(Some(h.total_len())),
-        Err(_) => Err("not_connect"),
+        Err(_) => Err(ConnectRefusal::NotConnect),
     }
 }
 
@@ -88,7 +78,7 @@ pub enum ConnectDecision {
         /// The bytes to send the broker first.
         forward: Vec<u8>,
         /// The packet-level state for the rest of the connection.
-        session: Box<Session>,
+        session: Box<PacketGuard>,
         /// The client id (for logs).
         client_id: String,
         /// The username the broker sees (for logs).
@@ -101,11 +91,11 @@ pub enum ConnectDecision {
         /// What to send the client before closing.
         reply: Vec<u8>,
         /// Why (a metric label).
-        reason: &'static str,
+        reason: ConnectRefusal,
     },
 }
 
-fn refuse(version: ProtocolVersion, code: u8, reason: &'static str) -> ConnectDecision {
+fn refuse(version: ProtocolVersion, code: u8, reason: ConnectRefusal) -> ConnectDecision {
     let mut reply = Vec::new();
     ack::connack(version, false, code, &mut reply);
     ConnectDecision::Refuse { reply, reason }
@@ -126,13 +116,13 @@ pub fn decide_connect(
             return refuse(
                 ProtocolVersion::V3_1_1,
                 ack::connack_v3::UNACCEPTABLE_PROTOCOL_VERSION,
-                "unsupported_protocol",
+                ConnectRefusal::UnsupportedProtocol,
             );
         }
         Err(_) => {
             return ConnectDecision::Refuse {
                 reply: Vec::new(),
-                reason: "malformed",
+                reason: ConnectRefusal::Malformed,
             }
         }
     };
@@ -141,7 +131,7 @@ pub fn decide_connect(
     let needs_identity =
         config.client_id != ClientIdPolicy::Any || config.username == UsernamePolicy::Identity;
     if needs_identity && identity.is_none() {
-        return refuse(v, not_authorized, "no_identity");
+        return refuse(v, not_authorized, ConnectRefusal::NoIdentity);
     }
     let id = identity.unwrap_or("");
     let client_id_ok = match config.client_id {
@@ -155,7 +145,7 @@ pub fn decide_connect(
             identity = id,
             "client id does not match the certificate identity"
         );
-        return refuse(v, not_authorized, "client_id_mismatch");
+        return refuse(v, not_authorized, ConnectRefusal::ClientIdMismatch);
     }
     let (forward, username) = match config.username {
         UsernamePolicy::Passthrough => (packet.to_vec(), connect.username.map(str::to_string)),
@@ -164,7 +154,7 @@ pub fn decide_connect(
             if rewrite_connect(packet, &connect, Some(id), true, &mut out).is_err() {
                 return ConnectDecision::Refuse {
                     reply: Vec::new(),
-                    reason: "malformed",
+                    reason: ConnectRefusal::Malformed,
                 };
             }
             (out, Some(id.to_string()))
@@ -184,12 +174,12 @@ pub fn decide_connect(
     if let Some(will) = &connect.will {
         if !acl.may_publish(will.topic) {
             tracing::info!(topic = will.topic, "will topic denied by the topic ACL");
-            return refuse(v, not_authorized, "will_denied");
+            return refuse(v, not_authorized, ConnectRefusal::WillDenied);
         }
     }
     ConnectDecision::Accept {
         forward,
-        session: Box::new(Session::new(
+        session: Box::new(PacketGuard::new(
             v,
             acl,
             config.on_deny,
@@ -257,7 +247,7 @@ mod tests {
         else {
             panic!("mismatch must be refused")
         };
-        assert_eq!(reason, "client_id_mismatch");
+        assert_eq!(reason, ConnectRefusal::ClientIdMismatch);
         assert_eq!(reply, [0x20, 0x02, 0x00, 0x05]);
         assert!(matches!(
             decide("client_id: prefixed_by_identity", Some("dev")),
@@ -268,7 +258,7 @@ mod tests {
         else {
             panic!("no identity")
         };
-        assert_eq!(reason, "no_identity");
+        assert_eq!(reason, ConnectRefusal::NoIdentity);
     }
 
     #[test]
@@ -288,11 +278,20 @@ mod tests {
 
     #[test]
     fn first_packet_must_be_connect() {
-        assert_eq!(connect_len(&[0x30, 0x00], 1000), Err("not_connect"));
+        assert_eq!(
+            connect_len(&[0x30, 0x00], 1000),
+            Err(ConnectRefusal::NotConnect)
+        );
         assert_eq!(connect_len(&[0x10], 1000), Ok(None));
         assert_eq!(connect_len(CONNECT_311, 1000), Ok(Some(CONNECT_311.len())));
-        assert_eq!(connect_len(CONNECT_311, 10), Err("packet_too_large"));
-        assert_eq!(connect_len(b"GET / HTTP/1.1", 1000), Err("not_connect"));
+        assert_eq!(
+            connect_len(CONNECT_311, 10),
+            Err(ConnectRefusal::PacketTooLarge)
+        );
+        assert_eq!(
+            connect_len(b"GET / HTTP/1.1", 1000),
+            Err(ConnectRefusal::NotConnect)
+        );
     }
 
     #[test]

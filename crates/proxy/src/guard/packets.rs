@@ -6,7 +6,7 @@
 //! PUBLISH is decided on its variable header, and its payload then streams
 //! through (or is skipped) as it arrives. Replies the proxy itself owes the
 //! client (PUBACK/PUBREC for a denied publish, SUBACK for denied filters,
-//! DISCONNECT) are queued in [`Session::to_client`] and written by the relay
+//! DISCONNECT) are queued in [`PacketGuard::to_client`] and written by the relay
 //! between two packets of the broker's stream, never inside one.
 //!
 //! Pure logic: no I/O. Counters are atomics handed in by the caller.
@@ -21,6 +21,30 @@ use prometheus_client::metrics::counter::Counter;
 
 use super::acl::ClientAcl;
 use crate::config::OnDeny;
+use crate::metrics::reason::reasons;
+
+reasons! {
+    /// Why the guard closed a session after its CONNECT
+    /// (`moat_mqtt_sessions_closed_total`).
+    pub enum SessionClose {
+        /// A packet that does not parse.
+        MalformedPacket => "malformed_packet",
+        /// A packet over `max_packet_size`, or too large to decide on.
+        PacketTooLarge => "packet_too_large",
+        /// A second CONNECT.
+        SecondConnect => "second_connect",
+        /// A PUBLISH denied by the ACL, with `on_deny: disconnect`.
+        PublishDenied => "publish_denied",
+        /// A SUBSCRIBE denied by the ACL, with `on_deny: disconnect`.
+        SubscribeDenied => "subscribe_denied",
+        /// A topic alias that was never set.
+        TopicAliasInvalid => "topic_alias_invalid",
+        /// Topic aliases over the memory the guard keeps for them.
+        TopicAliasQuota => "topic_alias_quota",
+        /// Too many denied QoS 2 publishes or partial SUBSCRIBEs pending.
+        TooManyPending => "too_many_pending",
+    }
+}
 
 /// Largest control packet (CONNECT, SUBSCRIBE, ...) or PUBLISH variable
 /// header the guard will buffer to decide on it.
@@ -49,9 +73,9 @@ pub enum Step {
     },
     /// Not enough bytes to decide; read more, keeping these.
     NeedMore,
-    /// End the connection after writing [`Session::to_client`], for this
-    /// reason (a metric label).
-    Close(&'static str),
+    /// End the connection after writing [`PacketGuard::to_client`], for this
+    /// reason.
+    Close(SessionClose),
 }
 
 /// Counters the guard updates.
@@ -72,7 +96,7 @@ struct PendingSuback {
 }
 
 /// The state of one MQTT connection after its CONNECT was accepted.
-pub struct Session {
+pub struct PacketGuard {
     version: ProtocolVersion,
     acl: ClientAcl,
     on_deny: OnDeny,
@@ -90,7 +114,7 @@ pub struct Session {
     pub to_client: Vec<u8>,
 }
 
-impl Session {
+impl PacketGuard {
     /// A session for a client whose CONNECT was accepted.
     pub fn new(
         version: ProtocolVersion,
@@ -127,7 +151,7 @@ impl Session {
     }
 
     /// Closes with a v5 DISCONNECT carrying `code` (v3 has none).
-    fn disconnect(&mut self, code: u8, reason: &'static str) -> Step {
+    fn disconnect(&mut self, code: u8, reason: SessionClose) -> Step {
         ack::disconnect(self.version, code, &mut self.to_client);
         Step::Close(reason)
     }
@@ -158,11 +182,14 @@ impl Session {
         let header = match FixedHeader::parse(input) {
             Ok(Some(h)) => h,
             Ok(None) => return Step::NeedMore,
-            Err(_) => return self.disconnect(ack::reason::MALFORMED_PACKET, "malformed_packet"),
+            Err(_) => {
+                return self
+                    .disconnect(ack::reason::MALFORMED_PACKET, SessionClose::MalformedPacket)
+            }
         };
         let total = header.total_len();
         if header.exceeds(self.max_packet_size) {
-            return self.disconnect(ack::reason::PACKET_TOO_LARGE, "packet_too_large");
+            return self.disconnect(ack::reason::PACKET_TOO_LARGE, SessionClose::PacketTooLarge);
         }
         match header.packet_type {
             PacketType::Publish => self.publish(input, total),
@@ -190,7 +217,9 @@ impl Session {
                     None => self.start_packet(true, total, input.len()),
                 }
             }
-            PacketType::Connect => self.disconnect(ack::reason::PROTOCOL_ERROR, "second_connect"),
+            PacketType::Connect => {
+                self.disconnect(ack::reason::PROTOCOL_ERROR, SessionClose::SecondConnect)
+            }
             _ => self.start_packet(true, total, input.len()),
         }
     }
@@ -199,17 +228,21 @@ impl Session {
         let p = match Publish::parse_prefix(input, self.version) {
             Ok(Some(p)) => p,
             Ok(None) if input.len() >= MAX_BUFFERED_PACKET => {
-                return self.disconnect(ack::reason::PACKET_TOO_LARGE, "packet_too_large")
+                return self.disconnect(ack::reason::PACKET_TOO_LARGE, SessionClose::PacketTooLarge)
             }
             Ok(None) => return Step::NeedMore,
-            Err(_) => return self.disconnect(ack::reason::MALFORMED_PACKET, "malformed_packet"),
+            Err(_) => {
+                return self
+                    .disconnect(ack::reason::MALFORMED_PACKET, SessionClose::MalformedPacket)
+            }
         };
         // MQTT 5 topic aliases: remember name-and-alias, resolve alias-only.
         let topic: &str = match (p.topic.is_empty(), p.topic_alias) {
             (false, Some(alias)) => {
                 let old = self.aliases.get(&alias).map_or(0, String::len);
                 if self.alias_bytes - old + p.topic.len() > MAX_ALIAS_BYTES {
-                    return self.disconnect(ack::reason::QUOTA_EXCEEDED, "topic_alias_quota");
+                    return self
+                        .disconnect(ack::reason::QUOTA_EXCEEDED, SessionClose::TopicAliasQuota);
                 }
                 self.alias_bytes = self.alias_bytes - old + p.topic.len();
                 self.aliases.insert(alias, p.topic.to_string());
@@ -219,11 +252,14 @@ impl Session {
             (true, Some(alias)) => match self.aliases.get(&alias) {
                 Some(t) => t.as_str(),
                 None => {
-                    return self.disconnect(ack::reason::TOPIC_ALIAS_INVALID, "topic_alias_invalid")
+                    return self.disconnect(
+                        ack::reason::TOPIC_ALIAS_INVALID,
+                        SessionClose::TopicAliasInvalid,
+                    )
                 }
             },
             (true, None) => {
-                return self.disconnect(ack::reason::PROTOCOL_ERROR, "malformed_packet")
+                return self.disconnect(ack::reason::PROTOCOL_ERROR, SessionClose::MalformedPacket)
             }
         };
         if self.acl.may_publish(topic) {
@@ -232,7 +268,7 @@ impl Session {
         self.counters.publish_denied.inc();
         tracing::info!(topic, qos = ?p.qos, "publish denied by the topic ACL");
         if self.on_deny == OnDeny::Disconnect {
-            return self.disconnect(ack::reason::NOT_AUTHORIZED, "publish_denied");
+            return self.disconnect(ack::reason::NOT_AUTHORIZED, SessionClose::PublishDenied);
         }
         // Mosquitto's semantics: the publish is dropped, but acknowledged so
         // the client does not retry it forever.
@@ -251,8 +287,10 @@ impl Session {
                 // client goes on with PUBREL, which we answer.
                 if !self.version.is_v5() {
                     if self.qos2_denied.len() >= MAX_PENDING {
-                        return self
-                            .disconnect(ack::reason::RECEIVE_MAXIMUM_EXCEEDED, "too_many_pending");
+                        return self.disconnect(
+                            ack::reason::RECEIVE_MAXIMUM_EXCEEDED,
+                            SessionClose::TooManyPending,
+                        );
                     }
                     self.qos2_denied.push(id);
                 }
@@ -264,7 +302,7 @@ impl Session {
 
     fn subscribe(&mut self, input: &[u8], total: usize) -> Step {
         if total > MAX_BUFFERED_PACKET {
-            return self.disconnect(ack::reason::PACKET_TOO_LARGE, "packet_too_large");
+            return self.disconnect(ack::reason::PACKET_TOO_LARGE, SessionClose::PacketTooLarge);
         }
         if input.len() < total {
             return Step::NeedMore;
@@ -272,7 +310,10 @@ impl Session {
         let packet = &input[..total];
         let sub = match Subscribe::parse(packet, self.version) {
             Ok(s) => s,
-            Err(_) => return self.disconnect(ack::reason::MALFORMED_PACKET, "malformed_packet"),
+            Err(_) => {
+                return self
+                    .disconnect(ack::reason::MALFORMED_PACKET, SessionClose::MalformedPacket)
+            }
         };
         let mut codes: Vec<Option<u8>> = Vec::with_capacity(sub.count);
         let denied_code = if self.version.is_v5() {
@@ -294,7 +335,7 @@ impl Session {
             return Step::Forward(total);
         }
         if self.on_deny == OnDeny::Disconnect {
-            return self.disconnect(ack::reason::NOT_AUTHORIZED, "subscribe_denied");
+            return self.disconnect(ack::reason::NOT_AUTHORIZED, SessionClose::SubscribeDenied);
         }
         if denied == codes.len() {
             let all: Vec<u8> = codes.iter().map(|c| c.unwrap_or(denied_code)).collect();
@@ -303,7 +344,10 @@ impl Session {
             return Step::Skip(total);
         }
         if self.subacks.len() >= MAX_PENDING {
-            return self.disconnect(ack::reason::RECEIVE_MAXIMUM_EXCEEDED, "too_many_pending");
+            return self.disconnect(
+                ack::reason::RECEIVE_MAXIMUM_EXCEEDED,
+                SessionClose::TooManyPending,
+            );
         }
         // Forward only the allowed filters; merge the broker's SUBACK later.
         let mut body = Vec::with_capacity(total);
@@ -350,7 +394,7 @@ impl Session {
         if header.packet_type == PacketType::Suback && !self.subacks.is_empty() {
             if input.len() < total {
                 return if total > MAX_BUFFERED_PACKET {
-                    Step::Close("packet_too_large")
+                    Step::Close(SessionClose::PacketTooLarge)
                 } else {
                     Step::NeedMore
                 };
@@ -396,7 +440,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::acl::{AclRule, Subject};
+    use crate::guard::acl::{AclRule, Subject};
 
     fn acl() -> ClientAcl {
         let rule = AclRule {
@@ -414,8 +458,8 @@ mod tests {
         )
     }
 
-    fn session(v: ProtocolVersion, on_deny: OnDeny) -> Session {
-        Session::new(
+    fn session(v: ProtocolVersion, on_deny: OnDeny) -> PacketGuard {
+        PacketGuard::new(
             v,
             acl(),
             on_deny,
@@ -502,7 +546,7 @@ mod tests {
     fn denial_can_disconnect_instead() {
         let mut s = session(ProtocolVersion::V5, OnDeny::Disconnect);
         let p = publish("other/x", 0, 0, b"x", true);
-        assert_eq!(s.upstream(&p), Step::Close("publish_denied"));
+        assert_eq!(s.upstream(&p), Step::Close(SessionClose::PublishDenied));
         assert_eq!(s.to_client, [0xe0, 0x01, 0x87]);
     }
 
@@ -554,7 +598,7 @@ mod tests {
 
     #[test]
     fn oversize_packets_are_refused_before_buffering() {
-        let mut s = Session::new(
+        let mut s = PacketGuard::new(
             ProtocolVersion::V5,
             acl(),
             OnDeny::Acknowledge,
@@ -562,9 +606,12 @@ mod tests {
             Arc::new(GuardCounters::default()),
         );
         let p = publish("devices/d1/t", 0, 0, &[0u8; 2000], true);
-        assert_eq!(s.upstream(&p[..10]), Step::Close("packet_too_large"));
+        assert_eq!(
+            s.upstream(&p[..10]),
+            Step::Close(SessionClose::PacketTooLarge)
+        );
         assert_eq!(s.to_client, [0xe0, 0x01, 0x95]);
-        let mut s = Session::new(
+        let mut s = PacketGuard::new(
             ProtocolVersion::V3_1_1,
             acl(),
             OnDeny::Acknowledge,
@@ -573,7 +620,7 @@ mod tests {
         );
         assert_eq!(
             s.upstream(&publish("devices/d1/t", 0, 0, &[0u8; 2000], false)),
-            Step::Close("packet_too_large")
+            Step::Close(SessionClose::PacketTooLarge)
         );
         assert!(
             s.to_client.is_empty(),
@@ -609,7 +656,7 @@ mod tests {
             "alias of a denied topic stays denied"
         );
         let p = with_alias("", 9);
-        assert_eq!(s.upstream(&p), Step::Close("topic_alias_invalid"));
+        assert_eq!(s.upstream(&p), Step::Close(SessionClose::TopicAliasInvalid));
     }
 
     #[test]
@@ -617,11 +664,14 @@ mod tests {
         let mut s = session(ProtocolVersion::V3_1_1, OnDeny::Acknowledge);
         assert_eq!(s.upstream(&[0xc0, 0x00]), Step::Forward(2));
         assert_eq!(s.upstream(&[0x30]), Step::NeedMore);
-        assert_eq!(s.upstream(&[0x10, 0x00]), Step::Close("second_connect"));
+        assert_eq!(
+            s.upstream(&[0x10, 0x00]),
+            Step::Close(SessionClose::SecondConnect)
+        );
         let mut s = session(ProtocolVersion::V3_1_1, OnDeny::Acknowledge);
         assert_eq!(
             s.upstream(&[0xff, 0xff, 0xff, 0xff, 0xff]),
-            Step::Close("malformed_packet")
+            Step::Close(SessionClose::MalformedPacket)
         );
     }
 }

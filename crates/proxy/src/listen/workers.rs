@@ -8,7 +8,7 @@
 //! fleet's small messages that was about a fifth of moat's CPU
 //! (docs/benchmarks.md, "What moved the numbers"). Here, as in nginx's
 //! worker processes, every worker has its own listening socket of each
-//! listener (`SO_REUSEPORT`, see `listener::bind_group`): the kernel spreads
+//! listener (`SO_REUSEPORT`, see `socket::bind_group`): the kernel spreads
 //! new connections over the workers, and a connection stays on the thread
 //! that accepted it, with its I/O, its timers and the per-thread buffer
 //! pools all local. No socket is handed between threads. The main runtime
@@ -66,11 +66,6 @@ impl Workers {
     /// How many workers run.
     pub fn len(&self) -> usize {
         self.workers.len()
-    }
-
-    /// Whether there are no workers (never, once started).
-    pub fn is_empty(&self) -> bool {
-        self.workers.is_empty()
     }
 
     /// Runs `task` on worker `index` (modulo the number of workers). What

@@ -86,7 +86,7 @@ pub fn runtime_paths(config: &ValidConfig) -> (Vec<PathBuf>, Vec<PathBuf>) {
 pub fn plan(files: &[PathBuf], write_dirs: &[PathBuf]) -> Plan {
     let mut read = BTreeSet::new();
     for f in files {
-        for hop in crate::reload::resolution_hops(f) {
+        for hop in crate::control::reload::resolution_hops(f) {
             if let Some(d) = hop.parent() {
                 read.insert(d.to_path_buf());
             }
@@ -100,7 +100,7 @@ pub fn plan(files: &[PathBuf], write_dirs: &[PathBuf]) -> Plan {
 
 /// How the sandbox came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Landlock {
     /// Not asked for.
     Off,
     /// Every requested restriction is in force.
@@ -111,18 +111,18 @@ pub enum Outcome {
     Unsupported,
 }
 
-impl Outcome {
+impl Landlock {
     /// Whether the kernel restricts file access.
     pub fn enforced(self) -> bool {
-        matches!(self, Outcome::Enforced | Outcome::Partial)
+        matches!(self, Landlock::Enforced | Landlock::Partial)
     }
 }
 
 /// Applies the sandbox as `mode` asks. Cache directories that do not exist
 /// are created first (rules can only name existing paths).
-pub fn apply(mode: LandlockMode, plan: &Plan) -> Result<Outcome, String> {
+pub fn apply(mode: LandlockMode, plan: &Plan) -> Result<Landlock, String> {
     if mode == LandlockMode::Off {
-        return Ok(Outcome::Off);
+        return Ok(Landlock::Off);
     }
     for d in &plan.write {
         if let Err(e) = std::fs::create_dir_all(d) {
@@ -145,19 +145,19 @@ pub fn apply(mode: LandlockMode, plan: &Plan) -> Result<Outcome, String> {
     // is the same as a kernel without Landlock.
     let (outcome, why) = match result {
         Ok(status) => match status.ruleset {
-            RulesetStatus::FullyEnforced => (Outcome::Enforced, String::new()),
-            RulesetStatus::PartiallyEnforced => (Outcome::Partial, String::new()),
+            RulesetStatus::FullyEnforced => (Landlock::Enforced, String::new()),
+            RulesetStatus::PartiallyEnforced => (Landlock::Partial, String::new()),
             RulesetStatus::NotEnforced => (
-                Outcome::Unsupported,
+                Landlock::Unsupported,
                 "this kernel does not enforce Landlock".to_string(),
             ),
         },
         Err(e) => (
-            Outcome::Unsupported,
+            Landlock::Unsupported,
             format!("the Landlock calls failed: {e}"),
         ),
     };
-    if outcome == Outcome::Unsupported {
+    if outcome == Landlock::Unsupported {
         if mode == LandlockMode::Required {
             return Err(format!("sandbox.landlock: required, but {why}\n  hint: use Linux 5.13 or later with landlock in the lsm= boot parameter (and allow the landlock_* system calls in any seccomp filter), or set sandbox.landlock: best_effort"));
         }

@@ -1,5 +1,5 @@
-//! The MQTT-aware relay: the byte pump of `crate::relay`, with the guard
-//! deciding on every packet.
+//! The MQTT pump: the byte pump's directions, with the guard deciding on
+//! every packet.
 //!
 //! Each direction reads into a pooled buffer only while bytes move, exactly
 //! like the opaque relay, so an idle connection holds no buffer. The guard
@@ -21,11 +21,12 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::guard::{Session, Step, MAX_BUFFERED_PACKET};
+use super::direction::{totals, Direction, Totals, BUF_SIZE};
+use super::idle::Traffic;
+use crate::guard::packets::{PacketGuard, SessionClose, Step, MAX_BUFFERED_PACKET};
 use crate::pool::PollReadable;
-use crate::relay::{give_buffer, take_buffer, Totals, BUF_SIZE};
 
 /// How many bytes of the proxy's own packets may wait for the client before
 /// the relay stops reading the client.
@@ -37,11 +38,11 @@ pub enum End {
     /// Both sides finished.
     Finished(Totals),
     /// The guard closed the connection, for this reason.
-    Closed(&'static str, Totals),
+    Closed(SessionClose, Totals),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dir {
+enum Way {
     Up,
     Down,
 }
@@ -60,55 +61,53 @@ enum Out {
     },
 }
 
+/// Where one direction stands after a poll.
+enum Flow {
+    /// Up waits for Down to write the replies the guard owes the client.
+    Blocked,
+    /// The direction is over.
+    Done,
+    /// The guard ends the session.
+    Close(SessionClose),
+}
+
+/// What the guard made of the input at hand.
+enum Decided {
+    /// Output was queued or input consumed: go round again.
+    Again,
+    /// Read more.
+    NeedInput,
+    /// The guard ends the session.
+    Close(SessionClose),
+}
+
+/// One direction of the MQTT pump: `buf[start..end]` is read and not yet
+/// decided on, unless `carry` holds the undecided bytes instead.
 struct Filter {
-    dir: Dir,
-    buf: Option<Box<[u8]>>,
+    way: Way,
+    dir: Direction,
     start: usize,
     end: usize,
     carry: Vec<u8>,
     out: Out,
-    read_done: bool,
-    need_flush: bool,
-    done: bool,
-    bytes: u64,
-    counter: Counter,
-}
-
-enum Progress {
-    Pending,
-    Done,
-    Close(&'static str),
 }
 
 impl Filter {
-    fn new(dir: Dir, counter: Counter, initial: Vec<u8>) -> Self {
+    fn new(way: Way, counter: Counter, initial: Vec<u8>) -> Self {
         Self {
-            dir,
-            buf: None,
+            way,
+            dir: Direction::new(counter),
             start: 0,
             end: 0,
             carry: initial,
             out: Out::Idle,
-            read_done: false,
-            need_flush: false,
-            done: false,
-            bytes: 0,
-            counter,
         }
     }
 
     fn release(&mut self) {
-        if let Some(b) = self.buf.take() {
-            give_buffer(b);
-        }
+        self.dir.release();
         self.start = 0;
         self.end = 0;
-    }
-
-    fn sent(&mut self, n: usize) {
-        self.bytes += n as u64;
-        self.counter.inc_by(n as u64);
-        self.need_flush = true;
     }
 
     /// Writes the pending output completely.
@@ -120,7 +119,7 @@ impl Filter {
         loop {
             let chunk: &[u8] = match &self.out {
                 Out::Idle => return Poll::Ready(Ok(())),
-                Out::Buf { pos, end } => match &self.buf {
+                Out::Buf { pos, end } => match &self.dir.buf {
                     Some(b) => &b[*pos..*end],
                     None => &[],
                 },
@@ -134,24 +133,12 @@ impl Filter {
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.sent(n);
+            self.dir.sent(n);
             match &mut self.out {
                 Out::Buf { pos, .. } | Out::Owned { pos, .. } => *pos += n,
                 Out::Idle => {}
             }
         }
-    }
-
-    fn poll_flush<W: AsyncWrite + Unpin>(
-        &mut self,
-        cx: &mut Context<'_>,
-        w: &mut W,
-    ) -> Poll<io::Result<()>> {
-        if self.need_flush {
-            ready!(Pin::new(w).poll_flush(cx))?;
-            self.need_flush = false;
-        }
-        Poll::Ready(Ok(()))
     }
 
     /// Consumes `n` bytes of input (from the carry if it is in use).
@@ -166,164 +153,121 @@ impl Filter {
         }
     }
 
+    /// Lets the guard decide on the input at hand, and queues or consumes
+    /// what it says.
+    fn decide(&mut self, guard: &mut PacketGuard) -> Decided {
+        let input: &[u8] = if !self.carry.is_empty() {
+            &self.carry
+        } else {
+            match &self.dir.buf {
+                Some(b) if self.end > self.start => &b[self.start..self.end],
+                _ => return Decided::NeedInput,
+            }
+        };
+        let step = match self.way {
+            Way::Up => guard.upstream(input),
+            Way::Down => guard.downstream(input),
+        };
+        match step {
+            Step::Forward(n) => {
+                if self.carry.is_empty() {
+                    self.out = Out::Buf {
+                        pos: self.start,
+                        end: self.start + n,
+                    };
+                    self.start += n;
+                } else {
+                    let data: Vec<u8> = self.carry.drain(..n).collect();
+                    if self.carry.is_empty() {
+                        self.carry = Vec::new();
+                    }
+                    self.out = Out::Owned { data, pos: 0 };
+                }
+                Decided::Again
+            }
+            Step::Skip(n) => {
+                self.consume(n);
+                Decided::Again
+            }
+            Step::Replace { consumed, bytes } => {
+                self.consume(consumed);
+                self.out = Out::Owned {
+                    data: bytes,
+                    pos: 0,
+                };
+                Decided::Again
+            }
+            Step::Close(reason) => Decided::Close(reason),
+            Step::NeedMore => self.keep_undecided(),
+        }
+    }
+
+    /// The guard needs more bytes than are here: keep the undecided ones
+    /// aside, so the buffer can go back to the pool while we wait.
+    fn keep_undecided(&mut self) -> Decided {
+        if self.carry.is_empty() {
+            if let Some(b) = &self.dir.buf {
+                self.carry.extend_from_slice(&b[self.start..self.end]);
+            }
+        }
+        self.release();
+        if self.carry.len() > MAX_BUFFERED_PACKET + BUF_SIZE {
+            return Decided::Close(SessionClose::PacketTooLarge);
+        }
+        if self.dir.read_done {
+            // A truncated packet at the end: nothing to decide.
+            self.carry = Vec::new();
+        }
+        Decided::NeedInput
+    }
+
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         r: &mut R,
         w: &mut W,
-        session: &mut Session,
-    ) -> Poll<io::Result<Progress>>
+        guard: &mut PacketGuard,
+    ) -> Poll<io::Result<Flow>>
     where
         R: AsyncRead + PollReadable + Unpin,
         W: AsyncWrite + Unpin,
     {
-        if self.done {
-            return Poll::Ready(Ok(Progress::Done));
+        if self.dir.done {
+            return Poll::Ready(Ok(Flow::Done));
         }
         loop {
             ready!(self.poll_out(cx, w))?;
-
-            if self.dir == Dir::Down
-                && session.at_client_boundary()
-                && !session.to_client.is_empty()
-            {
+            if self.way == Way::Down && guard.at_client_boundary() && !guard.to_client.is_empty() {
                 self.out = Out::Owned {
-                    data: std::mem::take(&mut session.to_client),
+                    data: std::mem::take(&mut guard.to_client),
                     pos: 0,
                 };
                 continue;
             }
-            if self.dir == Dir::Up && session.to_client.len() > MAX_PENDING_REPLIES {
+            if self.way == Way::Up && guard.to_client.len() > MAX_PENDING_REPLIES {
                 // Wait for the other direction to write our replies out.
-                ready!(self.poll_flush(cx, w))?;
-                return Poll::Ready(Ok(Progress::Pending));
+                ready!(self.dir.poll_flush(cx, w))?;
+                return Poll::Ready(Ok(Flow::Blocked));
             }
-
-            // Decide on what we have.
-            let have = if self.carry.is_empty() {
-                self.end - self.start
-            } else {
-                self.carry.len()
-            };
-            if have > 0 {
-                let input: &[u8] = if self.carry.is_empty() {
-                    match &self.buf {
-                        Some(b) => &b[self.start..self.end],
-                        None => &[],
-                    }
-                } else {
-                    &self.carry
-                };
-                let step = match self.dir {
-                    Dir::Up => session.upstream(input),
-                    Dir::Down => session.downstream(input),
-                };
-                match step {
-                    Step::Forward(n) => {
-                        if self.carry.is_empty() {
-                            self.out = Out::Buf {
-                                pos: self.start,
-                                end: self.start + n,
-                            };
-                            self.start += n;
-                        } else {
-                            let data: Vec<u8> = self.carry.drain(..n).collect();
-                            if self.carry.is_empty() {
-                                self.carry = Vec::new();
-                            }
-                            self.out = Out::Owned { data, pos: 0 };
-                        }
-                        continue;
-                    }
-                    Step::Skip(n) => {
-                        self.consume(n);
-                        continue;
-                    }
-                    Step::Replace { consumed, bytes } => {
-                        self.consume(consumed);
-                        self.out = Out::Owned {
-                            data: bytes,
-                            pos: 0,
-                        };
-                        continue;
-                    }
-                    Step::Close(reason) => return Poll::Ready(Ok(Progress::Close(reason))),
-                    Step::NeedMore => {
-                        if self.carry.is_empty() {
-                            // Keep the undecided bytes aside, so the buffer
-                            // can go back to the pool while we wait.
-                            if let Some(b) = &self.buf {
-                                self.carry.extend_from_slice(&b[self.start..self.end]);
-                            }
-                        }
-                        self.release();
-                        if self.carry.len() > MAX_BUFFERED_PACKET + BUF_SIZE {
-                            return Poll::Ready(Ok(Progress::Close("packet_too_large")));
-                        }
-                        if self.read_done {
-                            // A truncated packet at the end: nothing to decide.
-                            self.carry = Vec::new();
-                        }
-                    }
-                }
+            match self.decide(guard) {
+                Decided::Again => continue,
+                Decided::Close(reason) => return Poll::Ready(Ok(Flow::Close(reason))),
+                Decided::NeedInput => {}
             }
-
-            if self.read_done {
+            if self.dir.read_done {
                 self.release();
-                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
-                self.done = true;
-                return Poll::Ready(Ok(Progress::Done));
+                ready!(self.dir.poll_finish(cx, w))?;
+                return Poll::Ready(Ok(Flow::Done));
             }
-
-            if self.buf.is_none() {
-                match r.poll_readable(cx) {
-                    Poll::Pending => {
-                        ready!(self.poll_flush(cx, w))?;
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Ready(Ok(())) => {
-                        self.buf = Some(take_buffer());
-                        self.start = 0;
-                        self.end = 0;
-                    }
+            if let Some(n) = ready!(self.dir.poll_read(cx, r, w))? {
+                if self.carry.is_empty() {
+                    (self.start, self.end) = (0, n);
+                } else if let Some(buf) = &self.dir.buf {
+                    self.carry.extend_from_slice(&buf[..n]);
+                    (self.start, self.end) = (0, 0);
                 }
-            }
-            let Some(buf) = self.buf.as_mut() else {
-                continue;
-            };
-            let mut rb = ReadBuf::new(&mut buf[..]);
-            match Pin::new(&mut *r).poll_read(cx, &mut rb) {
-                Poll::Pending => {
-                    self.release();
-                    ready!(self.poll_flush(cx, w))?;
-                    return Poll::Pending;
-                }
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        self.read_done = true;
-                    } else if self.carry.is_empty() {
-                        self.start = 0;
-                        self.end = n;
-                    } else {
-                        self.carry.extend_from_slice(&buf[..n]);
-                        self.start = 0;
-                        self.end = 0;
-                    }
-                }
-                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                    self.read_done = true;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             }
         }
-    }
-}
-
-impl Drop for Filter {
-    fn drop(&mut self) {
-        self.release();
     }
 }
 
@@ -331,18 +275,18 @@ impl Drop for Filter {
 pub struct MqttRelay<'a, C, B> {
     client: &'a mut C,
     backend: &'a mut B,
-    session: Session,
+    guard: PacketGuard,
     up: Filter,
     down: Filter,
-    closing: Option<&'static str>,
+    closing: Option<SessionClose>,
 }
 
-/// Relays between `client` and `backend` with `session` deciding on every
+/// Relays between `client` and `backend` with `guard` deciding on every
 /// packet. `pending` holds client bytes already read after the CONNECT.
 pub fn relay<'a, C, B>(
     client: &'a mut C,
     backend: &'a mut B,
-    session: Session,
+    guard: PacketGuard,
     pending: Vec<u8>,
     to_backend: Counter,
     to_client: Counter,
@@ -354,25 +298,46 @@ where
     MqttRelay {
         client,
         backend,
-        session,
-        up: Filter::new(Dir::Up, to_backend, pending),
-        down: Filter::new(Dir::Down, to_client, Vec::new()),
+        guard,
+        up: Filter::new(Way::Up, to_backend, pending),
+        down: Filter::new(Way::Down, to_client, Vec::new()),
         closing: None,
     }
 }
 
-impl<C, B> crate::relay::Progress for MqttRelay<'_, C, B> {
-    fn progress(&self) -> u64 {
-        self.up.bytes + self.down.bytes
+impl<C, B> Traffic for MqttRelay<'_, C, B> {
+    fn moved(&self) -> u64 {
+        let t = self.totals();
+        t.to_backend + t.to_client
     }
 }
 
 impl<C, B> MqttRelay<'_, C, B> {
     fn totals(&self) -> Totals {
-        Totals {
-            to_backend: self.up.bytes,
-            to_client: self.down.bytes,
+        totals(&self.up.dir, &self.down.dir)
+    }
+}
+
+impl<C, B> MqttRelay<'_, C, B>
+where
+    C: AsyncRead + AsyncWrite + PollReadable + Unpin,
+    B: AsyncRead + AsyncWrite + PollReadable + Unpin,
+{
+    /// Writes what we owe the client (unless the broker's stream is inside
+    /// a packet), then closes the client side.
+    fn poll_close(&mut self, cx: &mut Context<'_>, reason: SessionClose) -> Poll<io::Result<End>> {
+        if self.guard.at_client_boundary() {
+            ready!(self.down.poll_out(cx, self.client))?;
+            if !self.guard.to_client.is_empty() {
+                self.down.out = Out::Owned {
+                    data: std::mem::take(&mut self.guard.to_client),
+                    pos: 0,
+                };
+                ready!(self.down.poll_out(cx, self.client))?;
+            }
         }
+        ready!(Pin::new(&mut *self.client).poll_shutdown(cx))?;
+        Poll::Ready(Ok(End::Closed(reason, self.totals())))
     }
 }
 
@@ -386,44 +351,31 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         if let Some(reason) = this.closing {
-            // Write what we owe the client (unless the broker's stream is
-            // inside a packet), then close the client side.
-            if this.session.at_client_boundary() {
-                ready!(this.down.poll_out(cx, this.client))?;
-                if !this.session.to_client.is_empty() {
-                    this.down.out = Out::Owned {
-                        data: std::mem::take(&mut this.session.to_client),
-                        pos: 0,
-                    };
-                    ready!(this.down.poll_out(cx, this.client))?;
-                }
-            }
-            ready!(Pin::new(&mut *this.client).poll_shutdown(cx))?;
-            return Poll::Ready(Ok(End::Closed(reason, this.totals())));
+            return this.poll_close(cx, reason);
         }
         // Up may queue replies that Down writes, and Down writing them may
         // let Up read again; go round until neither moves.
         for _ in 0..4 {
-            let queued = this.session.to_client.len();
+            let queued = this.guard.to_client.len();
             let up = this
                 .up
-                .poll(cx, this.client, this.backend, &mut this.session)?;
-            if let Poll::Ready(Progress::Close(reason)) = up {
+                .poll(cx, this.client, this.backend, &mut this.guard)?;
+            if let Poll::Ready(Flow::Close(reason)) = up {
                 this.closing = Some(reason);
-                return Pin::new(this).poll(cx);
+                return this.poll_close(cx, reason);
             }
             let down = this
                 .down
-                .poll(cx, this.backend, this.client, &mut this.session)?;
-            if let Poll::Ready(Progress::Close(reason)) = down {
+                .poll(cx, this.backend, this.client, &mut this.guard)?;
+            if let Poll::Ready(Flow::Close(reason)) = down {
                 this.closing = Some(reason);
-                return Pin::new(this).poll(cx);
+                return this.poll_close(cx, reason);
             }
-            if this.up.done && this.down.done {
+            if this.up.dir.done && this.down.dir.done {
                 return Poll::Ready(Ok(End::Finished(this.totals())));
             }
-            let up_blocked = matches!(up, Poll::Ready(Progress::Pending));
-            if !(up_blocked && this.session.to_client.len() < queued) {
+            let up_blocked = matches!(up, Poll::Ready(Flow::Blocked));
+            if !(up_blocked && this.guard.to_client.len() < queued) {
                 break;
             }
         }

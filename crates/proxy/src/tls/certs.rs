@@ -378,7 +378,9 @@ pub fn load(
     build(cert_path, key_path, chain, key, provider, now)
 }
 
-/// Checks an already-read chain and key.
+/// Checks an already-read chain and key: each certificate parses, the key
+/// belongs to the leaf, each certificate is issued by the next, and every
+/// one is valid now.
 pub fn build(
     cert_path: &Path,
     key_path: &Path,
@@ -387,7 +389,38 @@ pub fn build(
     provider: &CryptoProvider,
     now: SystemTime,
 ) -> Result<LoadedCert, CertError> {
-    let parsed: Vec<(&[u8], X509Certificate<'_>)> = chain
+    let parsed = parse_chain(cert_path, &chain)?;
+    let infos: Vec<CertInfo> = parsed.iter().map(|(der, c)| describe(c, der)).collect();
+
+    let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
+        CertError::new(
+            key_path,
+            format!("the private key cannot be used: {e}"),
+            "moat accepts RSA (2048 to 8192 bits), ECDSA P-256/P-384 and Ed25519 keys",
+        )
+    })?;
+    if let Some(spki) = signing_key.public_key() {
+        check_key_belongs_to_leaf(cert_path, key_path, &parsed, &infos, spki.as_ref())?;
+    }
+    check_links(cert_path, &parsed, &infos)?;
+    check_validity(cert_path, &infos, now)?;
+    drop(parsed);
+
+    let certified = CertifiedKey::new(chain, signing_key);
+    Ok(LoadedCert {
+        key: Arc::new(certified),
+        chain: infos,
+        cert_path: cert_path.to_path_buf(),
+        key_path: key_path.to_path_buf(),
+    })
+}
+
+/// Each certificate of `chain`, parsed.
+fn parse_chain<'a>(
+    cert_path: &Path,
+    chain: &'a [CertificateDer<'static>],
+) -> Result<Vec<(&'a [u8], X509Certificate<'a>)>, CertError> {
+    chain
         .iter()
         .enumerate()
         .map(|(i, der)| {
@@ -401,51 +434,47 @@ pub fn build(
                     )
                 })
         })
-        .collect::<Result<_, _>>()?;
-    let infos: Vec<CertInfo> = parsed.iter().map(|(der, c)| describe(c, der)).collect();
+        .collect::<Result<_, _>>()
+}
 
-    let signing_key = provider.key_provider.load_private_key(key).map_err(|e| {
-        CertError::new(
+/// The key must belong to the first certificate. If it belongs to another
+/// one, the chain is in the wrong order.
+fn check_key_belongs_to_leaf(
+    cert_path: &Path,
+    key_path: &Path,
+    parsed: &[(&[u8], X509Certificate<'_>)],
+    infos: &[CertInfo],
+    spki: &[u8],
+) -> Result<(), CertError> {
+    match parsed.iter().position(|(_, c)| c.public_key().raw == spki) {
+        Some(0) => Ok(()),
+        Some(i) => Err(CertError::new(
+            cert_path,
+            format!(
+                "the chain is in the wrong order: the key matches certificate #{} ({}), but the leaf must come first",
+                i + 1,
+                infos[i].subject
+            ),
+            "put the server certificate first, then its issuer, then any further intermediates",
+        )),
+        None => Err(CertError::new(
             key_path,
-            format!("the private key cannot be used: {e}"),
-            "moat accepts RSA (2048 to 8192 bits), ECDSA P-256/P-384 and Ed25519 keys",
-        )
-    })?;
-
-    // The key must belong to the first certificate. If it belongs to another
-    // one, the chain is in the wrong order.
-    let spki = signing_key.public_key();
-    if let Some(spki) = &spki {
-        let position = parsed
-            .iter()
-            .position(|(_, c)| c.public_key().raw == spki.as_ref());
-        match position {
-            Some(0) => {}
-            Some(i) => {
-                return Err(CertError::new(
-                    cert_path,
-                    format!(
-                        "the chain is in the wrong order: the key matches certificate #{} ({}), but the leaf must come first",
-                        i + 1,
-                        infos[i].subject
-                    ),
-                    "put the server certificate first, then its issuer, then any further intermediates",
-                ));
-            }
-            None => {
-                return Err(CertError::new(
-                    key_path,
-                    format!(
-                        "the private key does not match the certificate in {} (subject {})",
-                        cert_path.display(),
-                        infos[0].subject
-                    ),
-                    "pair each certificate with the key it was issued for; compare `openssl x509 -noout -pubkey -in CERT` with `openssl pkey -pubout -in KEY`",
-                ));
-            }
-        }
+            format!(
+                "the private key does not match the certificate in {} (subject {})",
+                cert_path.display(),
+                infos[0].subject
+            ),
+            "pair each certificate with the key it was issued for; compare `openssl x509 -noout -pubkey -in CERT` with `openssl pkey -pubout -in KEY`",
+        )),
     }
+}
 
+/// Each certificate must be issued (and signed) by the next one.
+fn check_links(
+    cert_path: &Path,
+    parsed: &[(&[u8], X509Certificate<'_>)],
+    infos: &[CertInfo],
+) -> Result<(), CertError> {
     for i in 0..parsed.len().saturating_sub(1) {
         let (child, parent) = (&parsed[i].1, &parsed[i + 1].1);
         // aws-lc cannot verify every algorithm (RSA under 2048 bits, some
@@ -486,7 +515,12 @@ pub fn build(
             ));
         }
     }
+    Ok(())
+}
 
+/// Every certificate must be valid at `now`, and the leaf's RSA key at
+/// least 2048 bits.
+fn check_validity(cert_path: &Path, infos: &[CertInfo], now: SystemTime) -> Result<(), CertError> {
     let now_s = unix(now);
     for (i, info) in infos.iter().enumerate() {
         let which = if i == 0 {
@@ -517,14 +551,7 @@ pub fn build(
             ));
         }
     }
-
-    let certified = CertifiedKey::new(chain, signing_key);
-    Ok(LoadedCert {
-        key: Arc::new(certified),
-        chain: infos,
-        cert_path: cert_path.to_path_buf(),
-        key_path: key_path.to_path_buf(),
-    })
+    Ok(())
 }
 
 /// Parses a bundle of CA certificates (for client authentication).

@@ -30,6 +30,7 @@ use super::allow::{first_match, AllowRule, DeviceFacts};
 use super::certs::{parse_ca_bundle, rfc3339, sha256_hex, CertError, CertInfo};
 use super::files::SourceFile;
 use crate::config::{ClientAuthConfig, ClientAuthMode, ExpiredCrlPolicy};
+use crate::metrics::reason::reasons;
 
 /// The client-authentication state of a listener.
 pub struct ClientAuth {
@@ -199,49 +200,65 @@ impl std::fmt::Debug for DeviceVerifier {
     }
 }
 
-/// A short reason for a refused client certificate, for the
-/// `moat_client_auth_denied_total` label.
-pub fn denial_reason(e: &rustls::Error) -> &'static str {
-    use CertificateError as C;
-    match e {
-        rustls::Error::NoCertificatesPresented => "no_certificate",
-        rustls::Error::InvalidCertificate(c) => match c {
-            C::ApplicationVerificationFailure => "not_allowed",
-            C::Revoked => "revoked",
-            C::UnknownIssuer => "unknown_ca",
-            C::Expired | C::ExpiredContext { .. } => "expired",
-            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
-            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => "crl_expired",
-            C::UnknownRevocationStatus => "revocation_unknown",
-            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "wrong_purpose",
-            _ => "bad_certificate",
-        },
-        _ => "bad_certificate",
+reasons! {
+    /// Why a client certificate was refused
+    /// (`moat_client_auth_denied_total`).
+    pub enum DenialReason {
+        /// None was presented where one is required.
+        NoCertificate => "no_certificate",
+        /// It verifies but matches no allow-list rule.
+        NotAllowed => "not_allowed",
+        /// A CRL revokes it.
+        Revoked => "revoked",
+        /// No CA of the bundle issued it.
+        UnknownCa => "unknown_ca",
+        /// Past its notAfter.
+        Expired => "expired",
+        /// Before its notBefore.
+        NotYetValid => "not_yet_valid",
+        /// Its revocation status depends on an expired CRL.
+        CrlExpired => "crl_expired",
+        /// Its revocation status cannot be told.
+        RevocationUnknown => "revocation_unknown",
+        /// Not for client authentication (extended key usage).
+        WrongPurpose => "wrong_purpose",
+        /// Anything else wrong with it.
+        BadCertificate => "bad_certificate",
     }
 }
 
-/// Every value of [`denial_reason`], so the series exist from the start.
-pub const DENIAL_REASONS: &[&str] = &[
-    "no_certificate",
-    "not_allowed",
-    "revoked",
-    "unknown_ca",
-    "expired",
-    "not_yet_valid",
-    "crl_expired",
-    "revocation_unknown",
-    "wrong_purpose",
-    "bad_certificate",
-];
+impl DenialReason {
+    /// The reason for a refused client certificate's error.
+    pub fn of(e: &rustls::Error) -> Self {
+        use CertificateError as C;
+        match e {
+            rustls::Error::NoCertificatesPresented => Self::NoCertificate,
+            rustls::Error::InvalidCertificate(c) => match c {
+                C::ApplicationVerificationFailure => Self::NotAllowed,
+                C::Revoked => Self::Revoked,
+                C::UnknownIssuer => Self::UnknownCa,
+                C::Expired | C::ExpiredContext { .. } => Self::Expired,
+                C::NotValidYet | C::NotValidYetContext { .. } => Self::NotYetValid,
+                C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => {
+                    Self::CrlExpired
+                }
+                C::UnknownRevocationStatus => Self::RevocationUnknown,
+                C::InvalidPurpose | C::InvalidPurposeContext { .. } => Self::WrongPurpose,
+                _ => Self::BadCertificate,
+            },
+            _ => Self::BadCertificate,
+        }
+    }
+}
 
-fn log_refusal(end_entity: &CertificateDer<'_>, why: &str, reason: &'static str) {
+fn log_refusal(end_entity: &CertificateDer<'_>, why: &str, reason: DenialReason) {
     let subject = X509Certificate::from_der(end_entity)
         .map(|(_, c)| c.subject().to_string())
         .unwrap_or_else(|_| "(unparsable certificate)".into());
     info!(
         client.subject = %subject,
         client.sha256 = %sha256_hex(end_entity),
-        reason,
+        reason = reason.as_str(),
         detail = why,
         "client certificate refused"
     );
@@ -270,7 +287,7 @@ impl ClientCertVerifier for DeviceVerifier {
             .inner
             .verify_client_cert(end_entity, intermediates, now)
         {
-            log_refusal(end_entity, &e.to_string(), denial_reason(&e));
+            log_refusal(end_entity, &e.to_string(), DenialReason::of(&e));
             return Err(e);
         }
         if !self.allow.is_empty() {
@@ -280,7 +297,7 @@ impl ClientCertVerifier for DeviceVerifier {
                 log_refusal(
                     end_entity,
                     "matches no rule of tls.client_auth.allow",
-                    "not_allowed",
+                    DenialReason::NotAllowed,
                 );
                 return Err(rustls::Error::InvalidCertificate(
                     CertificateError::ApplicationVerificationFailure,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::values::HumanDuration;
-use crate::mqtt::acl::AclRule;
+use crate::guard::acl::AclRule;
 
 /// Deserializes `mqtt:`: a bare `mqtt:` (null) turns it on with the
 /// defaults.

@@ -44,8 +44,6 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
-/// The whole configuration file, as written.
-
 /// A value written either alone or as a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OneOrMany<T>(pub Vec<T>);

@@ -31,5 +31,5 @@ mod session;
 #[cfg(test)]
 mod tests;
 
-pub use accept::{accept, StartHandshake};
+pub use accept::accept;
 pub use session::TlsStream;

@@ -1,0 +1,202 @@
+//! The TLS handshake of one connection, and what it yields: a verified
+//! peer, the listener (or SNI route) that owns the connection, and the TLS
+//! state it was handled with.
+//!
+//! The ClientHello is read first. A listener with routes picks the route
+//! by SNI (exact names before wildcards, the listener itself when none
+//! matches) and finishes the handshake with that route's TLS state; the
+//! suites the client offers pick the configuration
+//! ([`ListenerTls::config_for`]). A resumed session's client certificate
+//! is verified again against the current CA bundle, CRLs and allow-list,
+//! since rustls does not. Failures are classified into a bounded set of
+//! reasons for the metric and logged once.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tracing::{debug, info};
+
+use super::backend::BackendError;
+use super::context::Context;
+use super::identity::ConnDetails;
+use super::reasons::{HandshakeFailure, RejectReason};
+use crate::tls::client_auth::DenialReason;
+use crate::tls::stream::TlsStream;
+use crate::tls::ListenerTls;
+
+/// How long a connection that fails after its handshake waits for the TLS
+/// close_notify to reach the client.
+pub const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What a session owns once the handshake is done.
+pub struct Established {
+    /// The TLS stream.
+    pub tls: TlsStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+    /// The listener (or route) that owns the connection.
+    pub ctx: Arc<Context>,
+    /// The TLS state the handshake used.
+    pub state: Arc<ListenerTls>,
+    /// What was negotiated, and who the client is.
+    pub details: ConnDetails,
+    /// When the connection was accepted.
+    pub started: Instant,
+}
+
+impl Established {
+    /// Connects to the owning listener's broker, with the PROXY header
+    /// telling it about this connection when configured.
+    pub async fn connect_backend(&self) -> Result<TcpStream, BackendError> {
+        let details = || self.details.proxy_details(&self.state);
+        self.ctx
+            .backend
+            .connect(&self.ctx.metrics, self.peer, self.local, details)
+            .await
+    }
+}
+
+/// Runs the handshake of a connection accepted on `parent` and its checks.
+/// `None` when the connection is already over (refused, failed, timed out:
+/// logged and counted here).
+///
+/// `addrs` are the client's address and, when the listening socket knows
+/// it, the local one.
+pub async fn establish(
+    stream: TcpStream,
+    (peer, local): (SocketAddr, Option<SocketAddr>),
+    parent: &Arc<Context>,
+) -> Option<Box<Established>> {
+    let pm = &parent.metrics;
+    let local = local.unwrap_or_else(|| stream.local_addr().unwrap_or(parent.config.listen));
+    let Ok(handshake_slot) = parent.admission.handshake() else {
+        pm.rejected.inc(RejectReason::HandshakeLimit);
+        debug!("too many handshakes in progress; connection closed");
+        return None;
+    };
+
+    let started = Instant::now();
+    let timeout = parent.config.timeouts.handshake.0;
+    let (mut tls, sni, ctx, state) =
+        match tokio::time::timeout(timeout, handshake(stream, parent)).await {
+            Ok(Ok(done)) => done,
+            Ok(Err((e, ctx))) => {
+                failed(&e, &ctx);
+                return None;
+            }
+            Err(_) => {
+                pm.handshake_failed.inc(HandshakeFailure::Timeout);
+                info!(timeout = ?timeout, "TLS handshake timed out");
+                return None;
+            }
+        };
+    drop(handshake_slot);
+    let m = &ctx.metrics;
+
+    let details = ConnDetails::of(tls.connection(), sni);
+    if details.resumed {
+        // rustls does not re-verify the client certificate a resumed
+        // session carries; the CRLs or CA bundle may have changed since.
+        if let Err(e) = recheck_resumed(tls.connection(), &state) {
+            m.handshake_failed
+                .inc(HandshakeFailure::BadClientCertificate);
+            m.client_auth_denied.inc(DenialReason::of(&e));
+            info!(error = %e, "resumed session refused: its client certificate no longer passes");
+            let _ = tokio::time::timeout(
+                CLOSE_NOTIFY_TIMEOUT,
+                tokio::io::AsyncWriteExt::shutdown(&mut tls),
+            )
+            .await;
+            return None;
+        }
+        m.resumed.inc();
+    }
+    m.handshake_ok.inc();
+    m.handshake_duration
+        .observe(started.elapsed().as_secs_f64());
+    details.log();
+    // Boxed: an async fn keeps its arguments for its whole life, beside the
+    // locals they are moved into, so a TLS stream passed by value to the
+    // session would be held twice.
+    Some(Box::new(Established {
+        tls,
+        peer,
+        local,
+        ctx,
+        state,
+        details,
+        started,
+    }))
+}
+
+/// Counts and logs a failed handshake on the listener (or route) it
+/// happened on.
+fn failed(e: &io::Error, ctx: &Context) {
+    let m = &ctx.metrics;
+    let reason = HandshakeFailure::of(e);
+    m.handshake_failed.inc(reason);
+    if let Some(te) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        if is_client_cert_error(te) {
+            m.client_auth_denied.inc(DenialReason::of(te));
+        }
+    }
+    info!(reason = reason.as_str(), error = %e, route = %ctx.config.name, "TLS handshake failed");
+}
+
+/// A finished handshake: the stream, the server name the client asked for,
+/// the listener (or route) that owns the connection and the TLS state it
+/// was handled with; or the error and the listener it happened on.
+type HandshakeResult =
+    Result<(TlsStream, Option<String>, Arc<Context>, Arc<ListenerTls>), (io::Error, Arc<Context>)>;
+
+/// Reads the ClientHello, picks the route and the configuration, and
+/// finishes the handshake.
+async fn handshake(stream: TcpStream, parent: &Arc<Context>) -> HandshakeResult {
+    let start = crate::tls::stream::accept(stream)
+        .await
+        .map_err(|e| (e, parent.clone()))?;
+    let hello = start.client_hello();
+    let sni = hello.server_name().map(str::to_string);
+    let chosen = match sni.as_deref() {
+        Some(name) => parent.route_for(name).unwrap_or(parent).clone(),
+        None => parent.clone(),
+    };
+    let state = chosen.tls.load_full();
+    let config = state.config_for(hello.cipher_suites()).clone();
+    match start.finish(config).await {
+        Ok(tls) => Ok((tls, sni, chosen, state)),
+        Err(e) => Err((e, chosen)),
+    }
+}
+
+/// Whether a handshake error is about the client's certificate.
+fn is_client_cert_error(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)
+    )
+}
+
+/// Verifies a resumed session's client certificate against the current
+/// client-auth state, as a full handshake would.
+fn recheck_resumed(conn: &rustls::CommonState, state: &ListenerTls) -> Result<(), rustls::Error> {
+    let (Some(verifier), Some(chain)) = (&state.client_verifier, conn.peer_certificates()) else {
+        return Ok(());
+    };
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return Ok(());
+    };
+    use rustls::server::danger::ClientCertVerifier;
+    verifier
+        .verify_client_cert(
+            end_entity,
+            intermediates,
+            rustls::pki_types::UnixTime::now(),
+        )
+        .map(|_| ())
+}

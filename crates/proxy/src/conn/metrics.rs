@@ -1,0 +1,167 @@
+//! The metric handles a listener's connections count with, resolved once
+//! per listener so that the connection path only does atomic adds. Every
+//! series with a reason exists at zero from the start.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::reasons::{HandshakeFailure, RejectReason};
+use crate::guard::connect::ConnectRefusal;
+use crate::guard::packets::{GuardCounters, SessionClose};
+use crate::metrics::labels::{
+    DirectionLabels, HandshakeLabels, ListenerLabels, ProtocolLabels, ReasonLabels,
+};
+use crate::metrics::reason::ByReason;
+use crate::metrics::Metrics;
+use crate::tls::client_auth::DenialReason;
+
+/// Pre-resolved metric handles for one listener (or route).
+#[derive(Clone)]
+pub struct ConnMetrics {
+    name: String,
+    /// `moat_connections_active`.
+    pub active: Gauge,
+    /// `moat_connections_total`.
+    pub accepted: Counter,
+    /// `moat_connections_rejected_total`, by reason.
+    pub rejected: ByReason<RejectReason>,
+    /// `moat_tls_handshakes_total{result="success"}`.
+    pub handshake_ok: Counter,
+    /// `moat_tls_handshakes_total{result="failure"}`, by reason.
+    pub handshake_failed: ByReason<HandshakeFailure>,
+    /// `moat_tls_handshake_duration_seconds`.
+    pub handshake_duration: Histogram,
+    /// `moat_tls_sessions_resumed_total`.
+    pub resumed: Counter,
+    /// `moat_client_auth_denied_total`, by reason.
+    pub client_auth_denied: ByReason<DenialReason>,
+    /// `moat_backend_connect_failures_total`.
+    pub backend_failures: Counter,
+    /// `moat_relayed_bytes_total{direction="client_to_backend"}`.
+    pub to_backend: Counter,
+    /// `moat_relayed_bytes_total{direction="backend_to_client"}`.
+    pub to_client: Counter,
+    /// `moat_idle_timeouts_total`.
+    pub idle_timeouts: Counter,
+    /// `moat_mqtt_connect_rejected_total`, by reason.
+    pub mqtt_connect_rejected: ByReason<ConnectRefusal>,
+    /// `moat_mqtt_sessions_closed_total`, by reason.
+    pub mqtt_session_closed: ByReason<SessionClose>,
+    /// MQTT guard counters (denied publishes and subscriptions).
+    pub mqtt: Arc<GuardCounters>,
+    mqtt_connections: Family<ProtocolLabels, Counter>,
+}
+
+/// The counters of `family` for `listener`, one per value of `R`.
+fn by_reason<R: crate::metrics::reason::Reason>(
+    family: &Family<ReasonLabels, Counter>,
+    listener: &str,
+) -> ByReason<R> {
+    ByReason::new(|reason| {
+        family.get_or_create_owned(&ReasonLabels {
+            listener: listener.to_string(),
+            reason: reason.to_string(),
+        })
+    })
+}
+
+impl ConnMetrics {
+    /// The handles of listener `name`.
+    pub fn new(metrics: &Metrics, name: &str) -> Self {
+        let l = ListenerLabels {
+            listener: name.to_string(),
+        };
+        let dir = |d: &str| DirectionLabels {
+            listener: name.to_string(),
+            direction: d.to_string(),
+        };
+        let handshakes = |result: &str, reason: &str| HandshakeLabels {
+            listener: name.to_string(),
+            result: result.to_string(),
+            reason: reason.to_string(),
+        };
+        // get_or_create_owned: a borrowed handle would hold the family's lock.
+        Self {
+            name: name.to_string(),
+            active: metrics.connections_active.get_or_create_owned(&l),
+            accepted: metrics.connections.get_or_create_owned(&l),
+            rejected: by_reason(&metrics.connections_rejected, name),
+            handshake_ok: metrics
+                .handshakes
+                .get_or_create_owned(&handshakes("success", "")),
+            handshake_failed: ByReason::new(|reason| {
+                metrics
+                    .handshakes
+                    .get_or_create_owned(&handshakes("failure", reason))
+            }),
+            handshake_duration: metrics.handshake_duration.get_or_create_owned(&l),
+            resumed: metrics.sessions_resumed.get_or_create_owned(&l),
+            client_auth_denied: by_reason(&metrics.client_auth_denied, name),
+            backend_failures: metrics.backend_connect_failures.get_or_create_owned(&l),
+            to_backend: metrics
+                .relayed_bytes
+                .get_or_create_owned(&dir("client_to_backend")),
+            to_client: metrics
+                .relayed_bytes
+                .get_or_create_owned(&dir("backend_to_client")),
+            idle_timeouts: metrics.idle_timeouts.get_or_create_owned(&l),
+            mqtt_connect_rejected: by_reason(&metrics.mqtt_connect_rejected, name),
+            mqtt_session_closed: by_reason(&metrics.mqtt_sessions_closed, name),
+            mqtt: Arc::new(GuardCounters {
+                publish_denied: metrics.mqtt_publish_denied.get_or_create_owned(&l),
+                subscribe_denied: metrics.mqtt_subscribe_denied.get_or_create_owned(&l),
+            }),
+            mqtt_connections: metrics.mqtt_connections.clone(),
+        }
+    }
+
+    /// Counts an MQTT session accepted at CONNECT, by protocol version.
+    pub fn mqtt_connected(&self, protocol: &str) {
+        self.mqtt_connections
+            .get_or_create_owned(&ProtocolLabels {
+                listener: self.name.clone(),
+                protocol: protocol.to_string(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendering_follows_prometheus_naming() {
+        let m = Metrics::new();
+        let l = ConnMetrics::new(&m, "mqtts");
+        l.accepted.inc();
+        l.handshake_failed.inc(HandshakeFailure::Timeout);
+        l.to_backend.inc_by(10);
+        let text = m.render();
+        assert!(
+            text.contains("moat_connections_total{listener=\"mqtts\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("moat_tls_handshakes_total{listener=\"mqtts\",result=\"failure\",reason=\"timeout\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "moat_relayed_bytes_total{listener=\"mqtts\",direction=\"client_to_backend\"} 10"
+        ));
+        assert!(text.contains("moat_build_info{version="), "{text}");
+        assert!(text.contains("# TYPE moat_tls_handshake_duration_seconds histogram"));
+        // Known reasons exist at zero before anything happens.
+        assert!(text.contains("reason=\"other\"} 0"), "{text}");
+        assert!(
+            text.contains(
+                "moat_connections_rejected_total{listener=\"mqtts\",reason=\"max_connections\"} 0"
+            ),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! One connection, from accept to close. Its stages run in this order, and
+//! each hands the next only what it needs:
+//!
+//! 1. `admit`: the listener's `max_connections` and the per-address
+//!    limits, checked by the accept loop (`listen::accept`) before any work
+//!    or task is spent on the connection; then the cap on handshakes in
+//!    progress;
+//! 2. `handshake`: TLS against the listener's current state (loaded once,
+//!    wait-free), the SNI route, the re-check of a resumed session,
+//!    bounded by the handshake timeout;
+//! 3. `identity`: the verified peer, logged once, and what the PROXY header
+//!    will say about it;
+//! 4. the session: `opaque` (backend, then bytes) or `mqtt` (CONNECT
+//!    checked first, then the guard on every packet), each connecting the
+//!    broker through `backend` and ending through `finish`.
+//!
+//! Failures at any stage close only that connection, with a log line and a
+//! metric (`reasons`, `metrics`). `context` is what a listener's
+//! connections share.
+
+pub mod admit;
+pub mod backend;
+pub mod context;
+mod finish;
+mod handshake;
+mod identity;
+pub mod metrics;
+mod mqtt;
+mod opaque;
+pub mod reasons;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+
+pub use admit::Admitted;
+pub use context::Context;
+
+/// Keeps `moat_connections_active` right whichever way a connection ends.
+struct ActiveGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// One admitted connection, start to end.
+///
+/// Each phase runs in its own heap allocation. A task's future is as large
+/// as its largest state, so with the handshake and the session inline every
+/// connection would pay for the largest of them (a ClientHello buffer, the
+/// CONNECT read, the relay) for its whole life, and values moved from one
+/// phase to the next would be counted twice. Here the handshake's
+/// allocation goes back when it ends, and an idle connection keeps only its
+/// session (measured in docs/benchmarks.md, idle memory).
+///
+/// `addrs` are the client's address and, when the listening socket knows
+/// it, the local one.
+pub async fn handle(
+    stream: TcpStream,
+    addrs: (SocketAddr, Option<SocketAddr>),
+    ctx: Arc<Context>,
+    _admitted: Admitted,
+) {
+    let pm = &ctx.metrics;
+    pm.accepted.inc();
+    pm.active.inc();
+    let _active = ActiveGuard(pm.active.clone());
+    let Some(conn) = Box::pin(handshake::establish(stream, addrs, &ctx)).await else {
+        return;
+    };
+    if conn.ctx.config.mqtt.is_some() {
+        Box::pin(mqtt::run(conn)).await
+    } else {
+        Box::pin(opaque::run(conn)).await
+    }
+}

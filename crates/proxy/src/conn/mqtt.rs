@@ -1,0 +1,171 @@
+//! An MQTT-aware session: the CONNECT is read and decided on before the
+//! broker is even connected (`guard::connect`), then every packet goes
+//! through the guard (`relay::mqtt`). A broker that cannot be reached gets
+//! the client CONNACK "server unavailable" rather than a bare close.
+
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tracing::{info, warn};
+
+use super::finish::{close, finish};
+use super::handshake::Established;
+use crate::config::MqttConfig;
+use crate::guard::connect::{self, ConnectDecision, ConnectRefusal};
+use crate::guard::packets::PacketGuard;
+use crate::relay::{self, mqtt};
+use crate::tls::allow::DeviceFacts;
+use crate::tls::stream::TlsStream;
+
+/// A CONNECT that was accepted: what to send the broker, and the session.
+struct Accepted {
+    forward: Vec<u8>,
+    client_id: String,
+    username: Option<String>,
+    guard: Box<PacketGuard>,
+    /// Client bytes read after the CONNECT.
+    pending: Vec<u8>,
+    keep_alive: u16,
+}
+
+/// Runs an MQTT-aware session. The steps before the relay are boxed, so
+/// that their state does not stay in this future for the connection's life
+/// (see `conn::handle`).
+pub async fn run(mut conn: Box<Established>) {
+    let ctx = conn.ctx.clone();
+    // `conn::handle` picks this session only for MQTT-aware listeners.
+    let Some(mqtt) = ctx.config.mqtt.as_ref() else {
+        return;
+    };
+    let m = &ctx.metrics;
+    let Some(accepted) = Box::pin(connect_phase(&mut conn.tls, mqtt, m)).await else {
+        return;
+    };
+    let version = accepted.guard.version();
+    let mut backend = match Box::pin(conn.connect_backend()).await {
+        Ok(b) => b,
+        Err(_) => {
+            m.mqtt_connect_rejected
+                .inc(ConnectRefusal::BackendUnavailable);
+            Box::pin(close(&mut conn.tls, &connect::server_unavailable(version))).await;
+            return;
+        }
+    };
+    if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut backend, &accepted.forward).await {
+        m.backend_failures.inc();
+        warn!(error = %e, "cannot send the CONNECT to the backend");
+        Box::pin(close(&mut conn.tls, &connect::server_unavailable(version))).await;
+        return;
+    }
+    let Established {
+        mut tls, started, ..
+    } = *conn;
+    let Accepted {
+        guard,
+        pending,
+        keep_alive,
+        client_id,
+        username,
+        ..
+    } = accepted;
+    m.mqtt_connected(connect::version_label(version));
+    info!(
+        mqtt.version = connect::version_label(version),
+        mqtt.client_id = %client_id,
+        mqtt.username = username.as_deref().unwrap_or(""),
+        "MQTT session started"
+    );
+    let pump = mqtt::relay(
+        &mut tls,
+        &mut backend,
+        *guard,
+        pending,
+        m.to_backend.clone(),
+        m.to_client.clone(),
+    );
+    // Like a broker: 1.5 times the client's keep-alive, else the listener's.
+    let idle = match keep_alive {
+        0 => ctx.config.timeouts.idle.0,
+        k => Duration::from_millis(u64::from(k) * 1500),
+    };
+    let result = relay::idle_timeout(pump, idle).await;
+    finish(result, started, m);
+}
+
+/// Reads the CONNECT and decides on it. A refused one gets its reply (a
+/// CONNACK, or nothing) and the close, and `None` comes back.
+async fn connect_phase(
+    tls: &mut TlsStream,
+    mqtt: &MqttConfig,
+    m: &super::metrics::ConnMetrics,
+) -> Option<Accepted> {
+    let (buf, len) = match Box::pin(read_connect(tls, mqtt)).await {
+        Ok(x) => x,
+        Err(reason) => {
+            m.mqtt_connect_rejected.inc(reason);
+            info!(
+                reason = reason.as_str(),
+                "MQTT connection refused before CONNECT"
+            );
+            Box::pin(close(tls, &[])).await;
+            return None;
+        }
+    };
+    let facts = tls
+        .connection()
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| DeviceFacts::from_der(c));
+    let identity = connect::identity(facts.as_ref(), mqtt.identity);
+    match connect::decide_connect(&buf[..len], mqtt, identity.as_deref(), m.mqtt.clone()) {
+        ConnectDecision::Refuse { reply, reason } => {
+            m.mqtt_connect_rejected.inc(reason);
+            info!(reason = reason.as_str(), "MQTT CONNECT refused");
+            Box::pin(close(tls, &reply)).await;
+            None
+        }
+        ConnectDecision::Accept {
+            forward,
+            session,
+            client_id,
+            username,
+            keep_alive,
+        } => Some(Accepted {
+            forward,
+            client_id,
+            username,
+            guard: session,
+            pending: buf[len..].to_vec(),
+            keep_alive,
+        }),
+    }
+}
+
+/// Reads the first packet, which must be a CONNECT, within the MQTT
+/// connect timeout. Returns the bytes read (CONNECT first) and its length.
+async fn read_connect(
+    tls: &mut TlsStream,
+    mqtt: &MqttConfig,
+) -> Result<(Vec<u8>, usize), ConnectRefusal> {
+    let deadline = tokio::time::Instant::now() + mqtt.connect_timeout.0;
+    // Read straight into the heap buffer: a stack chunk held across the
+    // await would become part of every connection's task, for its whole
+    // life, MQTT-aware or not (the future's size is the largest of its
+    // states). `connect_len` has already checked the length it announces
+    // against max_packet_size, so the buffer stays bounded.
+    let mut buf = Vec::new();
+    loop {
+        let want = match connect::connect_len(&buf, mqtt.max_packet_size)? {
+            Some(n) if buf.len() >= n => return Ok((buf, n)),
+            Some(n) => n - buf.len(),
+            None => 16,
+        };
+        buf.reserve(want.clamp(16, 4096));
+        let read = tokio::time::timeout_at(deadline, tls.read_buf(&mut buf)).await;
+        match read {
+            Err(_) => return Err(ConnectRefusal::ConnectTimeout),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(ConnectRefusal::ClientClosed),
+            Ok(Ok(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! An opaque session: the backend, then bytes both ways until either side
+//! closes or the idle timeout.
+
+use super::backend::BackendError;
+use super::finish::{close, finish};
+use super::handshake::Established;
+use crate::relay::{self, mqtt::End};
+
+/// Runs an opaque session. The steps before the relay are boxed, so that
+/// their state does not stay in this future for the connection's life
+/// (see `conn::handle`).
+pub async fn run(mut conn: Box<Established>) {
+    let mut backend = match Box::pin(conn.connect_backend()).await {
+        Ok(b) => b,
+        Err(BackendError::Unreachable) => {
+            Box::pin(close(&mut conn.tls, &[])).await;
+            return;
+        }
+        Err(BackendError::Header) => return,
+    };
+    let Established {
+        mut tls,
+        ctx,
+        started,
+        ..
+    } = *conn;
+    let m = &ctx.metrics;
+    let pump = relay::relay(
+        &mut tls,
+        &mut backend,
+        m.to_backend.clone(),
+        m.to_client.clone(),
+    );
+    let result = relay::idle_timeout(pump, ctx.config.timeouts.idle.0).await;
+    finish(result.map(End::Finished), started, m);
+}

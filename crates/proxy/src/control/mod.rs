@@ -1,0 +1,14 @@
+//! The control plane: what runs beside the connections on the main
+//! runtime and changes or reports their state, never their bytes.
+//!
+//! - `reload`: certificate reloads, whatever triggers them;
+//! - `stapling`: the OCSP stapling tasks of every served certificate;
+//! - `tls_series`: the certificate and CRL validity metrics;
+//! - `health`: readiness;
+//! - `admin`: the admin HTTP endpoint.
+
+pub mod admin;
+pub mod health;
+pub mod reload;
+pub mod stapling;
+mod tls_series;

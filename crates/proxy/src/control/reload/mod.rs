@@ -1,0 +1,46 @@
+//! Reloading certificates without a restart.
+//!
+//! Four triggers lead to the same path: a change in a watched directory
+//! (debounced), a periodic content check, SIGHUP, and `POST /reload`.
+//!
+//! - `worker`: one task runs reloads one at a time, whatever asked;
+//! - `swap`: one listener's reload: read, compare, build aside, swap;
+//! - `watch`: the file watcher and its debounce.
+
+mod swap;
+mod watch;
+mod worker;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ReloadConfig;
+use crate::conn::Context;
+pub use swap::{all_ok, ReloadOutcome, ReloadTarget, Trigger};
+pub use watch::resolution_hops;
+pub use worker::ReloadHandle;
+
+/// Starts the reload worker for `targets`, the file watcher and the
+/// periodic check, as `config` says.
+pub fn start(
+    targets: Vec<Arc<ReloadTarget>>,
+    config: &ReloadConfig,
+    shutdown: CancellationToken,
+) -> ReloadHandle {
+    let contexts: Vec<Arc<Context>> = targets.iter().map(|t| t.ctx.clone()).collect();
+    let handle = worker::spawn(targets);
+    if config.watch {
+        watch::spawn_watcher(
+            &contexts,
+            handle.clone(),
+            config.debounce.0,
+            shutdown.clone(),
+        );
+    }
+    let interval = config.check_interval.0;
+    if !interval.is_zero() {
+        worker::spawn_periodic(handle.clone(), interval, shutdown);
+    }
+    handle
+}

@@ -1,0 +1,125 @@
+//! The label sets of moat's metrics. Labels are bounded: listener names,
+//! fixed reason and direction values, certificate files and subjects;
+//! never a topic, a client id or an address.
+
+use prometheus_client::encoding::EncodeLabelSet;
+
+/// Labels: the listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// Listener name.
+    pub listener: String,
+}
+
+/// Labels: listener and a reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Listener name.
+    pub listener: String,
+    /// A fixed reason value.
+    pub reason: String,
+}
+
+/// Labels of `moat_tls_handshakes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `success` or `failure`.
+    pub result: String,
+    /// Why it failed; empty for successes.
+    pub reason: String,
+}
+
+/// Labels of `moat_relayed_bytes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `client_to_backend` or `backend_to_client`.
+    pub direction: String,
+}
+
+/// Labels of the certificate validity gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The file the certificate comes from.
+    pub certificate: String,
+    /// `leaf`, `chain` (an intermediate served with the leaf) or `client_ca`.
+    pub role: String,
+    /// Subject distinguished name.
+    pub subject: String,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+}
+
+/// Labels of the CRL validity gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrlLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The CRL file.
+    pub crl: String,
+    /// The CRL's issuer.
+    pub issuer: String,
+}
+
+/// Labels of `moat_certificate_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `success`, `failure` or `unchanged`.
+    pub result: String,
+}
+
+/// Labels of `moat_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// moat's version.
+    pub version: String,
+    /// The TLS crypto provider.
+    pub rustls_provider: String,
+}
+
+/// Labels of the per-certificate OCSP metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StapleLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The certificate file.
+    pub certificate: String,
+}
+
+/// Labels of `moat_ocsp_certificate_status`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StapleStatusLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The certificate file.
+    pub certificate: String,
+    /// `good`, `revoked` or `unknown`.
+    pub status: String,
+}
+
+/// Labels of `moat_ocsp_refreshes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StapleResultLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The certificate file.
+    pub certificate: String,
+    /// `success` or why the refresh failed.
+    pub result: String,
+}
+
+/// Labels: listener and MQTT protocol version.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `3.1`, `3.1.1` or `5`.
+    pub protocol: String,
+}
