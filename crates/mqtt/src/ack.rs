@@ -7,8 +7,8 @@
 //! specification allows when the reason code is Success.
 
 use crate::error::Error;
-use crate::header::{encode_fixed_header, PacketType};
-use crate::types::ProtocolVersion;
+use crate::header::encode_fixed_header;
+use crate::types::{PacketType, ProtocolVersion};
 
 /// CONNACK return codes of MQTT 3.1 and 3.1.1.
 pub mod connack_v3 {

@@ -7,11 +7,11 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::error::Error;
-use crate::header::{encode_fixed_header, FixedHeader, PacketType};
+use crate::header::{encode_fixed_header, FixedHeader};
 use crate::properties::{self, id, PropertyValue};
 use crate::reader::{mqtt_str, Reader};
 use crate::topic::valid_topic_name;
-use crate::types::{ProtocolVersion, QoS};
+use crate::types::{PacketType, ProtocolVersion, QoS};
 
 /// Connect flag: a username is present.
 pub const FLAG_USERNAME: u8 = 0x80;

@@ -4,11 +4,11 @@
 //! arrived, and never has to buffer or copy the payload.
 
 use crate::error::Error;
-use crate::header::{FixedHeader, PacketType};
+use crate::header::FixedHeader;
 use crate::properties::{self, id, PropertyValue};
 use crate::reader::{mqtt_str, Reader};
 use crate::topic::valid_topic_name;
-use crate::types::{ProtocolVersion, QoS};
+use crate::types::{PacketType, ProtocolVersion, QoS};
 
 /// The header of a PUBLISH packet, borrowing from the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,11 +4,11 @@
 //! re-reads the packet in place and cannot fail.
 
 use crate::error::Error;
-use crate::header::{FixedHeader, PacketType};
+use crate::header::FixedHeader;
 use crate::properties::{self, id, PropertyValue, Rules};
 use crate::reader::{mqtt_str, Reader};
 use crate::topic::{shared_subscription, valid_topic_filter, SHARE_PREFIX};
-use crate::types::{ProtocolVersion, QoS};
+use crate::types::{PacketType, ProtocolVersion, QoS};
 
 /// Subscription options: maximum QoS (two bits).
 pub const OPTION_QOS_MASK: u8 = 0b0000_0011;
