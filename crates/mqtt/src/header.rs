@@ -89,6 +89,19 @@ impl FixedHeader {
         self.total_len() as u64 > max_packet_size as u64
     }
 
+    /// `Err(Error::UnexpectedPacketType)` unless this is the header of an
+    /// `expected` packet: the first check of every packet parser.
+    pub(crate) fn expect(&self, expected: PacketType) -> Result<(), Error> {
+        if self.packet_type == expected {
+            Ok(())
+        } else {
+            Err(Error::UnexpectedPacketType {
+                expected,
+                found: self.packet_type,
+            })
+        }
+    }
+
     /// [`exceeds`](Self::exceeds) as a `Result`: `Err(Error::PacketTooLarge)`
     /// when the packet is larger than `max_packet_size`.
     pub const fn check_max_size(&self, max_packet_size: u32) -> Result<(), Error> {
@@ -101,6 +114,20 @@ impl FixedHeader {
             Ok(())
         }
     }
+}
+
+/// The header and the bytes of the whole `expected` packet at the start of
+/// `buf` (bytes after it are left out), for the parsers that need all of a
+/// packet: [`Error::Incomplete`] if `buf` ends before the packet does,
+/// [`Error::UnexpectedPacketType`] for another type of packet.
+pub(crate) fn whole_packet(
+    buf: &[u8],
+    expected: PacketType,
+) -> Result<(FixedHeader, &[u8]), Error> {
+    let header = FixedHeader::parse(buf)?.ok_or(Error::Incomplete)?;
+    header.expect(expected)?;
+    let packet = buf.get(..header.total_len()).ok_or(Error::Incomplete)?;
+    Ok((header, packet))
 }
 
 /// Decodes a variable byte integer (the remaining-length encoding, also used
@@ -327,6 +354,28 @@ mod tests {
         assert_eq!(big.total_len(), 5 + MAX_REMAINING_LEN as usize);
         assert!(!big.exceeds(u32::MAX));
         assert!(big.exceeds(MAX_REMAINING_LEN));
+    }
+
+    #[test]
+    fn whole_packets() {
+        let buf = [0xC0, 0x00, 0xE0];
+        let (h, packet) = whole_packet(&buf, PacketType::Pingreq).unwrap();
+        assert_eq!((h.total_len(), packet), (2, &buf[..2]));
+        assert_eq!(
+            whole_packet(&buf, PacketType::Connect),
+            Err(Error::UnexpectedPacketType {
+                expected: PacketType::Connect,
+                found: PacketType::Pingreq
+            })
+        );
+        assert_eq!(
+            whole_packet(&[0x30, 0x02, 0x00], PacketType::Publish),
+            Err(Error::Incomplete)
+        );
+        assert_eq!(
+            whole_packet(&[0x30], PacketType::Publish),
+            Err(Error::Incomplete)
+        );
     }
 
     #[test]

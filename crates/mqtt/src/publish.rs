@@ -55,12 +55,7 @@ impl<'a> Publish<'a> {
         let Some(header) = FixedHeader::parse(buf)? else {
             return Ok(None);
         };
-        if header.packet_type != PacketType::Publish {
-            return Err(Error::UnexpectedPacketType {
-                expected: PacketType::Publish,
-                found: header.packet_type,
-            });
-        }
+        header.expect(PacketType::Publish)?;
         let total_len = header.total_len();
         let complete = buf.len() >= total_len;
         let available = buf.get(..total_len).unwrap_or(buf);

@@ -4,7 +4,7 @@
 //! re-reads the packet in place and cannot fail.
 
 use crate::error::Error;
-use crate::header::FixedHeader;
+use crate::header::whole_packet;
 use crate::properties::{self, id, PropertyValue, Rules};
 use crate::reader::{mqtt_str, Reader};
 use crate::topic::{shared_subscription, valid_topic_filter, SHARE_PREFIX};
@@ -117,15 +117,8 @@ fn parse_common<'a>(
     rules: Rules,
     mut on_property: impl FnMut(&properties::Property<'a>),
 ) -> Result<Common<'a>, Error> {
-    let header = FixedHeader::parse(packet)?.ok_or(Error::Incomplete)?;
-    if header.packet_type != expected {
-        return Err(Error::UnexpectedPacketType {
-            expected,
-            found: header.packet_type,
-        });
-    }
+    let (header, packet) = whole_packet(packet, expected)?;
     let total_len = header.total_len();
-    let packet = packet.get(..total_len).ok_or(Error::Incomplete)?;
     let mut r = Reader::new(packet, header.header_len);
     let packet_id = r
         .u16()
