@@ -649,11 +649,7 @@ impl Task {
             return;
         };
         let path = path.clone();
-        let read = blocking({
-            let path = path.clone();
-            move || cache::read_cached(&path)
-        })
-        .await;
+        let read = cache::in_background(&path, cache::read_cached).await;
         let now = self.now();
         match read {
             Ok(None) => debug!(cert = %self.name(), "no cached OCSP response"),
@@ -767,11 +763,7 @@ impl Task {
     }
 
     async fn write_cache(&self, path: PathBuf, der: Vec<u8>) {
-        let result = blocking({
-            let path = path.clone();
-            move || cache::write_atomic(&path, &der)
-        })
-        .await;
+        let result = cache::in_background(&path, move |path| cache::write_atomic(path, &der)).await;
         match result {
             Ok(()) => debug!(cert = %self.name(), file = %path.display(), "OCSP response cached"),
             Err(e) => {
@@ -795,11 +787,7 @@ impl Task {
             return;
         };
         let path = path.clone();
-        let read = blocking({
-            let path = path.clone();
-            move || cache::read_capped(&path)
-        })
-        .await;
+        let read = cache::in_background(&path, cache::read_capped).await;
         let now = self.now();
         match read {
             Err(e) => {
@@ -892,16 +880,6 @@ impl Task {
             );
         }
         self.static_due_warned = true;
-    }
-}
-
-/// Runs blocking file work on Tokio's blocking pool.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(e) => Err(io::Error::other(format!("file task failed: {e}"))),
     }
 }
 
