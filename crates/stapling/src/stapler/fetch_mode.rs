@@ -59,15 +59,12 @@ impl FetchMode {
             Ok(None) => debug!(cert = %state.name(), "no cached OCSP response"),
             Ok(Some(der)) => match state.accept(&der, now) {
                 Ok(staple) => {
-                    info!(
-                        cert = %state.name(),
-                        file = %path.display(),
-                        this_update = %fmt_time(staple.this_update()),
-                        next_update = %fmt_time(staple.next_update()),
-                        status = %staple.cert_status(),
-                        "stapling the cached OCSP response"
+                    state.announce(
+                        &staple,
+                        StapleSource::Cache,
+                        path,
+                        "stapling the cached OCSP response",
                     );
-                    state.alarm_if_revoked(&staple, StapleSource::Cache);
                     state.install(staple, StapleSource::Cache);
                 }
                 Err(e) => info!(

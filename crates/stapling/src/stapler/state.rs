@@ -6,11 +6,12 @@
 //! alarms.
 
 use std::io;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::handle::{Served, Shared};
 use crate::clock::fmt_time;
@@ -136,6 +137,26 @@ impl State {
         self.warned_without_staple = false;
         self.publish(true);
         true
+    }
+
+    /// Logs that `staple`, read from `file`, is about to be stapled (with
+    /// `message`), and raises the revoked alarm if it says so.
+    pub(super) fn announce(
+        &self,
+        staple: &Staple,
+        source: StapleSource,
+        file: &Path,
+        message: &'static str,
+    ) {
+        info!(
+            cert = %self.name(),
+            file = %file.display(),
+            this_update = %fmt_time(staple.this_update()),
+            next_update = %fmt_time(staple.next_update()),
+            status = %staple.cert_status(),
+            "{message}"
+        );
+        self.alarm_if_revoked(staple, source);
     }
 
     /// Logs a revoked response at error level: the alarm.

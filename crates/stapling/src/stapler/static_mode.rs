@@ -98,15 +98,12 @@ impl StaticMode {
                 match outcome {
                     Ok(staple) => {
                         if news {
-                            info!(
-                                cert = %state.name(),
-                                file = %path.display(),
-                                this_update = %fmt_time(staple.this_update()),
-                                next_update = %fmt_time(staple.next_update()),
-                                status = %staple.cert_status(),
-                                "stapling the static OCSP response file"
+                            state.announce(
+                                &staple,
+                                StapleSource::StaticFile,
+                                path,
+                                "stapling the static OCSP response file",
                             );
-                            state.alarm_if_revoked(&staple, StapleSource::StaticFile);
                             state.record(Ok(()));
                         }
                         if state.install(staple, StapleSource::StaticFile) {
