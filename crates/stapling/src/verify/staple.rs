@@ -8,9 +8,9 @@ use crate::clock::{self, fmt_time};
 
 /// A verified OCSP response for one certificate, ready to staple.
 ///
-/// Only [`verify_response`] makes one, so holding a `Staple` means the
-/// response was checked (at the time it was verified; see
-/// [`Staple::next_update`] for how long it lasts).
+/// Only [`verify_response`](crate::verify_response) makes one, so holding
+/// a `Staple` means the response was checked (at the time it was verified;
+/// see [`Staple::next_update`] for how long it lasts).
 #[derive(Clone, PartialEq, Eq)]
 pub struct Staple {
     pub(super) der: Vec<u8>,
