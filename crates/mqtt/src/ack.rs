@@ -7,8 +7,8 @@
 //! specification allows when the reason code is Success.
 
 use crate::error::Error;
-use crate::header::{encode_fixed_header, PacketType};
-use crate::types::ProtocolVersion;
+use crate::header::encode_fixed_header;
+use crate::types::{PacketType, ProtocolVersion};
 
 /// CONNACK return codes of MQTT 3.1 and 3.1.1.
 pub mod connack_v3 {
@@ -93,44 +93,46 @@ pub mod reason {
 /// by common practice, 3.1).
 pub const SUBACK_FAILURE_V3: u8 = 0x80;
 
+/// `v5` on an MQTT 5 connection, `v3` before: MQTT 5 renumbered the
+/// return codes as reason codes.
+const fn by_version(version: ProtocolVersion, v3: u8, v5: u8) -> u8 {
+    if version.is_v5() {
+        v5
+    } else {
+        v3
+    }
+}
+
 /// The CONNACK code refusing a client as not authorized:
 /// 0x05 before MQTT 5, 0x87 in MQTT 5.
 pub const fn connack_not_authorized(version: ProtocolVersion) -> u8 {
-    if version.is_v5() {
-        reason::NOT_AUTHORIZED
-    } else {
-        connack_v3::NOT_AUTHORIZED
-    }
+    by_version(version, connack_v3::NOT_AUTHORIZED, reason::NOT_AUTHORIZED)
 }
 
 /// The CONNACK code for "server unavailable": 0x03 before MQTT 5, 0x88 in
 /// MQTT 5.
 pub const fn connack_server_unavailable(version: ProtocolVersion) -> u8 {
-    if version.is_v5() {
-        reason::SERVER_UNAVAILABLE
-    } else {
-        connack_v3::SERVER_UNAVAILABLE
-    }
+    by_version(
+        version,
+        connack_v3::SERVER_UNAVAILABLE,
+        reason::SERVER_UNAVAILABLE,
+    )
 }
 
 /// The CONNACK code for an unsupported protocol version: 0x01 before
 /// MQTT 5, 0x84 in MQTT 5.
 pub const fn connack_unsupported_version(version: ProtocolVersion) -> u8 {
-    if version.is_v5() {
-        reason::UNSUPPORTED_PROTOCOL_VERSION
-    } else {
-        connack_v3::UNACCEPTABLE_PROTOCOL_VERSION
-    }
+    by_version(
+        version,
+        connack_v3::UNACCEPTABLE_PROTOCOL_VERSION,
+        reason::UNSUPPORTED_PROTOCOL_VERSION,
+    )
 }
 
 /// The SUBACK code refusing one subscription: 0x80 before MQTT 5, 0x87
 /// (not authorized) in MQTT 5.
 pub const fn suback_not_authorized(version: ProtocolVersion) -> u8 {
-    if version.is_v5() {
-        reason::NOT_AUTHORIZED
-    } else {
-        SUBACK_FAILURE_V3
-    }
+    by_version(version, SUBACK_FAILURE_V3, reason::NOT_AUTHORIZED)
 }
 
 /// Appends a CONNACK.

@@ -6,7 +6,7 @@
 
 use core::fmt;
 
-use crate::header::PacketType;
+use crate::types::PacketType;
 
 /// Why a packet was rejected, or why an encoder could not write one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

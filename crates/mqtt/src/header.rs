@@ -2,125 +2,17 @@
 //! the remaining-length varint): the framing layer that tells the relay
 //! where one packet ends and the next begins.
 
-use core::fmt;
-
 use crate::error::Error;
-use crate::types::ProtocolVersion;
+// Defined with the other shared enums (the error type names it too, and
+// must not depend on framing); still reachable as `header::PacketType`.
+#[doc(no_inline)]
+pub use crate::types::PacketType;
 
 /// The largest remaining length a four-byte varint can carry (256 MiB - 1).
 pub const MAX_REMAINING_LEN: u32 = 268_435_455;
 
 /// The largest fixed header: one type byte plus a four-byte varint.
 pub const MAX_FIXED_HEADER_LEN: usize = 5;
-
-/// The control packet type: the high nibble of the first byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum PacketType {
-    /// Client request to connect (1).
-    Connect = 1,
-    /// Connect acknowledgement (2).
-    Connack = 2,
-    /// Application message (3).
-    Publish = 3,
-    /// QoS 1 publish acknowledgement (4).
-    Puback = 4,
-    /// QoS 2 publish received, part 1 (5).
-    Pubrec = 5,
-    /// QoS 2 publish release, part 2 (6).
-    Pubrel = 6,
-    /// QoS 2 publish complete, part 3 (7).
-    Pubcomp = 7,
-    /// Subscribe request (8).
-    Subscribe = 8,
-    /// Subscribe acknowledgement (9).
-    Suback = 9,
-    /// Unsubscribe request (10).
-    Unsubscribe = 10,
-    /// Unsubscribe acknowledgement (11).
-    Unsuback = 11,
-    /// Ping request (12).
-    Pingreq = 12,
-    /// Ping response (13).
-    Pingresp = 13,
-    /// Disconnect notification (14).
-    Disconnect = 14,
-    /// Authentication exchange, MQTT 5 only (15).
-    Auth = 15,
-}
-
-impl PacketType {
-    /// The type for a four-bit value; `None` for the reserved value 0 and
-    /// for anything above 15.
-    pub const fn from_u8(value: u8) -> Option<Self> {
-        Some(match value {
-            1 => Self::Connect,
-            2 => Self::Connack,
-            3 => Self::Publish,
-            4 => Self::Puback,
-            5 => Self::Pubrec,
-            6 => Self::Pubrel,
-            7 => Self::Pubcomp,
-            8 => Self::Subscribe,
-            9 => Self::Suback,
-            10 => Self::Unsubscribe,
-            11 => Self::Unsuback,
-            12 => Self::Pingreq,
-            13 => Self::Pingresp,
-            14 => Self::Disconnect,
-            15 => Self::Auth,
-            _ => return None,
-        })
-    }
-
-    /// The four-bit value (1 to 15).
-    pub const fn as_u8(self) -> u8 {
-        self as u8
-    }
-
-    /// The name the specification uses, e.g. `"PUBLISH"`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Connect => "CONNECT",
-            Self::Connack => "CONNACK",
-            Self::Publish => "PUBLISH",
-            Self::Puback => "PUBACK",
-            Self::Pubrec => "PUBREC",
-            Self::Pubrel => "PUBREL",
-            Self::Pubcomp => "PUBCOMP",
-            Self::Subscribe => "SUBSCRIBE",
-            Self::Suback => "SUBACK",
-            Self::Unsubscribe => "UNSUBSCRIBE",
-            Self::Unsuback => "UNSUBACK",
-            Self::Pingreq => "PINGREQ",
-            Self::Pingresp => "PINGRESP",
-            Self::Disconnect => "DISCONNECT",
-            Self::Auth => "AUTH",
-        }
-    }
-
-    /// Whether the type exists in `version`: AUTH is MQTT 5 only (its value
-    /// is reserved before that), every other type exists everywhere.
-    pub const fn exists_in(self, version: ProtocolVersion) -> bool {
-        !matches!(self, Self::Auth) || version.is_v5()
-    }
-
-    /// The fixed-header flags the specification mandates for this type, or
-    /// `None` for PUBLISH, whose flags carry DUP, QoS and RETAIN.
-    pub const fn required_flags(self) -> Option<u8> {
-        match self {
-            Self::Publish => None,
-            Self::Pubrel | Self::Subscribe | Self::Unsubscribe => Some(0b0010),
-            _ => Some(0),
-        }
-    }
-}
-
-impl fmt::Display for PacketType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// A parsed fixed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +89,19 @@ impl FixedHeader {
         self.total_len() as u64 > max_packet_size as u64
     }
 
+    /// `Err(Error::UnexpectedPacketType)` unless this is the header of an
+    /// `expected` packet: the first check of every packet parser.
+    pub(crate) fn expect(&self, expected: PacketType) -> Result<(), Error> {
+        if self.packet_type == expected {
+            Ok(())
+        } else {
+            Err(Error::UnexpectedPacketType {
+                expected,
+                found: self.packet_type,
+            })
+        }
+    }
+
     /// [`exceeds`](Self::exceeds) as a `Result`: `Err(Error::PacketTooLarge)`
     /// when the packet is larger than `max_packet_size`.
     pub const fn check_max_size(&self, max_packet_size: u32) -> Result<(), Error> {
@@ -209,6 +114,20 @@ impl FixedHeader {
             Ok(())
         }
     }
+}
+
+/// The header and the bytes of the whole `expected` packet at the start of
+/// `buf` (bytes after it are left out), for the parsers that need all of a
+/// packet: [`Error::Incomplete`] if `buf` ends before the packet does,
+/// [`Error::UnexpectedPacketType`] for another type of packet.
+pub(crate) fn whole_packet(
+    buf: &[u8],
+    expected: PacketType,
+) -> Result<(FixedHeader, &[u8]), Error> {
+    let header = FixedHeader::parse(buf)?.ok_or(Error::Incomplete)?;
+    header.expect(expected)?;
+    let packet = buf.get(..header.total_len()).ok_or(Error::Incomplete)?;
+    Ok((header, packet))
 }
 
 /// Decodes a variable byte integer (the remaining-length encoding, also used
@@ -438,17 +357,25 @@ mod tests {
     }
 
     #[test]
-    fn packet_type_round_trip() {
-        assert_eq!(PacketType::from_u8(0), None);
-        assert_eq!(PacketType::from_u8(16), None);
-        for n in 1..=15 {
-            let ty = PacketType::from_u8(n).unwrap();
-            assert_eq!(ty.as_u8(), n);
-            assert!(!ty.name().is_empty());
-        }
-        assert!(!PacketType::Auth.exists_in(ProtocolVersion::V3_1_1));
-        assert!(PacketType::Auth.exists_in(ProtocolVersion::V5));
-        assert!(PacketType::Publish.exists_in(ProtocolVersion::V3_1));
+    fn whole_packets() {
+        let buf = [0xC0, 0x00, 0xE0];
+        let (h, packet) = whole_packet(&buf, PacketType::Pingreq).unwrap();
+        assert_eq!((h.total_len(), packet), (2, &buf[..2]));
+        assert_eq!(
+            whole_packet(&buf, PacketType::Connect),
+            Err(Error::UnexpectedPacketType {
+                expected: PacketType::Connect,
+                found: PacketType::Pingreq
+            })
+        );
+        assert_eq!(
+            whole_packet(&[0x30, 0x02, 0x00], PacketType::Publish),
+            Err(Error::Incomplete)
+        );
+        assert_eq!(
+            whole_packet(&[0x30], PacketType::Publish),
+            Err(Error::Incomplete)
+        );
     }
 
     #[test]

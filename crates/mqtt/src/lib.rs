@@ -74,9 +74,9 @@ pub mod types;
 
 pub use connect::{rewrite_connect, Connect, ConnectLayout, ConnectProperties, Will};
 pub use error::Error;
-pub use header::{FixedHeader, PacketType, MAX_REMAINING_LEN};
+pub use header::{FixedHeader, MAX_REMAINING_LEN};
 pub use publish::Publish;
 pub use subscribe::{
     Subscribe, SubscribeFilter, SubscribeFilters, Unsubscribe, UnsubscribeFilters,
 };
-pub use types::{ProtocolVersion, QoS};
+pub use types::{PacketType, ProtocolVersion, QoS};

@@ -4,11 +4,11 @@
 //! arrived, and never has to buffer or copy the payload.
 
 use crate::error::Error;
-use crate::header::{FixedHeader, PacketType};
+use crate::header::FixedHeader;
 use crate::properties::{self, id, PropertyValue};
 use crate::reader::{mqtt_str, Reader};
 use crate::topic::valid_topic_name;
-use crate::types::{ProtocolVersion, QoS};
+use crate::types::{PacketType, ProtocolVersion, QoS};
 
 /// The header of a PUBLISH packet, borrowing from the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,12 +55,7 @@ impl<'a> Publish<'a> {
         let Some(header) = FixedHeader::parse(buf)? else {
             return Ok(None);
         };
-        if header.packet_type != PacketType::Publish {
-            return Err(Error::UnexpectedPacketType {
-                expected: PacketType::Publish,
-                found: header.packet_type,
-            });
-        }
+        header.expect(PacketType::Publish)?;
         let total_len = header.total_len();
         let complete = buf.len() >= total_len;
         let available = buf.get(..total_len).unwrap_or(buf);

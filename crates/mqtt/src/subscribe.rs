@@ -4,11 +4,11 @@
 //! re-reads the packet in place and cannot fail.
 
 use crate::error::Error;
-use crate::header::{FixedHeader, PacketType};
+use crate::header::whole_packet;
 use crate::properties::{self, id, PropertyValue, Rules};
 use crate::reader::{mqtt_str, Reader};
 use crate::topic::{shared_subscription, valid_topic_filter, SHARE_PREFIX};
-use crate::types::{ProtocolVersion, QoS};
+use crate::types::{PacketType, ProtocolVersion, QoS};
 
 /// Subscription options: maximum QoS (two bits).
 pub const OPTION_QOS_MASK: u8 = 0b0000_0011;
@@ -117,15 +117,8 @@ fn parse_common<'a>(
     rules: Rules,
     mut on_property: impl FnMut(&properties::Property<'a>),
 ) -> Result<Common<'a>, Error> {
-    let header = FixedHeader::parse(packet)?.ok_or(Error::Incomplete)?;
-    if header.packet_type != expected {
-        return Err(Error::UnexpectedPacketType {
-            expected,
-            found: header.packet_type,
-        });
-    }
+    let (header, packet) = whole_packet(packet, expected)?;
     let total_len = header.total_len();
-    let packet = packet.get(..total_len).ok_or(Error::Incomplete)?;
     let mut r = Reader::new(packet, header.header_len);
     let packet_id = r
         .u16()
@@ -148,6 +141,28 @@ fn parse_common<'a>(
         total_len,
         payload: r,
     })
+}
+
+impl<'a> Common<'a> {
+    /// Reads the payload's entries with `entry`, one after the other to its
+    /// end, and returns how many there are: at least one, or the protocol
+    /// error `empty`.
+    fn count_entries(
+        &self,
+        empty: &'static str,
+        mut entry: impl FnMut(&mut Reader<'a>) -> Result<(), Error>,
+    ) -> Result<usize, Error> {
+        let mut r = self.payload.clone();
+        let mut count = 0usize;
+        while r.remaining() > 0 {
+            entry(&mut r)?;
+            count += 1;
+        }
+        if count == 0 {
+            return Err(Error::ProtocolError(empty));
+        }
+        Ok(count)
+    }
 }
 
 /// Reads one topic filter and checks it.
@@ -193,10 +208,8 @@ impl<'a> Subscribe<'a> {
                 }
             },
         )?;
-        let mut r = common.payload.clone();
-        let mut count = 0usize;
-        while r.remaining() > 0 {
-            let filter = read_filter(&mut r, version, "SUBSCRIBE topic filter runs past the end")?;
+        let count = common.count_entries("SUBSCRIBE without a topic filter", |r| {
+            let filter = read_filter(r, version, "SUBSCRIBE topic filter runs past the end")?;
             let options = r
                 .u8()
                 .ok_or(Error::Malformed("SUBSCRIBE options byte missing"))?;
@@ -218,11 +231,8 @@ impl<'a> Subscribe<'a> {
             } else if options & 0b1111_1100 != 0 {
                 return Err(Error::Malformed("reserved SUBSCRIBE option bits set"));
             }
-            count += 1;
-        }
-        if count == 0 {
-            return Err(Error::ProtocolError("SUBSCRIBE without a topic filter"));
-        }
+            Ok(())
+        })?;
         Ok(Subscribe {
             packet_id: common.packet_id,
             properties: common.properties,
@@ -256,19 +266,9 @@ impl<'a> Unsubscribe<'a> {
             properties::UNSUBSCRIBE,
             |_| {},
         )?;
-        let mut r = common.payload.clone();
-        let mut count = 0usize;
-        while r.remaining() > 0 {
-            read_filter(
-                &mut r,
-                version,
-                "UNSUBSCRIBE topic filter runs past the end",
-            )?;
-            count += 1;
-        }
-        if count == 0 {
-            return Err(Error::ProtocolError("UNSUBSCRIBE without a topic filter"));
-        }
+        let count = common.count_entries("UNSUBSCRIBE without a topic filter", |r| {
+            read_filter(r, version, "UNSUBSCRIBE topic filter runs past the end").map(|_| ())
+        })?;
         Ok(Unsubscribe {
             packet_id: common.packet_id,
             properties: common.properties,

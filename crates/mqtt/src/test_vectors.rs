@@ -5,7 +5,7 @@
 //! packet it received as hex (and answered CONNACK/PUBACK/PUBREC/PUBCOMP/
 //! SUBACK/UNSUBACK so the clients went on). The command line is given for
 //! each group. The same bytes seed the fuzz corpus
-//! (`fuzz/corpus/mqtt_scanner/`).
+//! (`fuzz/corpus/mqtt_scanner/`). Two builders make hand-made CONNECTs.
 
 /// Decodes a hex string, ignoring spaces.
 pub(crate) fn hex(s: &str) -> Vec<u8> {
@@ -17,6 +17,27 @@ pub(crate) fn hex(s: &str) -> Vec<u8> {
             u8::from_str_radix(pair, 16).expect("hex digit")
         })
         .collect()
+}
+
+/// Builds a CONNECT from parts; `body` is everything after the fixed
+/// header.
+pub(crate) fn connect_packet(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    crate::header::encode_fixed_header(0x10, body.len(), &mut out).unwrap();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of an MQTT 5 CONNECT with keep-alive 10: `flags`, the property
+/// block `props` and the payload `payload`.
+pub(crate) fn connect_v5_body(flags: u8, props: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut body = b"\x00\x04MQTT\x05".to_vec();
+    body.push(flags);
+    body.extend_from_slice(&[0x00, 0x0A]);
+    body.push(props.len() as u8);
+    body.extend_from_slice(props);
+    body.extend_from_slice(payload);
+    body
 }
 
 // mosquitto_pub -V mqttv311 -i dev1 -u alice -P pw -t sensors/dev1/temp -m 21.5

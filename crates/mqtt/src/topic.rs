@@ -62,17 +62,7 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;
     }
-    let mut filter_levels = filter.split('/');
-    let mut topic_levels = topic.split('/');
-    loop {
-        match (filter_levels.next(), topic_levels.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(f), Some(t)) if f == t => {}
-            (None, None) => return true,
-            _ => return false,
-        }
-    }
+    walk_levels(filter, topic, |f, t| f == "+" || f == t)
 }
 
 /// Whether a client holding the ACL pattern `acl` may subscribe to the
@@ -100,13 +90,21 @@ pub fn acl_covers_subscription(acl: &str, sub: &str) -> bool {
     if acl.starts_with('$') != sub.starts_with('$') {
         return false;
     }
-    let mut acl_levels = acl.split('/');
-    let mut sub_levels = sub.split('/');
+    walk_levels(acl, sub, |a, s| (a == "+" && s != "#") || a == s)
+}
+
+/// Compares `pattern` with `other` level by level, the walk that matching
+/// and ACL coverage share: `#` in `pattern` covers the rest of `other`
+/// (its parent level included), every other level of `pattern` must
+/// `cover` the level of `other` at the same place, and both must end
+/// together.
+fn walk_levels(pattern: &str, other: &str, cover: impl Fn(&str, &str) -> bool) -> bool {
+    let mut pattern_levels = pattern.split('/');
+    let mut other_levels = other.split('/');
     loop {
-        match (acl_levels.next(), sub_levels.next()) {
+        match (pattern_levels.next(), other_levels.next()) {
             (Some("#"), _) => return true,
-            (Some("+"), Some(s)) if s != "#" => {}
-            (Some(a), Some(s)) if a == s => {}
+            (Some(p), Some(o)) if cover(p, o) => {}
             (None, None) => return true,
             _ => return false,
         }

@@ -1,7 +1,117 @@
-//! Small enums shared by every packet parser: the protocol version a
-//! connection speaks and the quality-of-service level.
+//! Small enums shared by every packet parser and by the error type: the
+//! control packet type, the protocol version a connection speaks and the
+//! quality-of-service level. They depend on nothing else in the crate.
 
 use core::fmt;
+
+/// The control packet type: the high nibble of the first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum PacketType {
+    /// Client request to connect (1).
+    Connect = 1,
+    /// Connect acknowledgement (2).
+    Connack = 2,
+    /// Application message (3).
+    Publish = 3,
+    /// QoS 1 publish acknowledgement (4).
+    Puback = 4,
+    /// QoS 2 publish received, part 1 (5).
+    Pubrec = 5,
+    /// QoS 2 publish release, part 2 (6).
+    Pubrel = 6,
+    /// QoS 2 publish complete, part 3 (7).
+    Pubcomp = 7,
+    /// Subscribe request (8).
+    Subscribe = 8,
+    /// Subscribe acknowledgement (9).
+    Suback = 9,
+    /// Unsubscribe request (10).
+    Unsubscribe = 10,
+    /// Unsubscribe acknowledgement (11).
+    Unsuback = 11,
+    /// Ping request (12).
+    Pingreq = 12,
+    /// Ping response (13).
+    Pingresp = 13,
+    /// Disconnect notification (14).
+    Disconnect = 14,
+    /// Authentication exchange, MQTT 5 only (15).
+    Auth = 15,
+}
+
+impl PacketType {
+    /// The type for a four-bit value; `None` for the reserved value 0 and
+    /// for anything above 15.
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Self::Connect,
+            2 => Self::Connack,
+            3 => Self::Publish,
+            4 => Self::Puback,
+            5 => Self::Pubrec,
+            6 => Self::Pubrel,
+            7 => Self::Pubcomp,
+            8 => Self::Subscribe,
+            9 => Self::Suback,
+            10 => Self::Unsubscribe,
+            11 => Self::Unsuback,
+            12 => Self::Pingreq,
+            13 => Self::Pingresp,
+            14 => Self::Disconnect,
+            15 => Self::Auth,
+            _ => return None,
+        })
+    }
+
+    /// The four-bit value (1 to 15).
+    pub const fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The name the specification uses, e.g. `"PUBLISH"`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "CONNECT",
+            Self::Connack => "CONNACK",
+            Self::Publish => "PUBLISH",
+            Self::Puback => "PUBACK",
+            Self::Pubrec => "PUBREC",
+            Self::Pubrel => "PUBREL",
+            Self::Pubcomp => "PUBCOMP",
+            Self::Subscribe => "SUBSCRIBE",
+            Self::Suback => "SUBACK",
+            Self::Unsubscribe => "UNSUBSCRIBE",
+            Self::Unsuback => "UNSUBACK",
+            Self::Pingreq => "PINGREQ",
+            Self::Pingresp => "PINGRESP",
+            Self::Disconnect => "DISCONNECT",
+            Self::Auth => "AUTH",
+        }
+    }
+
+    /// Whether the type exists in `version`: AUTH is MQTT 5 only (its value
+    /// is reserved before that), every other type exists everywhere.
+    pub const fn exists_in(self, version: ProtocolVersion) -> bool {
+        !matches!(self, Self::Auth) || version.is_v5()
+    }
+
+    /// The fixed-header flags the specification mandates for this type, or
+    /// `None` for PUBLISH, whose flags carry DUP, QoS and RETAIN.
+    pub const fn required_flags(self) -> Option<u8> {
+        match self {
+            Self::Publish => None,
+            Self::Pubrel | Self::Subscribe | Self::Unsubscribe => Some(0b0010),
+            _ => Some(0),
+        }
+    }
+}
+
+impl fmt::Display for PacketType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The MQTT protocol version of a connection, fixed by its CONNECT.
 ///
@@ -97,6 +207,20 @@ impl QoS {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packet_type_round_trip() {
+        assert_eq!(PacketType::from_u8(0), None);
+        assert_eq!(PacketType::from_u8(16), None);
+        for n in 1..=15 {
+            let ty = PacketType::from_u8(n).unwrap();
+            assert_eq!(ty.as_u8(), n);
+            assert!(!ty.name().is_empty());
+        }
+        assert!(!PacketType::Auth.exists_in(ProtocolVersion::V3_1_1));
+        assert!(PacketType::Auth.exists_in(ProtocolVersion::V5));
+        assert!(PacketType::Publish.exists_in(ProtocolVersion::V3_1));
+    }
 
     #[test]
     fn levels_round_trip() {

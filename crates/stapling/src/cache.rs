@@ -1,7 +1,7 @@
 //! Files: the disk cache of last good responses (one file per leaf, named
 //! by the SHA-256 of the leaf's DER, written atomically), and bounded reads
-//! of cache and static staple files. Blocking; callers run it off the
-//! async runtime's worker threads.
+//! of cache and static staple files. Blocking; [`in_background`] runs them
+//! off the async runtime's worker threads.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -12,6 +12,18 @@ use aws_lc_rs::digest;
 
 /// OCSP responses are a few kilobytes; anything far larger is not one.
 pub(crate) const MAX_RESPONSE_SIZE: u64 = 1 << 20;
+
+/// Runs blocking file work on `path` on Tokio's blocking pool.
+pub(crate) async fn in_background<T: Send + 'static>(
+    path: &Path,
+    work: impl FnOnce(&Path) -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let path = path.to_path_buf();
+    match tokio::task::spawn_blocking(move || work(&path)).await {
+        Ok(result) => result,
+        Err(e) => Err(io::Error::other(format!("file task failed: {e}"))),
+    }
+}
 
 /// The cache file of a leaf: `<dir>/<sha256 of the leaf DER>.ocsp`.
 pub fn cache_path(dir: &Path, leaf_der: &[u8]) -> PathBuf {
