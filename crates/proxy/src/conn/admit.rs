@@ -32,6 +32,8 @@ use crate::config::ListenerConfig;
 /// A listener's admission limits.
 #[derive(Debug)]
 pub struct Admission {
+    /// The listener's `max_connections`.
+    pub max_connections: usize,
     slots: Arc<Semaphore>,
     per_ip: Arc<PerIp>,
     handshakes: Arc<Semaphore>,
@@ -49,6 +51,7 @@ impl Admission {
     /// The limits of `listener`.
     pub fn new(listener: &ListenerConfig) -> Self {
         Self {
+            max_connections: listener.max_connections,
             slots: Arc::new(Semaphore::new(listener.max_connections)),
             per_ip: Arc::new(PerIp::new(PerIpLimits {
                 connections: listener.limits.per_ip_connections,

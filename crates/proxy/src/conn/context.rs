@@ -1,6 +1,12 @@
-//! What a listener's connections share, and nothing else: its settings,
-//! its current TLS state (swapped whole by a reload), its way to the
-//! broker, its admission limits, its metric handles and its SNI routes.
+//! What a listener's connections share, and nothing else. Two parts:
+//!
+//! - what is fixed for the life of the process: the name, the admission
+//!   limits and the metric handles;
+//! - [`Live`]: everything a reload may change (the settings, the TLS
+//!   state, the way to the broker, the SNI routes), swapped whole. A
+//!   connection loads it once, when it is accepted, and keeps that one for
+//!   its life.
+//!
 //! Reload bookkeeping, readiness and the admin endpoint keep their own
 //! state, in `control`.
 
@@ -14,22 +20,58 @@ use super::metrics::ConnMetrics;
 use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
 use crate::tls::certs::name_matches;
+use crate::tls::policy::TlsPolicy;
 use crate::tls::ListenerTls;
 
 /// Everything one listener's (or route's) connections need.
 pub struct Context {
-    /// The listener's settings.
-    pub config: ListenerConfig,
-    /// The current TLS state; a reload swaps it.
-    pub tls: ArcSwap<ListenerTls>,
-    /// Where to relay to.
-    pub backend: BackendLink,
+    /// The listener's name, in logs and metric labels.
+    pub name: String,
     /// Admission limits.
     pub admission: Admission,
     /// Metric handles.
     pub metrics: ConnMetrics,
+    /// What a reload may change; swapped whole.
+    pub live: ArcSwap<Live>,
+}
+
+/// The part of a listener a reload may change, as one value.
+#[derive(Clone)]
+pub struct Live {
+    /// The listener's settings.
+    pub config: ListenerConfig,
+    /// Its TLS policy (versions, suites, groups).
+    pub policy: TlsPolicy,
+    /// The TLS state handshakes use.
+    pub tls: Arc<ListenerTls>,
+    /// Where to relay to.
+    pub backend: Arc<BackendLink>,
     /// The routes this listener hands connections to by SNI.
-    pub routes: Vec<Arc<Context>>,
+    pub routes: Vec<Route>,
+}
+
+/// An SNI route of a listener: the names that select it (lower case) and
+/// its context.
+#[derive(Clone)]
+pub struct Route {
+    /// Exact names and `*.` wildcards.
+    pub server_names: Vec<String>,
+    /// The route's own context.
+    pub ctx: Arc<Context>,
+}
+
+impl Route {
+    /// The route of `ctx`, selected by the names its configuration lists.
+    pub fn of(ctx: Arc<Context>) -> Self {
+        let server_names = ctx
+            .live
+            .load()
+            .config
+            .route
+            .as_ref()
+            .map_or_else(Vec::new, |o| o.server_names.clone());
+        Self { server_names, ctx }
+    }
 }
 
 impl Context {
@@ -37,20 +79,27 @@ impl Context {
     /// routes.
     pub fn new(
         config: &ListenerConfig,
+        policy: TlsPolicy,
         tls: ListenerTls,
         metrics: &Metrics,
-        routes: Vec<Arc<Context>>,
+        routes: Vec<Route>,
     ) -> Self {
         Self {
-            tls: ArcSwap::from_pointee(tls),
-            backend: BackendLink::new(config),
+            name: config.name.clone(),
             admission: Admission::new(config),
             metrics: ConnMetrics::new(metrics, &config.name),
-            routes,
-            config: config.clone(),
+            live: ArcSwap::from_pointee(Live {
+                backend: Arc::new(BackendLink::new(config)),
+                config: config.clone(),
+                policy,
+                tls: Arc::new(tls),
+                routes,
+            }),
         }
     }
+}
 
+impl Live {
     /// The route a server name selects: an exact name first, then a
     /// wildcard; `None` when no route claims it.
     pub fn route_for(&self, name: &str) -> Option<&Arc<Context>> {
@@ -58,18 +107,20 @@ impl Context {
             return None;
         }
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        fn names(r: &Context) -> &[String] {
-            r.config.route.as_ref().map_or(&[], |o| &o.server_names)
-        }
         self.routes
             .iter()
-            .find(|r| names(r).iter().any(|n| !n.starts_with("*.") && *n == name))
+            .find(|r| {
+                r.server_names
+                    .iter()
+                    .any(|n| !n.starts_with("*.") && *n == name)
+            })
             .or_else(|| {
                 self.routes.iter().find(|r| {
-                    names(r)
+                    r.server_names
                         .iter()
                         .any(|n| n.starts_with("*.") && name_matches(n, &name))
                 })
             })
+            .map(|r| &r.ctx)
     }
 }

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use super::backend::BackendError;
-use super::context::Context;
+use super::context::{Context, Live};
 use super::identity::ConnDetails;
 use super::reasons::{HandshakeFailure, RejectReason};
 use crate::tls::client_auth::DenialReason;
@@ -41,8 +41,9 @@ pub struct Established {
     pub local: SocketAddr,
     /// The listener (or route) that owns the connection.
     pub ctx: Arc<Context>,
-    /// The TLS state the handshake used.
-    pub state: Arc<ListenerTls>,
+    /// The owning listener's settings, TLS state and backend as they were
+    /// when the handshake started.
+    pub live: Arc<Live>,
     /// What was negotiated, and who the client is.
     pub details: ConnDetails,
     /// When the connection was accepted.
@@ -53,8 +54,8 @@ impl Established {
     /// Connects to the owning listener's broker, with the PROXY header
     /// telling it about this connection when configured.
     pub async fn connect_backend(&self) -> Result<TcpStream, BackendError> {
-        let details = || self.details.proxy_details(&self.state);
-        self.ctx
+        let details = || self.details.proxy_details(&self.live.tls);
+        self.live
             .backend
             .connect(&self.ctx.metrics, self.peer, self.local, details)
             .await
@@ -73,7 +74,8 @@ pub async fn establish(
     parent: &Arc<Context>,
 ) -> Option<Box<Established>> {
     let pm = &parent.metrics;
-    let local = local.unwrap_or_else(|| stream.local_addr().unwrap_or(parent.config.listen));
+    let parent_live = parent.live.load_full();
+    let local = local.unwrap_or_else(|| stream.local_addr().unwrap_or(parent_live.config.listen));
     let Ok(handshake_slot) = parent.admission.handshake() else {
         pm.rejected.inc(RejectReason::HandshakeLimit);
         debug!("too many handshakes in progress; connection closed");
@@ -81,9 +83,9 @@ pub async fn establish(
     };
 
     let started = Instant::now();
-    let timeout = parent.config.timeouts.handshake.0;
-    let (mut tls, sni, ctx, state) =
-        match tokio::time::timeout(timeout, handshake(stream, parent)).await {
+    let timeout = parent_live.config.timeouts.handshake.0;
+    let (mut tls, sni, ctx, live) =
+        match tokio::time::timeout(timeout, handshake(stream, parent, parent_live)).await {
             Ok(Ok(done)) => done,
             Ok(Err((e, ctx))) => {
                 failed(&e, &ctx);
@@ -102,7 +104,7 @@ pub async fn establish(
     if details.resumed {
         // rustls does not re-verify the client certificate a resumed
         // session carries; the CRLs or CA bundle may have changed since.
-        if let Err(e) = recheck_resumed(tls.connection(), &state) {
+        if let Err(e) = recheck_resumed(tls.connection(), &live.tls) {
             m.handshake_failed
                 .inc(HandshakeFailure::BadClientCertificate);
             m.client_auth_denied.inc(DenialReason::of(&e));
@@ -128,7 +130,7 @@ pub async fn establish(
         peer,
         local,
         ctx,
-        state,
+        live,
         details,
         started,
     }))
@@ -145,31 +147,36 @@ fn failed(e: &io::Error, ctx: &Context) {
             m.client_auth_denied.inc(DenialReason::of(te));
         }
     }
-    info!(reason = reason.as_str(), error = %e, route = %ctx.config.name, "TLS handshake failed");
+    info!(reason = reason.as_str(), error = %e, route = %ctx.name, "TLS handshake failed");
 }
 
 /// A finished handshake: the stream, the server name the client asked for,
-/// the listener (or route) that owns the connection and the TLS state it
-/// was handled with; or the error and the listener it happened on.
+/// the listener (or route) that owns the connection and the live state the
+/// handshake used; or the error and the listener it happened on.
 type HandshakeResult =
-    Result<(TlsStream, Option<String>, Arc<Context>, Arc<ListenerTls>), (io::Error, Arc<Context>)>;
+    Result<(TlsStream, Option<String>, Arc<Context>, Arc<Live>), (io::Error, Arc<Context>)>;
 
-/// Reads the ClientHello, picks the route and the configuration, and
+/// Reads the ClientHello, picks the route (from `parent_live`, the
+/// parent's state when the connection came) and the configuration, and
 /// finishes the handshake.
-async fn handshake(stream: TcpStream, parent: &Arc<Context>) -> HandshakeResult {
+async fn handshake(
+    stream: TcpStream,
+    parent: &Arc<Context>,
+    parent_live: Arc<Live>,
+) -> HandshakeResult {
     let start = crate::tls::stream::accept(stream)
         .await
         .map_err(|e| (e, parent.clone()))?;
     let hello = start.client_hello();
     let sni = hello.server_name().map(str::to_string);
-    let chosen = match sni.as_deref() {
-        Some(name) => parent.route_for(name).unwrap_or(parent).clone(),
-        None => parent.clone(),
+    let route = sni.as_deref().and_then(|name| parent_live.route_for(name));
+    let (chosen, live) = match route {
+        Some(r) => (r.clone(), r.live.load_full()),
+        None => (parent.clone(), parent_live),
     };
-    let state = chosen.tls.load_full();
-    let config = state.config_for(hello.cipher_suites()).clone();
+    let config = live.tls.config_for(hello.cipher_suites()).clone();
     match start.finish(config).await {
-        Ok(tls) => Ok((tls, sni, chosen, state)),
+        Ok(tls) => Ok((tls, sni, chosen, live)),
         Err(e) => Err((e, chosen)),
     }
 }

@@ -71,7 +71,7 @@ pub async fn handle(
     let Some(conn) = Box::pin(handshake::establish(stream, addrs, &ctx)).await else {
         return;
     };
-    if conn.ctx.config.mqtt.is_some() {
+    if conn.live.config.mqtt.is_some() {
         Box::pin(mqtt::run(conn)).await
     } else {
         Box::pin(opaque::run(conn)).await

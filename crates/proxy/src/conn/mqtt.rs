@@ -32,9 +32,9 @@ struct Accepted {
 /// that their state does not stay in this future for the connection's life
 /// (see `conn::handle`).
 pub async fn run(mut conn: Box<Established>) {
-    let ctx = conn.ctx.clone();
+    let (ctx, live) = (conn.ctx.clone(), conn.live.clone());
     // `conn::handle` picks this session only for MQTT-aware listeners.
-    let Some(mqtt) = ctx.config.mqtt.as_ref() else {
+    let Some(mqtt) = live.config.mqtt.as_ref() else {
         return;
     };
     let m = &ctx.metrics;
@@ -85,7 +85,7 @@ pub async fn run(mut conn: Box<Established>) {
     );
     // Like a broker: 1.5 times the client's keep-alive, else the listener's.
     let idle = match keep_alive {
-        0 => ctx.config.timeouts.idle.0,
+        0 => live.config.timeouts.idle.0,
         k => Duration::from_millis(u64::from(k) * 1500),
     };
     let result = relay::idle_timeout(pump, idle).await;

@@ -21,6 +21,7 @@ pub async fn run(mut conn: Box<Established>) {
     let Established {
         mut tls,
         ctx,
+        live,
         started,
         ..
     } = *conn;
@@ -31,6 +32,6 @@ pub async fn run(mut conn: Box<Established>) {
         m.to_backend.clone(),
         m.to_client.clone(),
     );
-    let result = relay::idle_timeout(pump, ctx.config.timeouts.idle.0).await;
+    let result = relay::idle_timeout(pump, live.config.timeouts.idle.0).await;
     finish(result.map(End::Finished), started, m);
 }

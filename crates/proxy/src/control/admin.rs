@@ -79,7 +79,8 @@ pub fn certificates_json(listeners: &[Arc<Context>]) -> serde_json::Value {
     let listeners: Vec<_> = listeners
         .iter()
         .map(|l| {
-            let tls = l.tls.load();
+            let live = l.live.load();
+            let tls = &live.tls;
             let certs: Vec<_> = tls
                 .certs
                 .iter()
@@ -93,7 +94,7 @@ pub fn certificates_json(listeners: &[Arc<Context>]) -> serde_json::Value {
                 .collect();
             let cas: Vec<_> = tls.client_cas.iter().map(|c| cert_json(c, now)).collect();
             serde_json::json!({
-                "name": l.config.name,
+                "name": l.name,
                 "loaded_at": rfc3339(unix(tls.loaded_at)),
                 "certificates": certs,
                 "client_ca_file": tls.client_ca_path.as_ref().map(|p| p.display().to_string()),

@@ -31,6 +31,9 @@ impl Health {
     /// is down.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
-            && !self.listeners.iter().any(|l| l.backend.health.is_down())
+            && !self
+                .listeners
+                .iter()
+                .any(|l| l.live.load().backend.health.is_down())
     }
 }

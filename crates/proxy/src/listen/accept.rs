@@ -33,7 +33,7 @@ pub async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let name = &ctx.config.name;
+    let name = &ctx.name;
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -109,8 +109,8 @@ impl FullWarning {
             .is_none_or(|t| t.elapsed() > Duration::from_secs(10))
         {
             warn!(
-                listener = %ctx.config.name,
-                max_connections = ctx.config.max_connections,
+                listener = %ctx.name,
+                max_connections = ctx.admission.max_connections,
                 "connection limit reached; refusing new connections (this warning repeats at most every 10 s)"
             );
             self.last = Some(Instant::now());

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::ValidConfig;
-use crate::conn::Context;
+use crate::conn::context::{Context, Route};
 use crate::metrics::Metrics;
 use crate::tls::ListenerTls;
 use socket::BindError;
@@ -41,27 +41,34 @@ impl Listeners {
     pub fn build(config: &ValidConfig, tls: Vec<ListenerTls>, metrics: &Metrics) -> Self {
         // Routes come after their listener in the expanded configuration:
         // build them first, so that each listener is built with its routes.
-        let mut routes: HashMap<&str, Vec<Arc<Context>>> = HashMap::new();
+        let mut routes: HashMap<&str, Vec<Route>> = HashMap::new();
         let mut parents = Vec::new();
-        for ((l, _), state) in config.listeners().zip(tls) {
+        for ((l, policy), state) in config.listeners().zip(tls) {
             match &l.route {
-                Some(of) => routes
-                    .entry(of.parent.as_str())
-                    .or_default()
-                    .push(Arc::new(Context::new(l, state, metrics, Vec::new()))),
-                None => parents.push((l, state)),
+                Some(of) => {
+                    let ctx = Context::new(l, policy.clone(), state, metrics, Vec::new());
+                    routes
+                        .entry(of.parent.as_str())
+                        .or_default()
+                        .push(Route::of(Arc::new(ctx)));
+                }
+                None => parents.push((l, policy, state)),
             }
         }
         let parents: Vec<Arc<Context>> = parents
             .into_iter()
-            .map(|(l, state)| {
+            .map(|(l, policy, state)| {
                 let own = routes.remove(l.name.as_str()).unwrap_or_default();
-                Arc::new(Context::new(l, state, metrics, own))
+                Arc::new(Context::new(l, policy.clone(), state, metrics, own))
             })
             .collect();
         let all = parents
             .iter()
-            .flat_map(|p| std::iter::once(p).chain(p.routes.iter()).cloned())
+            .flat_map(|p| {
+                let routes: Vec<Arc<Context>> =
+                    p.live.load().routes.iter().map(|r| r.ctx.clone()).collect();
+                std::iter::once(p.clone()).chain(routes)
+            })
             .collect();
         Self { parents, all }
     }
@@ -78,21 +85,21 @@ impl Listeners {
     ) -> Result<(), BindError> {
         let mut groups = Vec::with_capacity(self.parents.len());
         for parent in &self.parents {
-            let l = &parent.config;
             let group = sockets
-                .remove(&l.name)
+                .remove(&parent.name)
                 .filter(|group| group.len() == workers.len())
                 .ok_or_else(|| {
                     BindError(format!(
                         "listener {:?}: no socket was bound for each worker",
-                        l.name
+                        parent.name
                     ))
                 })?;
             groups.push((parent, group));
         }
         for (parent, group) in groups {
-            for ctx in std::iter::once(parent).chain(parent.routes.iter()) {
-                log_listening(ctx);
+            log_listening(parent);
+            for route in &parent.live.load().routes {
+                log_listening(&route.ctx);
             }
             for (worker, socket) in group.into_iter().enumerate() {
                 workers.spawn_on(
@@ -127,16 +134,16 @@ impl Listeners {
 
 /// The line that says a listener (or route) serves, and what.
 fn log_listening(ctx: &Context) {
-    let tls = ctx.tls.load();
-    let leaf = tls.certs[0].leaf();
+    let live = ctx.live.load();
+    let leaf = live.tls.certs[0].leaf();
     info!(
-        listener = %ctx.config.name,
-        address = %ctx.config.listen,
-        server_names = ?ctx.config.route.as_ref().map(|r| &r.server_names),
-        backend = %ctx.backend.backend,
+        listener = %ctx.name,
+        address = %live.config.listen,
+        server_names = ?live.config.route.as_ref().map(|r| &r.server_names),
+        backend = %live.backend.backend,
         certificate = %leaf.subject,
         not_after = %leaf.not_after_rfc3339(),
-        client_auth = %ctx.config.tls.client_auth.mode,
+        client_auth = %live.config.tls.client_auth.mode,
         "listening"
     );
 }

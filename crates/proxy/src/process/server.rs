@@ -96,14 +96,9 @@ pub async fn serve(
         .all
         .iter()
         .zip(config.listeners().zip(prepared.resumption))
-        .map(|(ctx, ((l, policy), resumption))| {
-            debug_assert_eq!(ctx.config.name, l.name);
-            Arc::new(ReloadTarget::new(
-                ctx.clone(),
-                policy.clone(),
-                resumption,
-                &metrics,
-            ))
+        .map(|(ctx, ((l, _), resumption))| {
+            debug_assert_eq!(ctx.name, l.name);
+            Arc::new(ReloadTarget::new(ctx.clone(), resumption, &metrics))
         })
         .collect();
     let reloader = reload::start(targets, &config.config.reload, admin_shutdown.clone());

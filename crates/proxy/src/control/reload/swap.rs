@@ -18,14 +18,13 @@ use tracing::{debug, error, info, warn};
 
 use super::super::stapling;
 use super::super::tls_series::TlsSeries;
-use crate::conn::Context;
+use crate::conn::context::{Context, Live};
 use crate::metrics::labels::{ListenerLabels, ResultLabels};
 use crate::metrics::reason::{reasons, ByReason};
 use crate::metrics::Metrics;
 use crate::tls::certs::{unix, CertError};
 use crate::tls::files::{Digest, Sources};
-use crate::tls::policy::TlsPolicy;
-use crate::tls::{self, client_auth, ListenerTls, Resumption};
+use crate::tls::{self, client_auth, Resumption};
 
 reasons! {
     /// The result of a reload attempt (`moat_certificate_reloads_total`).
@@ -130,7 +129,6 @@ struct ReloadState {
 pub struct ReloadTarget {
     /// The listener's context.
     pub ctx: Arc<Context>,
-    policy: TlsPolicy,
     metrics: Arc<Metrics>,
     counters: ReloadCounters,
     state: Mutex<ReloadState>,
@@ -140,21 +138,16 @@ impl ReloadTarget {
     /// A listener just loaded at start-up with `resumption`: exports its
     /// certificate metrics and starts its OCSP stapling tasks (so it must
     /// run inside the runtime).
-    pub fn new(
-        ctx: Arc<Context>,
-        policy: TlsPolicy,
-        resumption: Resumption,
-        metrics: &Arc<Metrics>,
-    ) -> Self {
-        let name = &ctx.config.name;
-        let tls: Arc<ListenerTls> = ctx.tls.load_full();
-        let series = TlsSeries::export(metrics, name, &tls, &TlsSeries::default());
+    pub fn new(ctx: Arc<Context>, resumption: Resumption, metrics: &Arc<Metrics>) -> Self {
+        let name = &ctx.name;
+        let live = ctx.live.load_full();
+        let tls = &live.tls;
+        let series = TlsSeries::export(metrics, name, tls, &TlsSeries::default());
         let counters = ReloadCounters::new(metrics, name);
         counters.succeeded(unix(tls.loaded_at));
         let mut staplers = Vec::new();
-        stapling::sync(&ctx.config, &tls, &mut staplers, metrics);
+        stapling::sync(&live.config, tls, &mut staplers, metrics);
         Self {
-            policy,
             metrics: metrics.clone(),
             counters,
             state: Mutex::new(ReloadState {
@@ -173,15 +166,16 @@ impl ReloadTarget {
         let shared = &*self.ctx;
         let metrics = &self.metrics;
         let counters = &self.counters;
-        let name = &shared.config.name;
+        let name = &shared.name;
         let mut state = match self.state.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let current = shared.tls.load_full();
+        let live = shared.live.load_full();
+        let current = &live.tls;
         let now = SystemTime::now();
 
-        let sources = match Sources::read(&shared.config) {
+        let sources = match Sources::read(&live.config) {
             Ok(s) => s,
             // No file digest for unreadable files: key the failure on the error
             // itself, so that the periodic check reports each distinct one once.
@@ -207,36 +201,34 @@ impl ReloadTarget {
         // from a file); certificates alone keep them, so devices go on resuming
         // across a rotation.
         let (resumption, tickets_rotated) =
-            match Resumption::for_state(&sources, Some((&state.resumption, &current))) {
+            match Resumption::for_state(&sources, Some((&state.resumption, current))) {
                 Ok(r) => r,
                 Err(e) => return failed(&mut state, counters, name, trigger, digest, e),
             };
-        let new = match tls::build_from(
-            &shared.config,
-            &self.policy,
-            &sources,
-            Some(&resumption),
-            now,
-        ) {
-            Ok(new) => new,
-            Err(e) => return failed(&mut state, counters, name, trigger, digest, e),
-        };
+        let new =
+            match tls::build_from(&live.config, &live.policy, &sources, Some(&resumption), now) {
+                Ok(new) => new,
+                Err(e) => return failed(&mut state, counters, name, trigger, digest, e),
+            };
 
         let leaf = new.certs[0].leaf().clone();
         state.series = TlsSeries::export(metrics, name, &new, &state.series);
         // Before the swap, so the new certificates staple from their first
         // handshake when the leaf is unchanged.
-        stapling::sync(&shared.config, &new, &mut state.staplers, metrics);
+        stapling::sync(&live.config, &new, &mut state.staplers, metrics);
         let crl_warnings = client_auth::crl_warnings(
             name,
             &new.crls,
             &new.client_cas,
-            shared.config.tls.client_auth.expired_crl,
+            live.config.tls.client_auth.expired_crl,
             unix(now),
         );
         state.resumption = resumption;
         state.failed = None;
-        shared.tls.store(Arc::new(new));
+        shared.live.store(Arc::new(Live {
+            tls: Arc::new(new),
+            ..(*live).clone()
+        }));
         counters.results.inc(ReloadResult::Success);
         counters.succeeded(unix(now));
         info!(
@@ -252,7 +244,7 @@ impl ReloadTarget {
             warn!("{w}");
         }
         if tickets_rotated {
-            if shared.config.tls.session_ticket_keys.is_some() {
+            if live.config.tls.session_ticket_keys.is_some() {
                 info!(listener = %name, "session ticket keys reloaded from the shared key file");
             } else {
                 info!(listener = %name, "client CA bundle changed: session tickets rotated, so every device makes one full handshake against the new bundle");

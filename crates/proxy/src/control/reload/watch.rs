@@ -21,7 +21,7 @@ use crate::conn::Context;
 fn configured_files(listeners: &[Arc<Context>]) -> Vec<PathBuf> {
     listeners
         .iter()
-        .flat_map(|l| crate::tls::files::reloadable_files(&l.config))
+        .flat_map(|l| crate::tls::files::reloadable_files(&l.live.load().config))
         .collect()
 }
 

@@ -63,7 +63,7 @@ pub fn spawn(targets: Vec<Arc<ReloadTarget>>) -> ReloadHandle {
             let trigger = req.trigger;
             let outcomes = tokio::task::spawn_blocking(move || {
                 ts.iter()
-                    .map(|t| (t.ctx.config.name.clone(), t.reload(trigger)))
+                    .map(|t| (t.ctx.name.clone(), t.reload(trigger)))
                     .collect::<Vec<_>>()
             })
             .await
