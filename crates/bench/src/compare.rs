@@ -7,58 +7,65 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use clap::Args;
 
+use crate::model::{workspace_root, Meta, Plan, Problem, Record, Results, Saved};
 use crate::peers;
 use crate::pki::Pki;
 use crate::proxies::{self, Env, Kind};
-use crate::scenarios::{self, Outcome, SmallPlan};
-use crate::CompareArgs;
+use crate::report::Report;
+use crate::scenarios::{self, Outcome};
+
+/// Options of `compare` (and, partly, `smoke`).
+#[derive(Args, Clone, Debug)]
+pub struct CompareArgs {
+    /// Repetitions of every scenario against every proxy; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Multiplies every count and duration (0.1 for a quick look).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Scenarios to run, comma-separated: full, resumed, idle, bulk, small, storm.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "full,resumed,idle,bulk,small,storm"
+    )]
+    pub scenarios: Vec<String>,
+    /// Proxies to measure, comma-separated: moat, nginx, haproxy, stunnel, naive.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "moat,nginx,haproxy,stunnel,naive"
+    )]
+    pub proxies: Vec<String>,
+    /// Idle-connection levels (capped by the open-file limit).
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    pub idle_levels: Vec<usize>,
+    /// Devices in the reconnect storm (capped by the open-file limit).
+    #[arg(long, default_value_t = 10_000)]
+    pub storm_devices: usize,
+    /// The markdown report to write (its generated section is replaced).
+    /// Default: docs/benchmarks.md for `compare`, none for `smoke`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Do not write the report or the charts.
+    #[arg(long)]
+    pub no_write: bool,
+    /// The moat binary. Default: $MOAT_BIN, else `moat` next to this binary.
+    #[arg(long)]
+    pub moat_bin: Option<PathBuf>,
+    /// Tiny scale, one run, sanity checks instead of targets; writes no
+    /// report unless --out is given.
+    #[arg(long)]
+    pub smoke: bool,
+}
 
 /// Every scenario, in run order.
 pub const SCENARIOS: [&str; 6] = ["full", "resumed", "idle", "bulk", "small", "storm"];
 
 /// Open files kept free in each proxy process besides its connections.
 const FD_RESERVE: u64 = 200;
-
-/// Counts and durations of one invocation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Plan {
-    /// Repetitions.
-    pub runs: usize,
-    /// Smoke mode.
-    pub smoke: bool,
-    /// Full handshakes per measurement.
-    pub full: usize,
-    /// Resumed handshakes per measurement.
-    pub resumed: usize,
-    /// Concurrent handshaking clients.
-    pub concurrency: usize,
-    /// Idle connection levels.
-    pub idle_levels: Vec<usize>,
-    /// Wait before reading RSS of idle connections, seconds.
-    pub idle_settle_s: f64,
-    /// Bytes echoed in the bulk scenario.
-    pub bulk_bytes: u64,
-    /// Connections of the bulk scenario.
-    pub bulk_conns: usize,
-    /// Messages per second of the small-message scenario.
-    pub small_rate: f64,
-    /// Connections of the small-message scenario.
-    pub small_conns: usize,
-    /// Seconds of the small-message scenario.
-    pub small_secs: f64,
-    /// Bytes per small message.
-    pub small_size: usize,
-    /// Devices in the reconnect storm.
-    pub storm_devices: usize,
-    /// Connections one proxy process can hold under the open-file limit.
-    pub max_conns: usize,
-    /// The open-file limit.
-    pub nofile: u64,
-    /// Levels lowered to fit the open-file limit: (asked, used).
-    pub capped: Vec<(usize, usize)>,
-}
 
 impl Plan {
     fn new(args: &CompareArgs, nofile: u64, kinds: &[Kind]) -> Self {
@@ -125,52 +132,6 @@ impl Plan {
             capped,
         }
     }
-
-    fn small(&self) -> SmallPlan {
-        SmallPlan {
-            rate: self.small_rate,
-            conns: self.small_conns,
-            secs: self.small_secs,
-            size: self.small_size,
-        }
-    }
-}
-
-/// One measured value.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Record {
-    /// Repetition, from 0.
-    pub run: usize,
-    /// Scenario name.
-    pub scenario: String,
-    /// Proxy name, or `direct` for the plaintext baseline.
-    pub proxy: String,
-    /// Metric key.
-    pub metric: String,
-    /// Its value.
-    pub value: f64,
-}
-
-/// Something wrong in one measurement.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Problem {
-    /// Repetition, from 0.
-    pub run: usize,
-    /// Scenario name.
-    pub scenario: String,
-    /// Proxy name.
-    pub proxy: String,
-    /// What went wrong.
-    pub text: String,
-}
-
-/// Everything measured.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Results {
-    /// The values.
-    pub records: Vec<Record>,
-    /// What went wrong.
-    pub problems: Vec<Problem>,
 }
 
 impl Results {
@@ -208,12 +169,6 @@ impl Results {
             }
         }
     }
-}
-
-/// The workspace root (for the default report path and building moat).
-pub fn workspace_root() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    p.canonicalize().unwrap_or(p)
 }
 
 /// Finds (or builds) the moat binary: --moat-bin, $MOAT_BIN, or a fresh
@@ -451,14 +406,14 @@ pub fn rerender(from: &Path, out: Option<PathBuf>) -> Result<()> {
     };
     let from = from.as_path();
     let text = std::fs::read_to_string(from).with_context(|| format!("read {}", from.display()))?;
-    let saved: crate::report::Saved =
+    let saved: Saved =
         serde_json::from_str(&text).with_context(|| format!("parse {}", from.display()))?;
     let scenarios: Vec<&'static str> = SCENARIOS
         .iter()
         .copied()
         .filter(|s| saved.meta.scenarios.iter().any(|m| m == s))
         .collect();
-    let report = crate::report::Report::new(
+    let report = Report::new(
         &saved.results,
         &saved.plan,
         &saved.meta.kinds,
@@ -528,11 +483,11 @@ pub fn main(args: CompareArgs) -> Result<()> {
     let elapsed = started.elapsed();
     eprintln!("moat-bench: measured in {:.0} s", elapsed.as_secs_f64());
 
-    let report = crate::report::Report::new(&res, &plan, &kinds, &scenarios, &moat_bin);
+    let report = Report::new(&res, &plan, &kinds, &scenarios, &moat_bin);
     println!("{}", report.summary());
-    let meta = crate::report::Meta {
+    let meta = Meta {
         command: command_line(),
-        measured_at: crate::report::now_utc(),
+        measured_at: crate::model::now_utc(),
         elapsed_s: elapsed.as_secs_f64(),
         kinds: kinds.clone(),
         scenarios: scenarios.iter().map(|s| s.to_string()).collect(),

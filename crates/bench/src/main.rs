@@ -14,6 +14,7 @@ mod client;
 mod compare;
 mod echo;
 mod machine;
+mod model;
 mod mqtt;
 mod naive;
 mod peers;
@@ -29,6 +30,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+
+use compare::CompareArgs;
 
 #[derive(Parser)]
 #[command(
@@ -93,51 +96,6 @@ enum Cmd {
         #[arg(long)]
         spec: String,
     },
-}
-
-/// Options of `compare` (and, partly, `smoke`).
-#[derive(Args, Clone, Debug)]
-pub struct CompareArgs {
-    /// Repetitions of every scenario against every proxy; medians are reported.
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// Multiplies every count and duration (0.1 for a quick look).
-    #[arg(long, default_value_t = 1.0)]
-    pub scale: f64,
-    /// Scenarios to run, comma-separated: full, resumed, idle, bulk, small, storm.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "full,resumed,idle,bulk,small,storm"
-    )]
-    pub scenarios: Vec<String>,
-    /// Proxies to measure, comma-separated: moat, nginx, haproxy, stunnel, naive.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "moat,nginx,haproxy,stunnel,naive"
-    )]
-    pub proxies: Vec<String>,
-    /// Idle-connection levels (capped by the open-file limit).
-    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
-    pub idle_levels: Vec<usize>,
-    /// Devices in the reconnect storm (capped by the open-file limit).
-    #[arg(long, default_value_t = 10_000)]
-    pub storm_devices: usize,
-    /// The markdown report to write (its generated section is replaced).
-    /// Default: docs/benchmarks.md for `compare`, none for `smoke`.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Do not write the report or the charts.
-    #[arg(long)]
-    pub no_write: bool,
-    /// The moat binary. Default: $MOAT_BIN, else `moat` next to this binary.
-    #[arg(long)]
-    pub moat_bin: Option<PathBuf>,
-    /// Tiny scale, one run, sanity checks instead of targets; writes no
-    /// report unless --out is given.
-    #[arg(long)]
-    pub smoke: bool,
 }
 
 /// Options of `smoke`.

@@ -2819,10 +2819,10 @@ async fn run(plan: &Plan, moat_bin: &Path, dir: &Path, command: String) -> Resul
         events: Arc::default(),
     };
     let self_exe = std::env::current_exe().context("find moat-bench's own path")?;
-    let machine = crate::machine::describe(&crate::compare::workspace_root());
+    let machine = crate::machine::describe(&crate::model::workspace_root());
     let proxy_changes = Command::new("git")
         .args(["status", "--porcelain", "crates/proxy"])
-        .current_dir(crate::compare::workspace_root())
+        .current_dir(crate::model::workspace_root())
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
@@ -3298,7 +3298,7 @@ async fn run(plan: &Plan, moat_bin: &Path, dir: &Path, command: String) -> Resul
     Ok(SoakRun {
         plan: plan.clone(),
         command,
-        measured_at: crate::report::now_utc(),
+        measured_at: crate::model::now_utc(),
         machine,
         proxy_changes,
         elapsed_s: clock.now(),
@@ -4259,7 +4259,7 @@ fn rerender(from: &Path, out: Option<PathBuf>) -> Result<()> {
     let run: SoakRun =
         serde_json::from_str(&text).with_context(|| format!("parse {}", from.display()))?;
     println!("{}", summary(&run));
-    let out = out.unwrap_or_else(|| crate::compare::workspace_root().join("docs/reliability.md"));
+    let out = out.unwrap_or_else(|| crate::model::workspace_root().join("docs/reliability.md"));
     write_report(&run, &out)
 }
 
@@ -4277,7 +4277,7 @@ pub fn main(args: SoakArgs) -> Result<()> {
     } else {
         args.out.clone().or_else(|| {
             plan.full_size()
-                .then(|| crate::compare::workspace_root().join("docs/reliability.md"))
+                .then(|| crate::model::workspace_root().join("docs/reliability.md"))
         })
     };
     let command = std::env::var("MOAT_SOAK_COMMAND").unwrap_or_else(|_| {
