@@ -7,50 +7,30 @@ use std::time::Duration;
 
 use moat_testkit::*;
 
-struct Setup {
-    dir: TestDir,
-    broker: Mosquitto,
-    server_ca: Ca,
-    port: u16,
-    moat: Moat,
+/// moat in front of a broker, in `dir`, with `client_auth` under its
+/// listener's `tls:` and `extra` under the listener.
+fn start(dir: TestDir, client_auth: &str, extra: &str) -> Running {
+    Gateway::new()
+        .in_dir(dir)
+        .ca_named("server-ca", "Server CA")
+        .tls_yaml(client_auth)
+        .listener_yaml(extra)
+        .start()
 }
 
-fn start(dir: TestDir, client_auth: &str, extra: &str) -> Setup {
-    let broker = Mosquitto::start(dir.path());
-    let server_ca = Ca::new(dir.path(), "server-ca", "Server CA");
-    let server = server_ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let (port, admin) = (free_port(), free_port());
-    let moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            Some(admin),
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                client_auth,
-                extra,
-            )],
-        ),
-        Some(admin),
-    );
-    Setup {
-        dir,
-        broker,
-        server_ca,
-        port,
-        moat,
-    }
+/// What the device tests ask of a running gateway.
+trait Devices {
+    fn tls(&self, device: &CertFiles) -> Tls;
+    fn connack(
+        &self,
+        cfg: std::sync::Arc<rustls::ClientConfig>,
+        id: &str,
+    ) -> std::io::Result<RustlsConn>;
 }
 
-impl Setup {
+impl Devices for Running {
     fn tls(&self, device: &CertFiles) -> Tls {
-        Tls::ca(&self.server_ca.cert).with_client(&device.cert, &device.key)
+        Tls::ca(&self.ca().cert).with_client(&device.cert, &device.key)
     }
 
     /// CONNECT/CONNACK through moat with a rustls client presenting `device`.
@@ -99,7 +79,7 @@ fn allow_list_admits_by_common_name_san_and_pin_and_refuses_the_rest() {
     ] {
         let got = round_trip(
             s.dir.path(),
-            s.broker.port,
+            s.broker().port,
             None,
             s.port,
             Some(&s.tls(device)),
@@ -115,7 +95,7 @@ fn allow_list_admits_by_common_name_san_and_pin_and_refuses_the_rest() {
         s.port,
         &[
             "-CAfile",
-            s.server_ca.cert.to_str().unwrap(),
+            s.ca().cert.to_str().unwrap(),
             "-servername",
             "localhost",
             "-ign_eof",
@@ -141,7 +121,7 @@ fn allow_list_admits_by_common_name_san_and_pin_and_refuses_the_rest() {
             2.0
         ) >= 2.0
     );
-    assert!(!s.broker.logs().contains("laptop"));
+    assert!(!s.broker().logs().contains("laptop"));
 }
 
 #[test]
@@ -184,7 +164,7 @@ fn a_revoked_device_is_refused_once_the_new_crl_is_in_place() {
         s.port,
         &[
             "-CAfile",
-            s.server_ca.cert.to_str().unwrap(),
+            s.ca().cert.to_str().unwrap(),
             "-servername",
             "localhost",
             "-ign_eof",
@@ -219,7 +199,7 @@ fn a_revoked_device_cannot_get_back_in_by_resuming_an_old_session() {
     );
     let s = start(dir, &client_auth, "");
 
-    let cfg = rustls_client(&s.server_ca.cert, Some((&stolen.cert, &stolen.key)));
+    let cfg = rustls_client(&s.ca().cert, Some((&stolen.cert, &stolen.key)));
     let first = s
         .connack(cfg.clone(), "stolen")
         .expect("accepted before revocation");
@@ -256,7 +236,7 @@ fn a_revoked_device_cannot_get_back_in_by_resuming_an_old_session() {
             >= 1.0
     );
     assert_eq!(
-        s.broker.logs().matches("New client connected").count(),
+        s.broker().logs().matches("New client connected").count(),
         2,
         "only the two connections before the revocation"
     );

@@ -7,43 +7,21 @@ use std::time::{Duration, Instant};
 
 use moat_testkit::*;
 
-struct Setup {
-    dir: TestDir,
-    ca: Ca,
-    port: u16,
-    moat: Moat,
-}
-
-fn setup(backend: u16, extra: &str, top: &str) -> Setup {
-    let dir = TestDir::new();
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let (port, admin) = (free_port(), free_port());
-    let yaml = format!(
-        "{top}{}",
-        config_yaml(
-            Some(admin),
-            &[listener_yaml("mqtts", port, backend, &[&server], "", extra)]
-        )
-    );
-    let moat = Moat::start(dir.path(), &yaml, Some(admin));
-    Setup {
-        dir,
-        ca,
-        port,
-        moat,
-    }
+/// moat in front of the broker on `backend`, with `extra` under its
+/// listener and `top` before the rest of the configuration.
+fn setup(backend: u16, extra: &str, top: &str) -> Running {
+    Gateway::new()
+        .backend(backend)
+        .listener_yaml(extra)
+        .top_yaml(top)
+        .start()
 }
 
 #[test]
 fn backend_down_gives_a_clean_tls_close_a_log_line_and_a_metric() {
     let dead = free_port();
     let s = setup(dead, "", "");
-    let cfg = rustls_client(&s.ca.cert, None);
+    let cfg = rustls_client(&s.ca().cert, None);
     let mut c = RustlsConn::connect(s.port, "localhost", cfg).expect("handshake still succeeds");
     c.write_all(&mqtt_connect_v311("dev"))
         .expect("send CONNECT");
@@ -63,7 +41,7 @@ fn backend_down_gives_a_clean_tls_close_a_log_line_and_a_metric() {
         1.0
     );
     // mosquitto_pub sees a failure, and moat keeps serving.
-    let out = mosquitto_pub("localhost", s.port, Some(&Tls::ca(&s.ca.cert)), "t", "m");
+    let out = mosquitto_pub("localhost", s.port, Some(&Tls::ca(&s.ca().cert)), "t", "m");
     assert!(!out.status.success());
     assert_eq!(
         s.moat.metric("moat_backend_connect_failures_total", ""),
@@ -77,7 +55,7 @@ fn connections_beyond_max_connections_are_refused_at_once() {
     let dir = TestDir::new();
     let broker = Mosquitto::start(dir.path());
     let s = setup(broker.port, "max_connections: 2", "");
-    let cfg = rustls_client(&s.ca.cert, None);
+    let cfg = rustls_client(&s.ca().cert, None);
     let _a = RustlsConn::connect(s.port, "localhost", cfg.clone()).expect("first");
     let _b = RustlsConn::connect(s.port, "localhost", cfg.clone()).expect("second");
     let start = Instant::now();
@@ -171,7 +149,7 @@ fn garbage_and_plaintext_mqtt_close_only_that_connection() {
         0,
         "nothing reached the broker"
     );
-    let tls = Tls::ca(&s.ca.cert);
+    let tls = Tls::ca(&s.ca().cert);
     assert!(round_trip(s.dir.path(), s.port, Some(&tls), broker.port, None).starts_with("hello-"));
 }
 
@@ -180,7 +158,7 @@ fn sigterm_drains_live_connections_then_exits_zero() {
     let dir = TestDir::new();
     let broker = Mosquitto::start(dir.path());
     let mut s = setup(broker.port, "", "shutdown:\n  drain_timeout: 20s\n");
-    let tls = Tls::ca(&s.ca.cert);
+    let tls = Tls::ca(&s.ca().cert);
     let mut sub = Sub::spawn(
         s.dir.path(),
         "drain-sub",
@@ -234,7 +212,7 @@ fn drain_deadline_closes_what_is_left_and_exits_zero() {
     let dir = TestDir::new();
     let broker = Mosquitto::start(dir.path());
     let mut s = setup(broker.port, "", "shutdown:\n  drain_timeout: 1s\n");
-    let tls = Tls::ca(&s.ca.cert);
+    let tls = Tls::ca(&s.ca().cert);
     let mut sub = Sub::spawn(
         s.dir.path(),
         "stuck-sub",

@@ -8,62 +8,52 @@ use std::time::Duration;
 
 use moat_testkit::*;
 
-struct Setup {
-    dir: TestDir,
-    broker: Mosquitto,
-    server_ca: Ca,
-    devices: Ca,
-    port: u16,
-    moat: Moat,
-}
-
-fn setup_with(broker_extra: &str, mqtt: &str, backend_override: Option<u16>) -> Setup {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start_with(dir.path(), broker_extra);
-    let server_ca = Ca::new(dir.path(), "server-ca", "Server CA");
-    let devices = Ca::new(dir.path(), "devices", "Device CA");
-    let server = server_ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let (port, admin) = (free_port(), free_port());
-    let mut extra = String::from("mqtt:\n");
-    for line in mqtt.lines() {
-        extra.push_str(&format!("  {line}\n"));
+/// moat with an MQTT-aware listener (`mqtt` its settings) that requires
+/// device certificates, in front of a broker (`broker_extra` its extra
+/// configuration) or of `backend_override` instead.
+fn setup_with(broker_extra: &str, mqtt: &str, backend_override: Option<u16>) -> Running {
+    let g = Gateway::new()
+        .broker_conf(broker_extra)
+        .ca_named("server-ca", "Server CA")
+        .client_auth("required")
+        .mqtt_aware(mqtt);
+    match backend_override {
+        Some(port) => g.backend(port),
+        None => g,
     }
-    let yaml = config_yaml(
-        Some(admin),
-        &[listener_yaml(
-            "mqtts",
-            port,
-            backend_override.unwrap_or(broker.port),
-            &[&server],
-            &format!(
-                "client_auth:\n  mode: required\n  ca: {}",
-                devices.cert.display()
-            ),
-            &extra,
-        )],
-    );
-    let moat = Moat::start(dir.path(), &yaml, Some(admin));
-    Setup {
-        dir,
-        broker,
-        server_ca,
-        devices,
-        port,
-        moat,
-    }
+    .start()
 }
 
 const ACL: &str = "acl:
   - publish: [\"devices/%i/#\"]
     subscribe: [\"commands/%i/+\", \"broadcast/#\"]";
 
-impl Setup {
+/// What the MQTT tests ask of a running gateway.
+trait Devices {
+    fn device(&self, cn: &str) -> CertFiles;
+    fn paho(
+        &self,
+        device: Option<&CertFiles>,
+        version: &str,
+        client_id: &str,
+        username: Option<&str>,
+        action: &[&str],
+    ) -> Command;
+    fn run(
+        &self,
+        device: Option<&CertFiles>,
+        version: &str,
+        client_id: &str,
+        username: Option<&str>,
+        action: &[&str],
+    ) -> serde_json::Value;
+    fn watch_broker(&self, name: &str) -> Sub;
+}
+
+impl Devices for Running {
     fn device(&self, cn: &str) -> CertFiles {
-        self.devices.issue(self.dir.path(), cn, &Issue::client(cn))
+        self.devices()
+            .issue(self.dir.path(), cn, &Issue::client(cn))
     }
 
     fn paho(
@@ -80,7 +70,7 @@ impl Setup {
             .arg("python3")
             .arg(workspace_root().join("tests/python/mqtt_device.py"))
             .arg(self.port.to_string())
-            .arg(&self.server_ca.cert);
+            .arg(&self.ca().cert);
         match device {
             Some(d) => cmd.arg(&d.cert).arg(&d.key),
             None => cmd.arg("-").arg("-"),
@@ -115,9 +105,9 @@ impl Setup {
 
     /// A subscriber on the broker itself, for what really arrived.
     fn watch_broker(&self, name: &str) -> Sub {
-        let sub = Sub::watch(self.dir.path(), name, self.broker.port, "#");
+        let sub = Sub::watch(self.dir.path(), name, self.broker().port, "#");
         assert!(wait_until(Duration::from_secs(10), || self
-            .broker
+            .broker()
             .logs()
             .contains(name)));
         sub
@@ -226,9 +216,11 @@ fn subscriptions_are_filtered(version: &str) {
         "{first}"
     );
     for topic in ["commands/sensor-7/reboot", "secrets/key", "broadcast/fw"] {
-        assert!(mosquitto_pub("localhost", s.broker.port, None, topic, "m")
-            .status
-            .success());
+        assert!(
+            mosquitto_pub("localhost", s.broker().port, None, topic, "m")
+                .status
+                .success()
+        );
     }
     let last: serde_json::Value =
         serde_json::from_str(&lines.last().expect("line").expect("read")).expect("JSON");
@@ -262,7 +254,7 @@ fn client_id_mismatch_gets_not_authorized() {
     let s = setup_with("", "client_id: equal_to_identity", None);
     let d = s.device("sensor-7");
     // Exact bytes at 3.1.1 with a raw client.
-    let cfg = rustls_client(&s.server_ca.cert, Some((&d.cert, &d.key)));
+    let cfg = rustls_client(&s.ca().cert, Some((&d.cert, &d.key)));
     let mut c = RustlsConn::connect(s.port, "localhost", cfg.clone()).expect("handshake");
     c.write_all(&mqtt_connect_v311("sensor-8"))
         .expect("CONNECT");
@@ -282,7 +274,7 @@ fn client_id_mismatch_gets_not_authorized() {
         2.0
     );
     assert!(
-        !s.broker.logs().contains("sensor-8"),
+        !s.broker().logs().contains("sensor-8"),
         "a refused CONNECT never reaches the broker"
     );
 }
@@ -325,7 +317,7 @@ fn username_rewrite_lets_a_username_keyed_broker_acl_work() {
 fn backend_down_gets_server_unavailable() {
     let s = setup_with("", "", Some(free_port()));
     let d = s.device("sensor-7");
-    let cfg = rustls_client(&s.server_ca.cert, Some((&d.cert, &d.key)));
+    let cfg = rustls_client(&s.ca().cert, Some((&d.cert, &d.key)));
     let mut c = RustlsConn::connect(s.port, "localhost", cfg).expect("handshake");
     c.write_all(&mqtt_connect_v311("sensor-7"))
         .expect("CONNECT");
@@ -393,7 +385,7 @@ fn oversize_packets_are_refused() {
 fn the_first_packet_must_be_connect_in_time() {
     let s = setup_with("", "connect_timeout: 1s", None);
     let d = s.device("sensor-7");
-    let cfg = rustls_client(&s.server_ca.cert, Some((&d.cert, &d.key)));
+    let cfg = rustls_client(&s.ca().cert, Some((&d.cert, &d.key)));
     // A PINGREQ first.
     let mut c = RustlsConn::connect(s.port, "localhost", cfg.clone()).expect("handshake");
     c.write_all(&[0xc0, 0x00]).expect("PINGREQ");

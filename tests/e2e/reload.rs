@@ -6,52 +6,24 @@ use std::time::{Duration, Instant};
 
 use moat_testkit::*;
 
-struct Setup {
-    dir: TestDir,
-    broker: Mosquitto,
-    ca: Ca,
-    /// The files moat is configured with.
-    live: CertFiles,
-    port: u16,
-    moat: Moat,
-}
-
-/// moat with one listener serving `live.pem`/`live.key`, and the given
-/// `reload:` settings.
-fn setup(reload: &str) -> Setup {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    std::fs::create_dir(dir.join("tls")).expect("mkdir");
-    let live = ca.issue(
-        &dir.join("tls"),
-        "live",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let (port, admin) = (free_port(), free_port());
-    let yaml = format!(
-        "reload:\n{reload}\n{}",
-        config_yaml(
-            Some(admin),
-            &[listener_yaml("mqtts", port, broker.port, &[&live], "", "")]
-        )
-    );
-    let moat = Moat::start(dir.path(), &yaml, Some(admin));
-    Setup {
-        dir,
-        broker,
-        ca,
-        live,
-        port,
-        moat,
-    }
+/// moat with one listener serving `tls/live.pem`/`tls/live.key`
+/// ([`Prepared::server`]), and the given `reload:` settings.
+fn setup(reload: &str) -> Running {
+    Gateway::new().cert_at("tls", "live").reload(reload).start()
 }
 
 const NO_AUTO: &str = "  watch: false\n  check_interval: 0s";
 
-impl Setup {
+/// What the reload tests ask of a running gateway.
+trait Served {
+    fn issue(&self, name: &str) -> CertFiles;
+    fn serial(&self) -> String;
+    fn wait_serial(&self, want: &CertFiles, within: Duration) -> Duration;
+}
+
+impl Served for Running {
     fn issue(&self, name: &str) -> CertFiles {
-        self.ca.issue(
+        self.ca().issue(
             self.dir.path(),
             name,
             &Issue::server("localhost", &["localhost"]),
@@ -79,9 +51,9 @@ impl Setup {
 #[test]
 fn sighup_and_post_reload_serve_the_new_certificate_and_keep_live_connections() {
     let s = setup(NO_AUTO);
-    let old_serial = norm_serial(&s.live.serial());
+    let old_serial = norm_serial(&s.server.serial());
     assert_eq!(s.serial(), old_serial);
-    let tls = Tls::ca(&s.ca.cert);
+    let tls = Tls::ca(&s.ca().cert);
     let mut sub = Sub::spawn(
         s.dir.path(),
         "live-sub",
@@ -92,13 +64,13 @@ fn sighup_and_post_reload_serve_the_new_certificate_and_keep_live_connections() 
         30,
     );
     assert!(wait_until(Duration::from_secs(10), || s
-        .broker
+        .broker()
         .logs()
         .contains("live-sub")));
 
     // Without watching, nothing happens until asked.
     let second = s.issue("second");
-    replace_atomically(&second, &s.live.cert, &s.live.key);
+    replace_atomically(&second, &s.server.cert, &s.server.key);
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(s.serial(), old_serial);
 
@@ -111,7 +83,7 @@ fn sighup_and_post_reload_serve_the_new_certificate_and_keep_live_connections() 
     );
 
     let third = s.issue("third");
-    replace_atomically(&third, &s.live.cert, &s.live.key);
+    replace_atomically(&third, &s.server.cert, &s.server.key);
     let (code, body) =
         http_request(s.moat.admin.unwrap(), "POST", "/reload").expect("POST /reload");
     assert_eq!(code, 200, "{body}");
@@ -159,7 +131,7 @@ fn sighup_and_post_reload_serve_the_new_certificate_and_keep_live_connections() 
     // The subscriber that connected before both reloads is still there.
     let out = mosquitto_pub(
         "localhost",
-        s.broker.port,
+        s.broker().port,
         None,
         "reload/t",
         "after-reloads",
@@ -174,7 +146,7 @@ fn file_watch_picks_up_a_rename_into_place_within_two_seconds() {
     let s = setup("  watch: true\n  check_interval: 0s");
     for i in 0..3 {
         let next = s.issue(&format!("next-{i}"));
-        replace_atomically(&next, &s.live.cert, &s.live.key);
+        replace_atomically(&next, &s.server.cert, &s.server.key);
         let took = s.wait_serial(&next, Duration::from_secs(2));
         assert!(took < Duration::from_secs(2), "{took:?}");
     }
@@ -186,8 +158,8 @@ fn in_place_overwrite_is_picked_up_too() {
     let s = setup("  watch: true\n  check_interval: 0s");
     let next = s.issue("next");
     // `cp` over the old files: truncate and write, no rename.
-    std::fs::copy(&next.cert, &s.live.cert).expect("overwrite cert");
-    std::fs::copy(&next.key, &s.live.key).expect("overwrite key");
+    std::fs::copy(&next.cert, &s.server.cert).expect("overwrite cert");
+    std::fs::copy(&next.key, &s.server.key).expect("overwrite key");
     s.wait_serial(&next, Duration::from_secs(2));
 }
 
@@ -195,7 +167,7 @@ fn in_place_overwrite_is_picked_up_too() {
 fn periodic_content_check_finds_changes_without_events() {
     let s = setup("  watch: false\n  check_interval: 1s");
     let next = s.issue("next");
-    replace_atomically(&next, &s.live.cert, &s.live.key);
+    replace_atomically(&next, &s.server.cert, &s.server.key);
     s.wait_serial(&next, Duration::from_secs(4));
     assert!(s.moat.logs().contains("trigger=\"periodic check\""));
 }
@@ -203,13 +175,13 @@ fn periodic_content_check_finds_changes_without_events() {
 #[test]
 fn bad_files_are_refused_the_old_certificate_stays_and_failures_are_counted() {
     let s = setup("  watch: true\n  check_interval: 0s");
-    let good_serial = norm_serial(&s.live.serial());
-    let original_cert = std::fs::read(&s.live.cert).expect("cert");
-    let original_key = std::fs::read(&s.live.key).expect("key");
+    let good_serial = norm_serial(&s.server.serial());
+    let original_cert = std::fs::read(&s.server.cert).expect("cert");
+    let original_key = std::fs::read(&s.server.key).expect("key");
     let other = s.issue("other");
     let mut expired_opts = Issue::server("localhost", &["localhost"]);
     expired_opts.validity = Some(((2020, 1, 1), (2021, 1, 1)));
-    let expired = s.ca.issue(s.dir.path(), "expired", &expired_opts);
+    let expired = s.ca().issue(s.dir.path(), "expired", &expired_opts);
 
     let cases: Vec<(&str, Vec<u8>, Vec<u8>, &str)> = vec![
         (
@@ -232,8 +204,8 @@ fn bad_files_are_refused_the_old_certificate_stays_and_failures_are_counted() {
         ),
     ];
     for (i, (what, cert, key, reason)) in cases.into_iter().enumerate() {
-        std::fs::write(&s.live.key, &key).expect("write key");
-        std::fs::write(&s.live.cert, &cert).expect("write cert");
+        std::fs::write(&s.server.key, &key).expect("write key");
+        std::fs::write(&s.server.cert, &cert).expect("write cert");
         let failures = (i + 1) as f64;
         assert!(
             wait_until(Duration::from_secs(5), || s
@@ -262,7 +234,7 @@ fn bad_files_are_refused_the_old_certificate_stays_and_failures_are_counted() {
         .contains("still serving the previous certificates"));
     // Good files again: pending clears.
     let fixed = s.issue("fixed");
-    replace_atomically(&fixed, &s.live.cert, &s.live.key);
+    replace_atomically(&fixed, &s.server.cert, &s.server.key);
     s.wait_serial(&fixed, Duration::from_secs(3));
     assert_eq!(s.moat.metric("moat_certificate_reload_pending", ""), 0.0);
 }
@@ -270,19 +242,19 @@ fn bad_files_are_refused_the_old_certificate_stays_and_failures_are_counted() {
 #[test]
 fn a_half_written_file_completed_a_moment_later_causes_no_outage() {
     let s = setup("  watch: true\n  check_interval: 0s");
-    let old = norm_serial(&s.live.serial());
+    let old = norm_serial(&s.server.serial());
     let next = s.issue("next");
     let cert = std::fs::read(&next.cert).expect("cert");
     // Key first (a mismatch until the certificate lands), then half the
     // certificate, then the rest.
-    std::fs::copy(&next.key, &s.live.key).expect("key");
-    std::fs::write(&s.live.cert, &cert[..cert.len() / 2]).expect("half");
+    std::fs::copy(&next.key, &s.server.key).expect("key");
+    std::fs::write(&s.server.cert, &cert[..cert.len() / 2]).expect("half");
     let deadline = Instant::now() + Duration::from_millis(1500);
     let mut served = Vec::new();
     while Instant::now() < deadline {
         served.push(s.serial());
     }
-    std::fs::write(&s.live.cert, &cert).expect("complete");
+    std::fs::write(&s.server.cert, &cert).expect("complete");
     s.wait_serial(&next, Duration::from_secs(3));
     assert!(!served.is_empty());
     for got in &served {
@@ -377,7 +349,7 @@ fn kubernetes_secret_data_symlink_swap_is_picked_up() {
 #[test]
 fn session_tickets_keep_working_across_a_certificate_reload() {
     let s = setup("  watch: true\n  check_interval: 0s");
-    let cfg = rustls_client(&s.ca.cert, None);
+    let cfg = rustls_client(&s.ca().cert, None);
     let mut c = RustlsConn::connect(s.port, "localhost", cfg.clone()).expect("handshake");
     c.write_all(&mqtt_connect_v311("ticket-holder"))
         .expect("CONNECT");
@@ -385,7 +357,7 @@ fn session_tickets_keep_working_across_a_certificate_reload() {
     drop(c);
 
     let next = s.issue("next");
-    replace_atomically(&next, &s.live.cert, &s.live.key);
+    replace_atomically(&next, &s.server.cert, &s.server.key);
     s.wait_serial(&next, Duration::from_secs(3));
 
     let resumed_before = s.moat.metric("moat_tls_sessions_resumed_total", "");
@@ -502,18 +474,18 @@ fn certificates_endpoint_describes_what_is_served() {
     assert_eq!(c["sans"][0], "DNS:localhost");
     assert_eq!(
         norm_serial(c["serial"].as_str().unwrap()),
-        norm_serial(&s.live.serial())
+        norm_serial(&s.server.serial())
     );
-    assert_eq!(c["source"], s.live.cert.display().to_string());
+    assert_eq!(c["source"], s.server.cert.display().to_string());
     assert!(c["not_after"].as_str().unwrap().starts_with("2035-01-01"));
     assert!(c["days_left"].as_i64().unwrap() > 0);
-    assert_eq!(c["sha256"], s.live.sha256());
+    assert_eq!(c["sha256"], s.server.sha256());
 }
 
 #[test]
 fn a_busy_unrelated_file_next_to_the_certificates_does_not_delay_reloads() {
     let s = setup("  watch: true\n  check_interval: 0s");
-    let busy = s.live.cert.with_file_name("busy.log");
+    let busy = s.server.cert.with_file_name("busy.log");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let stop = stop.clone();
@@ -527,7 +499,7 @@ fn a_busy_unrelated_file_next_to_the_certificates_does_not_delay_reloads() {
         })
     };
     let next = s.issue("next");
-    replace_atomically(&next, &s.live.cert, &s.live.key);
+    replace_atomically(&next, &s.server.cert, &s.server.key);
     let took = s.wait_serial(&next, Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = writer.join();

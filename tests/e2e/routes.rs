@@ -6,34 +6,20 @@ use std::time::Duration;
 
 use moat_testkit::*;
 
-struct Setup {
-    _dir: TestDir,
-    a: Mosquitto,
-    b: Mosquitto,
-    server_ca: Ca,
-    device: CertFiles,
-    port: u16,
-    moat: Moat,
-}
-
-fn setup() -> Setup {
+/// moat whose listener serves `localhost` from broker A (the gateway's)
+/// and routes `b.example` and `*.tenant-b.example`, with device
+/// certificates required, to broker B. Also returns B and a tenant B device.
+fn setup() -> (Running, Mosquitto, CertFiles) {
     let dir = TestDir::new();
-    let a = Mosquitto::start(dir.path());
     let b = Mosquitto::start(dir.path());
     let server_ca = Ca::new(dir.path(), "server-ca", "Server CA");
     let devices = Ca::new(dir.path(), "devices", "Tenant B Devices");
-    let default_cert = server_ca.issue(
-        dir.path(),
-        "default",
-        &Issue::server("localhost", &["localhost"]),
-    );
     let b_cert = server_ca.issue(
         dir.path(),
         "tenant-b",
         &Issue::server("b.example", &["b.example", "*.tenant-b.example"]),
     );
     let device = devices.issue(dir.path(), "device", &Issue::client("b-device"));
-    let (port, admin) = (free_port(), free_port());
     let routes = format!(
         "routes:\n  - name: tenant-b\n    server_names: [b.example, \"*.tenant-b.example\"]\n    backend: 127.0.0.1:{}\n    tls:\n      certificates:\n        - {{ cert: {}, key: {} }}\n      client_auth: {{ mode: required, ca: {} }}\n",
         b.port,
@@ -41,33 +27,25 @@ fn setup() -> Setup {
         b_cert.key.display(),
         devices.cert.display()
     );
-    let moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            Some(admin),
-            &[listener_yaml(
-                "mqtts",
-                port,
-                a.port,
-                &[&default_cert],
-                "",
-                &routes,
-            )],
-        ),
-        Some(admin),
-    );
-    Setup {
-        _dir: dir,
-        a,
-        b,
-        server_ca,
-        device,
-        port,
-        moat,
-    }
+    let s = Gateway::new()
+        .in_dir(dir)
+        .ca(server_ca)
+        .cert_at("", "default")
+        .listener_yaml(&routes)
+        .start();
+    (s, b, device)
 }
 
-impl Setup {
+trait Connect {
+    fn connect(
+        &self,
+        sni: &str,
+        client: Option<&CertFiles>,
+        id: &str,
+    ) -> std::io::Result<RustlsConn>;
+}
+
+impl Connect for Running {
     fn connect(
         &self,
         sni: &str,
@@ -75,7 +53,7 @@ impl Setup {
         id: &str,
     ) -> std::io::Result<RustlsConn> {
         let cfg = rustls_client(
-            &self.server_ca.cert,
+            &self.ca().cert,
             client.map(|c| (c.cert.as_path(), c.key.as_path())),
         );
         let mut c = RustlsConn::connect(self.port, sni, cfg)?;
@@ -88,31 +66,30 @@ impl Setup {
 
 #[test]
 fn sni_selects_the_route_and_its_broker() {
-    let s = setup();
+    let (s, b, device) = setup();
     let _b = s
-        .connect("b.example", Some(&s.device), "device-on-b")
+        .connect("b.example", Some(&device), "device-on-b")
         .expect("route b");
     let _w = s
-        .connect("x1.tenant-b.example", Some(&s.device), "wildcard-on-b")
+        .connect("x1.tenant-b.example", Some(&device), "wildcard-on-b")
         .expect("route b by wildcard");
     let _a = s
         .connect("localhost", None, "device-on-a")
         .expect("default route");
-    assert!(wait_until(Duration::from_secs(5), || s
-        .b
+    assert!(wait_until(Duration::from_secs(5), || b
         .logs()
         .contains("device-on-b")
-        && s.b.logs().contains("wildcard-on-b")));
+        && b.logs().contains("wildcard-on-b")));
     assert!(wait_until(Duration::from_secs(5), || s
-        .a
+        .broker()
         .logs()
         .contains("device-on-a")));
     assert!(
-        !s.a.logs().contains("device-on-b"),
+        !s.broker().logs().contains("device-on-b"),
         "route b's device reached the default broker"
     );
     assert!(
-        !s.b.logs().contains("device-on-a"),
+        !b.logs().contains("device-on-a"),
         "a default device reached tenant b's broker"
     );
     // Each route serves its own certificate.
@@ -122,11 +99,11 @@ fn sni_selects_the_route_and_its_broker() {
             "-servername",
             "b.example",
             "-CAfile",
-            s.server_ca.cert.to_str().unwrap(),
+            s.ca().cert.to_str().unwrap(),
             "-cert",
-            s.device.cert.to_str().unwrap(),
+            device.cert.to_str().unwrap(),
             "-key",
-            s.device.key.to_str().unwrap(),
+            device.key.to_str().unwrap(),
         ],
         "",
     );
@@ -137,7 +114,7 @@ fn sni_selects_the_route_and_its_broker() {
             "-servername",
             "other.example",
             "-CAfile",
-            s.server_ca.cert.to_str().unwrap(),
+            s.ca().cert.to_str().unwrap(),
         ],
         "",
     );
@@ -155,7 +132,7 @@ fn sni_selects_the_route_and_its_broker() {
 
 #[test]
 fn each_route_has_its_own_client_authentication() {
-    let s = setup();
+    let (s, b, _) = setup();
     // Route b requires a device certificate; the default route does not.
     assert!(
         s.connect("b.example", None, "anonymous-on-b").is_err(),
@@ -166,5 +143,5 @@ fn each_route_has_its_own_client_authentication() {
         "moat_tls_handshakes_total",
         "listener=\"mqtts/tenant-b\",reason=\"no_client_certificate\""
     ) >= 1.0));
-    assert!(!s.b.logs().contains("anonymous-on-b"));
+    assert!(!b.logs().contains("anonymous-on-b"));
 }

@@ -38,33 +38,9 @@ fn setup() -> Setup {
     ));
     responder.set(Behaviour::answer(ca.clone(), RespOpts::default()));
     let server = ca.issue_server(dir.path(), "server");
-    let chain = dir.write(
-        "chain.pem",
-        format!(
-            "{}{}",
-            server.cert_pem,
-            std::fs::read_to_string(&ca.cert).expect("CA")
-        ),
-    );
-    let served = CertFiles {
-        cert: chain,
-        key: server.key.clone(),
-        cert_pem: server.cert_pem.clone(),
-    };
+    let served = ca.chain(dir.path(), "chain.pem", &server);
     let short = ca.issue_server_for_days(dir.path(), "short", 89);
-    let short_chain = dir.write(
-        "short-chain.pem",
-        format!(
-            "{}{}",
-            short.cert_pem,
-            std::fs::read_to_string(&ca.cert).expect("CA")
-        ),
-    );
-    let short_served = CertFiles {
-        cert: short_chain,
-        key: short.key.clone(),
-        cert_pem: short.cert_pem.clone(),
-    };
+    let short_served = ca.chain(dir.path(), "short-chain.pem", &short);
     let device = ca.issue_client(dir.path(), "device", "/CN=device-1", None);
     let (plain, mtls, modern, control) = (free_port(), free_port(), free_port(), free_port());
     let moat = Moat::start(

@@ -32,22 +32,11 @@ fn setup(behaviour: impl FnOnce(&Arc<OpensslCa>, &CertFiles) -> Behaviour) -> Se
         &CaOptions::ocsp(responder.url()),
     ));
     let server = ca.issue_server(dir.path(), "server");
-    let chain = dir.write(
-        "chain.pem",
-        format!(
-            "{}{}",
-            server.cert_pem,
-            std::fs::read_to_string(&ca.cert).expect("CA")
-        ),
-    );
+    let served = ca.chain(dir.path(), "chain.pem", &server);
+    let chain = served.cert.clone();
     responder.set(behaviour(&ca, &server));
     let port = free_port();
     let admin = free_port();
-    let served = CertFiles {
-        cert: chain.clone(),
-        key: server.key.clone(),
-        cert_pem: server.cert_pem.clone(),
-    };
     let yaml = config_yaml(
         Some(admin),
         &[listener_yaml(

@@ -230,6 +230,19 @@ subjectKeyIdentifier = hash
         self.issue_with(out, stem, subject, None, profile, None)
     }
 
+    /// `leaf` as a server serves it: a file `out/<name>` with its
+    /// certificate and then this CA's, and its key.
+    pub fn chain(&self, out: &Path, name: &str, leaf: &CertFiles) -> CertFiles {
+        let ca = std::fs::read_to_string(&self.cert).expect("CA");
+        let chain = out.join(name);
+        std::fs::write(&chain, format!("{}{ca}", leaf.cert_pem)).expect("write chain");
+        CertFiles {
+            cert: chain,
+            key: leaf.key.clone(),
+            cert_pem: leaf.cert_pem.clone(),
+        }
+    }
+
     /// A [`Profile::Server`] certificate with `CN=localhost`.
     pub fn issue_server(&self, out: &Path, stem: &str) -> CertFiles {
         self.issue(out, stem, "/CN=localhost", Profile::Server)
