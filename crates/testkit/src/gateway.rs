@@ -1,0 +1,326 @@
+//! The usual scene of an end-to-end test, in one expression: a scratch
+//! directory, a Mosquitto broker, a CA, a server certificate and moat with
+//! one TLS listener in front of the broker and an admin endpoint.
+//!
+//! ```no_run
+//! use moat_testkit::Gateway;
+//! let g = Gateway::new()
+//!     .listener_yaml("limits: { per_ip_connections: 2 }")
+//!     .start();
+//! assert_eq!(g.moat.get("/readyz").0, 200);
+//! ```
+
+use std::path::Path;
+
+use crate::config::{config_yaml, listener_yaml};
+use crate::dir::TestDir;
+use crate::pki::{Ca, CertFiles, Issue};
+use crate::ports::free_port;
+use crate::procs::{Moat, Mosquitto};
+
+/// What to start: built with its methods, then [`Gateway::start`] (or
+/// [`Gateway::prepare`] for a test that starts moat itself).
+pub struct Gateway {
+    dir: Option<TestDir>,
+    broker: bool,
+    broker_conf: String,
+    ca: Option<Ca>,
+    ca_name: (String, String),
+    cert: Option<CertFiles>,
+    cert_at: (String, String),
+    listener: String,
+    backend: Option<u16>,
+    tls_yaml: String,
+    listener_yaml: String,
+    top_yaml: String,
+    client_auth: Option<String>,
+    admin: bool,
+    more: Vec<(String, Vec<CertFiles>, String)>,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gateway {
+    /// The defaults: a new directory, a broker, CA `ca` (`CN=Test CA`), a
+    /// `localhost` certificate `server`, listener `mqtts`, an admin port.
+    pub fn new() -> Self {
+        Self {
+            dir: None,
+            broker: true,
+            broker_conf: String::new(),
+            ca: None,
+            ca_name: ("ca".into(), "Test CA".into()),
+            cert: None,
+            cert_at: (String::new(), "server".into()),
+            listener: "mqtts".into(),
+            backend: None,
+            tls_yaml: String::new(),
+            listener_yaml: String::new(),
+            top_yaml: String::new(),
+            client_auth: None,
+            admin: true,
+            more: Vec::new(),
+        }
+    }
+
+    /// Works in `dir` (which may already hold files the YAML names).
+    pub fn in_dir(mut self, dir: TestDir) -> Self {
+        self.dir = Some(dir);
+        self
+    }
+
+    /// Extra Mosquitto configuration lines.
+    pub fn broker_conf(mut self, conf: &str) -> Self {
+        self.broker_conf = conf.into();
+        self
+    }
+
+    /// No broker: the listener's backend is `port` (say, a dead one).
+    pub fn backend(mut self, port: u16) -> Self {
+        self.broker = false;
+        self.backend = Some(port);
+        self
+    }
+
+    /// The CA's file stem and common name.
+    pub fn ca_named(mut self, stem: &str, cn: &str) -> Self {
+        self.ca_name = (stem.into(), cn.into());
+        self
+    }
+
+    /// Uses a CA the test made (it may have issued more from it).
+    pub fn ca(mut self, ca: Ca) -> Self {
+        self.ca = Some(ca);
+        self
+    }
+
+    /// Issues the server certificate as `<subdir>/<stem>` in the directory.
+    pub fn cert_at(mut self, subdir: &str, stem: &str) -> Self {
+        self.cert_at = (subdir.into(), stem.into());
+        self
+    }
+
+    /// Serves `cert` instead of issuing one; without [`Gateway::ca`] there
+    /// is then no CA (the test has its own).
+    pub fn cert(mut self, cert: CertFiles) -> Self {
+        self.cert = Some(cert);
+        self
+    }
+
+    /// The listener's name.
+    pub fn listener(mut self, name: &str) -> Self {
+        self.listener = name.into();
+        self
+    }
+
+    /// Lines under the listener's `tls:`.
+    pub fn tls_yaml(mut self, yaml: &str) -> Self {
+        self.tls_yaml = yaml.into();
+        self
+    }
+
+    /// Lines under the listener.
+    pub fn listener_yaml(mut self, yaml: &str) -> Self {
+        self.listener_yaml = yaml.into();
+        self
+    }
+
+    /// The listener's `mqtt:` settings (one per line), which make it
+    /// MQTT-aware.
+    pub fn mqtt_aware(self, mqtt: &str) -> Self {
+        let mut extra = String::from("mqtt:\n");
+        for line in mqtt.lines() {
+            extra.push_str(&format!("  {line}\n"));
+        }
+        self.listener_yaml(&extra)
+    }
+
+    /// Top-level YAML before the rest (`shutdown:`, `reload:`...).
+    pub fn top_yaml(mut self, yaml: &str) -> Self {
+        self.top_yaml = yaml.into();
+        self
+    }
+
+    /// The `reload:` settings (lines indented by two).
+    pub fn reload(self, settings: &str) -> Self {
+        self.top_yaml(&format!("reload:\n{settings}\n"))
+    }
+
+    /// Client certificates in `mode` (`required`, `optional`) from a new
+    /// device CA (`devices-ca`, `CN=Device CA`), [`Running::devices`].
+    pub fn client_auth(mut self, mode: &str) -> Self {
+        self.client_auth = Some(mode.into());
+        self
+    }
+
+    /// No admin endpoint.
+    pub fn no_admin(mut self) -> Self {
+        self.admin = false;
+        self
+    }
+
+    /// One more listener on its own port (in [`Running::ports`]) to the
+    /// same backend, with these certificates and `tls:` lines.
+    pub fn also_listener(mut self, name: &str, certs: &[&CertFiles], tls_yaml: &str) -> Self {
+        let certs = certs.iter().map(|c| (*c).clone()).collect();
+        self.more.push((name.into(), certs, tls_yaml.into()));
+        self
+    }
+
+    /// Everything but moat: the directory, broker, PKI, ports and the YAML.
+    pub fn prepare(self) -> Prepared {
+        let dir = self.dir.unwrap_or_default();
+        let broker = self
+            .broker
+            .then(|| Mosquitto::start_with(dir.path(), &self.broker_conf));
+        let ca = match (self.ca, &self.cert) {
+            (Some(ca), _) => Some(ca),
+            (None, Some(_)) => None,
+            (None, None) => Some(Ca::new(dir.path(), &self.ca_name.0, &self.ca_name.1)),
+        };
+        let server = self.cert.unwrap_or_else(|| {
+            let (sub, stem) = &self.cert_at;
+            let out = dir.path().join(sub);
+            std::fs::create_dir_all(&out).expect("mkdir");
+            let ca = ca.as_ref().expect("a CA");
+            ca.issue(&out, stem, &Issue::server("localhost", &["localhost"]))
+        });
+        let devices = self
+            .client_auth
+            .as_ref()
+            .map(|_| Ca::new(dir.path(), "devices-ca", "Device CA"));
+        let mut tls_yaml = self.tls_yaml;
+        if let (Some(mode), Some(d)) = (&self.client_auth, &devices) {
+            tls_yaml.push_str(&format!(
+                "\nclient_auth:\n  mode: {mode}\n  ca: {}\n",
+                d.cert.display()
+            ));
+        }
+        let backend = self
+            .backend
+            .or(broker.as_ref().map(|b| b.port))
+            .expect("a backend");
+        let port = free_port();
+        let admin = self.admin.then(free_port);
+        let mut listeners = vec![listener_yaml(
+            &self.listener,
+            port,
+            backend,
+            &[&server],
+            &tls_yaml,
+            &self.listener_yaml,
+        )];
+        let mut ports = Vec::new();
+        for (name, certs, tls) in &self.more {
+            let p = free_port();
+            let certs: Vec<&CertFiles> = certs.iter().collect();
+            listeners.push(listener_yaml(name, p, backend, &certs, tls, ""));
+            ports.push(p);
+        }
+        let yaml = format!("{}{}", self.top_yaml, config_yaml(admin, &listeners));
+        Prepared {
+            dir,
+            broker,
+            ca,
+            devices,
+            server,
+            port,
+            ports,
+            admin,
+            yaml,
+        }
+    }
+
+    /// Prepares everything and starts moat, waiting until it is ready.
+    pub fn start(self) -> Running {
+        let prepared = self.prepare();
+        let moat = prepared.start_moat();
+        Running { prepared, moat }
+    }
+}
+
+/// A prepared scene: all but moat.
+pub struct Prepared {
+    /// The scratch directory.
+    pub dir: TestDir,
+    broker: Option<Mosquitto>,
+    ca: Option<Ca>,
+    /// The device CA of [`Gateway::client_auth`].
+    pub devices: Option<Ca>,
+    /// The certificate the listener serves.
+    pub server: CertFiles,
+    /// The listener's port.
+    pub port: u16,
+    /// The ports of [`Gateway::also_listener`]s, in order.
+    pub ports: Vec<u16>,
+    /// The admin port, if any.
+    pub admin: Option<u16>,
+    /// The configuration moat runs with.
+    pub yaml: String,
+}
+
+impl Prepared {
+    /// Starts moat with [`Prepared::yaml`] and waits until it is ready.
+    pub fn start_moat(&self) -> Moat {
+        Moat::start(self.dir.path(), &self.yaml, self.admin)
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Mosquitto {
+        self.broker.as_ref().expect("this gateway has no broker")
+    }
+
+    /// The broker, to stop or restart.
+    pub fn broker_mut(&mut self) -> &mut Mosquitto {
+        self.broker.as_mut().expect("this gateway has no broker")
+    }
+
+    /// The CA that issued [`Prepared::server`].
+    pub fn ca(&self) -> &Ca {
+        self.ca
+            .as_ref()
+            .expect("this gateway serves a given certificate")
+    }
+
+    /// The device CA of [`Gateway::client_auth`].
+    pub fn devices(&self) -> &Ca {
+        self.devices
+            .as_ref()
+            .expect("this gateway has no client_auth")
+    }
+
+    /// `mosquitto_*` TLS options that trust the CA.
+    pub fn tls(&self) -> crate::clients::Tls {
+        crate::clients::Tls::ca(&self.ca().cert)
+    }
+}
+
+/// A running scene: [`Prepared`] (through `Deref`) and moat.
+pub struct Running {
+    /// All but moat.
+    pub prepared: Prepared,
+    /// The running moat.
+    pub moat: Moat,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Prepared;
+    fn deref(&self) -> &Prepared {
+        &self.prepared
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Prepared {
+        &mut self.prepared
+    }
+}

@@ -1,0 +1,23 @@
+//! The end-to-end tests: the real `moat` binary against real peers, one
+//! module a concern. What they share is in the `moat-testkit` crate.
+
+mod admin;
+mod alerts;
+mod bad_input;
+mod certbot;
+mod cli;
+mod confinement;
+mod deploy;
+mod device_identity;
+mod faults;
+mod hardening;
+mod lifecycle;
+mod mqtt_awareness;
+mod mutual_tls;
+mod reload;
+mod rotation_under_load;
+mod routes;
+mod scanners;
+mod stapling;
+mod tls_policy;
+mod tls_termination;

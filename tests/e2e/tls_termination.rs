@@ -1,0 +1,448 @@
+//! TLS termination through moat to a real Mosquitto: key types and
+//! encodings, TLS versions, SNI, the post-quantum group, resumption.
+
+use std::time::Duration;
+
+use moat_testkit::*;
+
+#[test]
+fn ecdsa_round_trip_through_moat_to_mosquitto() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost", "127.0.0.1"]),
+    );
+    let (port, admin) = (free_port(), free_port());
+    let moat = Moat::start(
+        dir.path(),
+        &config_yaml(
+            Some(admin),
+            &[listener_yaml(
+                "mqtts",
+                port,
+                broker.port,
+                &[&server],
+                "",
+                "",
+            )],
+        ),
+        Some(admin),
+    );
+    let tls = Tls::ca(&ca.cert);
+    // Subscribe through moat, publish through moat.
+    let got = round_trip(dir.path(), port, Some(&tls), port, Some(&tls));
+    assert!(got.starts_with("hello-"), "got {got:?}");
+    assert!(
+        moat.logs().contains("tls.version=\"TLSv1_3\""),
+        "{}",
+        moat.logs()
+    );
+    // TLS 1.2 carries MQTT too (mosquitto_pub cannot be held to TLS 1.2).
+    let cfg = rustls_client_with(&ca.cert, None, &[&rustls::version::TLS12]);
+    let mut c = RustlsConn::connect(port, "localhost", cfg).expect("TLS 1.2 handshake");
+    assert_eq!(
+        c.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    c.write_all(&mqtt_connect_v311("tls12-client"))
+        .expect("CONNECT");
+    assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x00]);
+    assert!(moat.wait_for_log("tls.version=\"TLSv1_2\"", Duration::from_secs(5)));
+    assert!(
+        moat.metric(
+            "moat_relayed_bytes_total",
+            "direction=\"client_to_backend\""
+        ) > 0.0
+    );
+    assert!(
+        moat.metric(
+            "moat_relayed_bytes_total",
+            "direction=\"backend_to_client\""
+        ) > 0.0
+    );
+    assert!(moat.metric("moat_tls_handshakes_total", "result=\"success\"") >= 3.0);
+}
+
+#[test]
+fn rsa_certificate_with_pkcs1_key_round_trip() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::with_alg(dir.path(), "ca", "RSA CA", KeyAlg::Rsa2048);
+    let mut server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]).alg(KeyAlg::Rsa2048),
+    );
+    server.key = to_traditional_key(&server.key);
+    let key_text = std::fs::read_to_string(&server.key).expect("key");
+    assert!(
+        key_text.contains("BEGIN RSA PRIVATE KEY"),
+        "expected PKCS#1: {key_text}"
+    );
+    let port = free_port();
+    let _moat = Moat::start(
+        dir.path(),
+        &config_yaml(
+            None,
+            &[listener_yaml(
+                "mqtts",
+                port,
+                broker.port,
+                &[&server],
+                "",
+                "",
+            )],
+        ),
+        None,
+    );
+    let tls = Tls::ca(&ca.cert);
+    let got = round_trip(dir.path(), port, Some(&tls), broker.port, None);
+    assert!(got.starts_with("hello-"), "got {got:?}");
+    let (ok, out) = s_client(
+        port,
+        &[
+            "-CAfile",
+            ca.cert.to_str().unwrap(),
+            "-servername",
+            "localhost",
+            "-tls1_2",
+        ],
+        "",
+    );
+    assert!(ok && handshake_ok(&out), "{out}");
+    assert!(
+        out.contains("ECDHE-RSA-AES256-GCM-SHA384")
+            || out.contains("ECDHE-RSA-AES128-GCM-SHA256")
+            || out.contains("ECDHE-RSA-CHACHA20-POLY1305"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_key_type_and_encoding_serves() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let mut listeners = Vec::new();
+    let mut ports = Vec::new();
+    for (name, alg, traditional) in [
+        ("p256-pkcs8", KeyAlg::EcdsaP256, false),
+        ("p256-sec1", KeyAlg::EcdsaP256, true),
+        ("p384", KeyAlg::EcdsaP384, false),
+        ("ed25519", KeyAlg::Ed25519, false),
+        ("rsa-pkcs8", KeyAlg::Rsa2048, false),
+    ] {
+        let mut c = ca.issue(
+            dir.path(),
+            name,
+            &Issue::server("localhost", &["localhost"]).alg(alg),
+        );
+        if traditional {
+            c.key = to_traditional_key(&c.key);
+            let text = std::fs::read_to_string(&c.key).expect("key");
+            assert!(
+                text.contains("BEGIN EC PRIVATE KEY"),
+                "expected SEC1: {text}"
+            );
+        }
+        let port = free_port();
+        ports.push((name, port));
+        listeners.push(listener_yaml(name, port, broker.port, &[&c], "", ""));
+    }
+    let _moat = Moat::start(dir.path(), &config_yaml(None, &listeners), None);
+    for (name, port) in ports {
+        let (ok, out) = s_client(
+            port,
+            &[
+                "-CAfile",
+                ca.cert.to_str().unwrap(),
+                "-servername",
+                "localhost",
+            ],
+            "",
+        );
+        assert!(ok && handshake_ok(&out), "{name}: {out}");
+    }
+}
+
+#[test]
+fn sni_chooses_among_certificates_and_no_sni_gets_the_first() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let a = ca.issue(
+        dir.path(),
+        "a",
+        &Issue::server("a.example", &["a.example", "127.0.0.1"]),
+    );
+    let b = ca.issue(
+        dir.path(),
+        "b",
+        &Issue::server("b.example", &["b.example"]).alg(KeyAlg::Rsa2048),
+    );
+    let w = ca.issue(
+        dir.path(),
+        "w",
+        &Issue::server("wildcard", &["*.devices.example"]),
+    );
+    let port = free_port();
+    let _moat = Moat::start(
+        dir.path(),
+        &config_yaml(
+            None,
+            &[listener_yaml(
+                "mqtts",
+                port,
+                broker.port,
+                &[&a, &b, &w],
+                "",
+                "",
+            )],
+        ),
+        None,
+    );
+    let cafile = ca.cert.to_str().unwrap();
+    let subject = |args: &[&str]| {
+        let mut all = vec!["-CAfile", cafile];
+        all.extend_from_slice(args);
+        let (ok, out) = s_client(port, &all, "");
+        assert!(ok && handshake_ok(&out), "{args:?}: {out}");
+        out.lines()
+            .find(|l| l.starts_with("subject="))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(subject(&["-servername", "b.example"]).contains("b.example"));
+    assert!(subject(&["-servername", "a.example"]).contains("a.example"));
+    assert!(subject(&["-servername", "x7.devices.example"]).contains("wildcard"));
+    // Embedded clients connect by IP and send no SNI: the first certificate.
+    assert!(subject(&["-noservername"]).contains("a.example"));
+    // An unknown name also gets the first.
+    assert!(subject(&["-servername", "other.example"]).contains("a.example"));
+    // A wildcard covers one label only.
+    assert!(subject(&["-servername", "a.b.devices.example"]).contains("a.example"));
+}
+
+#[test]
+fn post_quantum_hybrid_group_is_negotiated_when_offered_and_x25519_otherwise() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]),
+    );
+    let port = free_port();
+    let moat = Moat::start(
+        dir.path(),
+        &config_yaml(
+            None,
+            &[listener_yaml(
+                "mqtts",
+                port,
+                broker.port,
+                &[&server],
+                "",
+                "",
+            )],
+        ),
+        None,
+    );
+    let cfg = rustls_client(&ca.cert, None);
+    let c = RustlsConn::connect(port, "localhost", cfg).expect("handshake");
+    let group = c
+        .conn
+        .negotiated_key_exchange_group()
+        .expect("group")
+        .name();
+    assert_eq!(group, rustls::NamedGroup::X25519MLKEM768);
+    assert!(moat.wait_for_log("tls.group=\"X25519MLKEM768\"", Duration::from_secs(5)));
+    // OpenSSL 3.0 offers no hybrid: classic X25519.
+    let (ok, out) = s_client(
+        port,
+        &[
+            "-CAfile",
+            ca.cert.to_str().unwrap(),
+            "-servername",
+            "localhost",
+        ],
+        "",
+    );
+    assert!(ok && handshake_ok(&out), "{out}");
+    assert!(out.contains("Server Temp Key: X25519"), "{out}");
+}
+
+#[test]
+fn session_tickets_resume() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]),
+    );
+    let (port, admin) = (free_port(), free_port());
+    let moat = Moat::start(
+        dir.path(),
+        &config_yaml(
+            Some(admin),
+            &[listener_yaml(
+                "mqtts",
+                port,
+                broker.port,
+                &[&server],
+                "",
+                "",
+            )],
+        ),
+        Some(admin),
+    );
+    let cfg = rustls_client(&ca.cert, None);
+    for i in 0..3 {
+        let mut c = RustlsConn::connect(port, "localhost", cfg.clone()).expect("handshake");
+        // Send a CONNECT so that the TLS 1.3 tickets (sent after the
+        // handshake) are read, and get the CONNACK back.
+        c.write_all(&mqtt_connect_v311(&format!("resume-{i}")))
+            .expect("send CONNECT");
+        let connack = c.read_exact(4).expect("CONNACK");
+        assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+        let kind = c.conn.handshake_kind();
+        if i == 0 {
+            assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+        } else {
+            assert_eq!(kind, Some(rustls::HandshakeKind::Resumed), "connection {i}");
+        }
+    }
+    assert_eq!(moat.metric("moat_tls_sessions_resumed_total", ""), 2.0);
+}
+
+#[test]
+fn shared_ticket_keys_let_a_device_resume_on_another_replica_and_rotate() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]),
+    );
+    let key = |seed: &str| {
+        openssl(dir.path(), &["rand", "-base64", "48"])
+            .trim()
+            .to_string()
+            + seed
+    };
+    let (k1, k2) = (key(""), key(""));
+    let keys = dir.write("tickets/keys", format!("{k1}\n"));
+    let replica = |name: &str, port: u16| {
+        let yaml = config_yaml(
+            None,
+            &[listener_yaml(
+                "mqtts",
+                port,
+                broker.port,
+                &[&server],
+                &format!("session_ticket_keys: {}", keys.display()),
+                "",
+            )],
+        );
+        Moat::start(&dir.join(name), &yaml, None)
+    };
+    std::fs::create_dir_all(dir.join("a")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("b")).expect("mkdir");
+    let (pa, pb) = (free_port(), free_port());
+    let a = replica("a", pa);
+    let b = replica("b", pb);
+    let connect = |port: u16, cfg: &std::sync::Arc<rustls::ClientConfig>| {
+        let mut c = RustlsConn::connect(port, "localhost", cfg.clone()).expect("handshake");
+        c.write_all(&mqtt_connect_v311("roaming-device"))
+            .expect("CONNECT");
+        assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x00]);
+        c.conn.handshake_kind()
+    };
+    let cfg = rustls_client(&ca.cert, None);
+    assert_eq!(connect(pa, &cfg), Some(rustls::HandshakeKind::Full));
+    // A ticket from replica A resumes on replica B.
+    assert_eq!(connect(pb, &cfg), Some(rustls::HandshakeKind::Resumed));
+
+    // Rotation step 1: a new first key; tickets under the old one still work.
+    let old_ticket_client = rustls_client(&ca.cert, None);
+    assert_eq!(
+        connect(pa, &old_ticket_client),
+        Some(rustls::HandshakeKind::Full)
+    );
+    std::fs::write(&keys, format!("{k2}\n{k1}\n")).expect("rotate");
+    assert!(
+        a.wait_for_log("session ticket keys reloaded", Duration::from_secs(5)),
+        "{}",
+        a.logs()
+    );
+    assert!(
+        b.wait_for_log("session ticket keys reloaded", Duration::from_secs(5)),
+        "{}",
+        b.logs()
+    );
+    assert_eq!(
+        connect(pb, &old_ticket_client),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    // Step 2: the old key is dropped; tickets made under it no longer resume.
+    let stale = rustls_client(&ca.cert, None);
+    assert_eq!(connect(pa, &stale), Some(rustls::HandshakeKind::Full));
+    std::fs::write(&keys, format!("{k2}\n")).expect("drop old key");
+    assert!(wait_until(Duration::from_secs(5), || a
+        .logs()
+        .matches("session ticket keys reloaded")
+        .count()
+        >= 2));
+    assert_eq!(
+        connect(pb, &stale),
+        Some(rustls::HandshakeKind::Resumed),
+        "issued under k2, still valid"
+    );
+    let _ = k1;
+}
+
+#[test]
+fn without_shared_keys_another_replica_cannot_resume() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start(dir.path());
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]),
+    );
+    let (pa, pb) = (free_port(), free_port());
+    std::fs::create_dir_all(dir.join("a")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("b")).expect("mkdir");
+    let _a = Moat::start(
+        &dir.join("a"),
+        &config_yaml(
+            None,
+            &[listener_yaml("mqtts", pa, broker.port, &[&server], "", "")],
+        ),
+        None,
+    );
+    let _b = Moat::start(
+        &dir.join("b"),
+        &config_yaml(
+            None,
+            &[listener_yaml("mqtts", pb, broker.port, &[&server], "", "")],
+        ),
+        None,
+    );
+    let cfg = rustls_client(&ca.cert, None);
+    let mut c = RustlsConn::connect(pa, "localhost", cfg.clone()).expect("handshake");
+    c.write_all(&mqtt_connect_v311("d")).expect("CONNECT");
+    c.read_exact(4).expect("CONNACK");
+    let mut c = RustlsConn::connect(pb, "localhost", cfg).expect("handshake");
+    c.write_all(&mqtt_connect_v311("d")).expect("CONNECT");
+    c.read_exact(4).expect("CONNACK");
+    assert_eq!(c.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+}
