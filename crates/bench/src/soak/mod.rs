@@ -23,8 +23,10 @@
 //! `roles`). The parts, each depending only on those below it: `args`,
 //! `util`, `protocol` (orchestrator <-> worker), `roles`, `pki`,
 //! `children`, `metrics`, `plan` (with the recorded run), `tasks` (clock,
-//! sampler, probes, renewals, broker restart), `run`, `verdict`, `report`.
+//! sampler, probes, renewals, broker restart), `accounting` (messages and
+//! dropped connections at the end), `run`, `verdict`, `report`.
 
+mod accounting;
 mod args;
 mod children;
 mod metrics;

@@ -163,8 +163,23 @@ pub(crate) fn secs(v: f64) -> String {
 /// The generated section.
 pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, String)]) -> String {
     let mut md = String::new();
+    md_intro(&mut md, run);
+    md_verdicts(&mut md, run);
+    md_resources(&mut md, run, charts_dir, charts);
+    md_messages(&mut md, run);
+    md_reloads(&mut md, run);
+    md_restart(&mut md, run);
+    md_flood(&mut md, run);
+    md_latency(&mut md, run, charts_dir, charts);
+    md_dropped(&mut md, run);
+    md_moat_counters(&mut md, run);
+    md_machine(&mut md, run, charts_dir);
+    md
+}
+
+/// The opening: the BEGIN marker, what was measured, and how loaded the machine was.
+fn md_intro(md: &mut String, run: &SoakRun) {
     let p = &run.plan;
-    let vs = verdicts(run);
     let _ = writeln!(md, "{BEGIN}\n");
     let _ = writeln!(md, "## Results\n");
     let _ = writeln!(
@@ -203,7 +218,11 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
             run.proxy_changes.replace('\n', "; ")
         );
     }
+}
 
+/// The verdicts table.
+fn md_verdicts(md: &mut String, run: &SoakRun) {
+    let vs = verdicts(run);
     let _ = writeln!(md, "### Verdicts\n");
     let _ = writeln!(md, "| criterion | verdict | figures |\n|---|---|---|");
     for v in &vs {
@@ -216,16 +235,25 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
         );
     }
     let _ = writeln!(md);
+}
 
-    // Memory, descriptors, CPU.
-    let figs = replica_figs(run);
-    let _ = writeln!(md, "### Connections, memory and descriptors\n");
+/// The header and separator rows of a table with one column per replica.
+fn replica_header(replicas: usize) -> (String, String) {
     let mut head = String::from("| |");
     let mut sep = String::from("|---|");
-    for i in 0..p.replicas {
+    for i in 0..replicas {
         let _ = write!(head, " moat #{i} |");
         sep.push_str("---:|");
     }
+    (head, sep)
+}
+
+/// Connections, memory, descriptors and CPU per replica, with their charts.
+fn md_resources(md: &mut String, run: &SoakRun, charts_dir: &str, charts: &[(String, String)]) {
+    let p = &run.plan;
+    let figs = replica_figs(run);
+    let _ = writeln!(md, "### Connections, memory and descriptors\n");
+    let (head, sep) = replica_header(p.replicas);
     let _ = writeln!(md, "{head}\n{sep}");
     let conns = p.per_replica + p.subscribers.div_ceil(p.replicas);
     let row = |md: &mut String, name: &str, f: &dyn Fn(&ReplicaFig) -> String| {
@@ -235,32 +263,28 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
         }
         let _ = writeln!(md);
     };
-    row(
-        &mut md,
-        "connections held (devices and subscribers)",
-        &|_| format!("{conns}"),
-    );
-    row(&mut md, "RSS before any client", &|f| {
+    row(md, "connections held (devices and subscribers)", &|_| {
+        format!("{conns}")
+    });
+    row(md, "RSS before any client", &|f| {
         format!("{:.1} MiB", f.baseline_mib)
     });
-    row(&mut md, "RSS with every connection up", &|f| {
+    row(md, "RSS with every connection up", &|f| {
         format!("{:.1} MiB", f.ramp_mib)
     });
-    row(&mut md, "RSS per connection (baseline subtracted)", &|f| {
+    row(md, "RSS per connection (baseline subtracted)", &|f| {
         format!("{:.1} KiB", f.kib_per_conn)
     });
-    row(&mut md, "peak RSS, ramp and soak", &|f| {
+    row(md, "peak RSS, ramp and soak", &|f| {
         format!("{:.1} MiB", f.peak_mib)
     });
-    row(&mut md, "RSS at the end of the soak", &|f| {
+    row(md, "RSS at the end of the soak", &|f| {
         format!("{:.1} MiB", f.final_mib)
     });
-    row(
-        &mut md,
-        "open descriptors: all up / peak / at the end",
-        &|f| format!("{} / {} / {}", f.fds_ramp, f.fds_peak, f.fds_final),
-    );
-    row(&mut md, "CPU over the soak (one core = 100 %)", &|f| {
+    row(md, "open descriptors: all up / peak / at the end", &|f| {
+        format!("{} / {} / {}", f.fds_ramp, f.fds_peak, f.fds_final)
+    });
+    row(md, "CPU over the soak (one core = 100 %)", &|f| {
         format!("{:.1} %", f.cpu_pct)
     });
     let mosq_rss = run
@@ -285,8 +309,11 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
     for (title, file) in charts.iter().filter(|c| c.1 != "latency.png") {
         let _ = writeln!(md, "![{title}]({charts_dir}/{file})\n");
     }
+}
 
-    // Messages.
+/// The QoS 1 message accounting.
+fn md_messages(md: &mut String, run: &SoakRun) {
+    let p = &run.plan;
     let m = &run.messages;
     let _ = writeln!(md, "### Messages (QoS 1)\n");
     let _ = writeln!(
@@ -312,8 +339,11 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
         "About {rate:.0} messages a second (each device every {:.0} s). {} PUBLISH frames reached the subscribers in all; {} payloads were not the test's.\n",
         p.publish_interval_s, m.received, m.malformed
     );
+}
 
-    // Reloads.
+/// The certificate renewals, and every one that did not land everywhere.
+fn md_reloads(md: &mut String, run: &SoakRun) {
+    let p = &run.plan;
     let _ = writeln!(md, "### Certificate renewals\n");
     let mut landed: Vec<f64> = run
         .reloads
@@ -358,8 +388,10 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
                 .unwrap_or_else(|| format!("{:?}", r.replicas))
         );
     }
+}
 
-    // Restart.
+/// The broker restart: its timing, the closes it caused and Mosquitto's log.
+fn md_restart(md: &mut String, run: &SoakRun) {
     let _ = writeln!(md, "### Broker restart\n");
     if let Some(r) = &run.restart {
         let closed: u64 = run.restart_closes.values().sum();
@@ -396,8 +428,11 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
     } else {
         let _ = writeln!(md, "The restart did not happen.\n");
     }
+}
 
-    // Flood.
+/// What the flood did and how moat answered each kind of it.
+fn md_flood(md: &mut String, run: &SoakRun) {
+    let p = &run.plan;
     let _ = writeln!(md, "### Flood\n");
     if let (Some(f), Some((a, b))) = (&run.flood, run.flood_window) {
         let _ = writeln!(
@@ -440,8 +475,10 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
     } else {
         let _ = writeln!(md, "The flood did not run.\n");
     }
+}
 
-    // Latency.
+/// The probes' handshake latency per window, with its chart.
+fn md_latency(md: &mut String, run: &SoakRun, charts_dir: &str, charts: &[(String, String)]) {
     let _ = writeln!(md, "### Handshake latency of well-behaved clients\n");
     let _ = writeln!(
         md,
@@ -471,8 +508,10 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
     for (title, file) in charts.iter().filter(|c| c.1 == "latency.png") {
         let _ = writeln!(md, "![{title}]({charts_dir}/{file})\n");
     }
+}
 
-    // Dropped connections.
+/// The established connections that were dropped, by cause.
+fn md_dropped(md: &mut String, run: &SoakRun) {
     let _ = writeln!(md, "### Dropped established connections\n");
     let restart_total: u64 = run.restart_closes.values().sum();
     let _ = writeln!(
@@ -495,8 +534,10 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
         "Sessions established in all (first ones and reconnections): {}; failed connection attempts: {}. Failed attempts are retried and are not a criterion; while the broker is down every attempt fails (moat completes the handshake, cannot reach the broker within its 5 s connect timeout and closes), so most of them fall in the restart. A sample of their errors is in `soak.json`.\n",
         run.connects, run.connect_failures
     );
+}
 
-    // moat at the end.
+/// moat's own metrics at the end, per replica, and its log lines by message.
+fn md_moat_counters(md: &mut String, run: &SoakRun) {
     let _ = writeln!(md, "### moat's own counters at the end\n");
     let keys: Vec<String> = run
         .moat_metrics
@@ -505,6 +546,7 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
+    let (head, sep) = replica_header(run.plan.replicas);
     let _ = writeln!(md, "{head}\n{sep}");
     for k in keys {
         let _ = write!(md, "| {k} |");
@@ -533,8 +575,10 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
         }
         let _ = writeln!(md);
     }
+}
 
-    // Machine.
+/// The machine, the pointer to the raw data, and the END marker.
+fn md_machine(md: &mut String, run: &SoakRun, charts_dir: &str) {
     let _ = writeln!(md, "### Machine\n\n| | |\n|---|---|");
     // The benchmarks' peer proxies play no part here.
     let peers = ["nginx", "haproxy", "stunnel"];
@@ -545,13 +589,12 @@ pub(crate) fn markdown(run: &SoakRun, charts_dir: &str, charts: &[(String, Strin
     {
         let _ = writeln!(md, "| {k} | {v} |");
     }
-    let _ = writeln!(md, "| open files per process | {} |", p.nofile);
+    let _ = writeln!(md, "| open files per process | {} |", run.plan.nofile);
     let _ = writeln!(
         md,
         "\nRaw data: [`soak.json`]({charts_dir}/soak.json): everything above, the samples of every second and every probe (`moat-bench soak --report-from` writes this section again from it).\n"
     );
     let _ = writeln!(md, "{END}");
-    md
 }
 
 /// The summary printed on stdout.

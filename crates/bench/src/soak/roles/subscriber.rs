@@ -117,6 +117,7 @@ pub(crate) async fn subscribers(
     Ok(())
 }
 
+/// One subscriber session, reconnecting until the worker quits.
 pub(crate) async fn subscriber(
     k: usize,
     spec: Arc<SubscriberSpec>,
@@ -170,48 +171,7 @@ pub(crate) async fn subscriber(
                     if let Err(e) = r {
                         break End::Closed(ended_kind(&e));
                     }
-                    let mut acks: Vec<u8> = Vec::new();
-                    let mut bad = None;
-                    loop {
-                        let f = match mqtt::next_frame(&sess.buf) {
-                            Ok(Some(f)) => f,
-                            Ok(None) => break,
-                            Err(e) => {
-                                bad = Some(format!("malformed frame from the broker: {e}"));
-                                break;
-                            }
-                        };
-                        match f.kind() {
-                            mqtt::PUBLISH => {
-                                let Some(p) = mqtt::parse_publish(&sess.buf, f) else {
-                                    bad = Some("malformed PUBLISH".into());
-                                    break;
-                                };
-                                c.received.fetch_add(1, Ordering::Relaxed);
-                                // The payload names the device; so must the topic.
-                                match parse_payload(p.payload)
-                                    .filter(|(d, _)| p.topic == format!("{filter_base}{d}").as_bytes())
-                                    .and_then(|(d, seq)| seen.lock().expect("lock").record(d, seq))
-                                {
-                                    Some(true) => c.unique.fetch_add(1, Ordering::Relaxed),
-                                    Some(false) => c.dups.fetch_add(1, Ordering::Relaxed),
-                                    None => c.malformed.fetch_add(1, Ordering::Relaxed),
-                                };
-                                if let Some(pid) = p.packet_id {
-                                    acks.extend_from_slice(&mqtt::puback(pid));
-                                }
-                            }
-                            mqtt::SUBACK => {
-                                let rc = sess.buf.get(f.body_start + 2).copied();
-                                if rc == Some(0x80) {
-                                    bad = Some("subscription refused".into());
-                                    break;
-                                }
-                            }
-                            _ => {}
-                        }
-                        sess.buf.drain(..f.len);
-                    }
+                    let (acks, bad) = take_frames(&mut sess.buf, &filter_base, &c, &seen);
                     if let Some(b) = bad {
                         break End::Closed(b);
                     }
@@ -245,4 +205,57 @@ pub(crate) async fn subscriber(
             }
         }
     }
+}
+
+/// Consumes the complete frames in `buf`: counts each PUBLISH against
+/// `seen` and returns the PUBACKs to send, and why to close, if so.
+fn take_frames(
+    buf: &mut Vec<u8>,
+    filter_base: &str,
+    c: &Counters,
+    seen: &Mutex<Seen>,
+) -> (Vec<u8>, Option<String>) {
+    let mut acks: Vec<u8> = Vec::new();
+    let mut bad = None;
+    loop {
+        let f = match mqtt::next_frame(buf) {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                bad = Some(format!("malformed frame from the broker: {e}"));
+                break;
+            }
+        };
+        match f.kind() {
+            mqtt::PUBLISH => {
+                let Some(p) = mqtt::parse_publish(buf, f) else {
+                    bad = Some("malformed PUBLISH".into());
+                    break;
+                };
+                c.received.fetch_add(1, Ordering::Relaxed);
+                // The payload names the device; so must the topic.
+                match parse_payload(p.payload)
+                    .filter(|(d, _)| p.topic == format!("{filter_base}{d}").as_bytes())
+                    .and_then(|(d, seq)| seen.lock().expect("lock").record(d, seq))
+                {
+                    Some(true) => c.unique.fetch_add(1, Ordering::Relaxed),
+                    Some(false) => c.dups.fetch_add(1, Ordering::Relaxed),
+                    None => c.malformed.fetch_add(1, Ordering::Relaxed),
+                };
+                if let Some(pid) = p.packet_id {
+                    acks.extend_from_slice(&mqtt::puback(pid));
+                }
+            }
+            mqtt::SUBACK => {
+                let rc = buf.get(f.body_start + 2).copied();
+                if rc == Some(0x80) {
+                    bad = Some("subscription refused".into());
+                    break;
+                }
+            }
+            _ => {}
+        }
+        buf.drain(..f.len);
+    }
+    (acks, bad)
 }
