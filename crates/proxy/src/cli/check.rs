@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use super::exit::EXIT_BAD_INPUT;
 use crate::config::ValidConfig;
 use crate::control::stapling::{self, Skip};
+use crate::control::token::AdminToken;
 use crate::process::privileges;
 use crate::tls::certs::{rfc3339, unix, CertInfo};
 use crate::tls::client_auth::{ca_warnings, crl_warnings};
@@ -55,6 +56,10 @@ pub fn run(config: &ValidConfig) -> ExitCode {
             eprintln!("error: {}: {e}", config.path.display());
             return ExitCode::from(EXIT_BAD_INPUT);
         }
+    }
+    if let Err(e) = admin_token(config) {
+        eprintln!("error: {}: {e}", config.path.display());
+        return ExitCode::from(EXIT_BAD_INPUT);
     }
     let now = SystemTime::now();
     print!("{}", report(config, &prepared, now));
@@ -188,9 +193,33 @@ pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Str
     out
 }
 
+/// The admin endpoint's token, read from `admin.token_file` when set.
+pub fn admin_token(config: &ValidConfig) -> Result<Option<AdminToken>, String> {
+    match config
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token_file.as_ref())
+    {
+        Some(path) => AdminToken::load(path).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// An admin endpoint anyone on the network can reach and use.
+fn admin_warning(config: &ValidConfig) -> Option<String> {
+    let admin = config.config.admin.as_ref()?;
+    (admin.token_file.is_none() && !admin.listen.ip().is_loopback()).then(|| {
+        format!(
+            "admin.listen {} is not on loopback and admin.token_file is not set: anyone who can reach it can list and close connections and reload certificates; set admin.token_file or listen on 127.0.0.1",
+            admin.listen
+        )
+    })
+}
+
 /// Everything legal but risky.
 pub fn warnings(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = admin_warning(config).into_iter().collect();
     let now_s = unix(now);
     for (l, tls) in config.config.listeners.iter().zip(&prepared.tls) {
         for (index, cert) in tls.certs.iter().enumerate() {

@@ -16,7 +16,8 @@
 //!
 //! Failures at any stage close only that connection, with a log line and a
 //! metric (`reasons`, `metrics`). `context` is what a listener's
-//! connections share.
+//! connections share; `registry` knows every established session, so that
+//! a reload, an operator or a deadline can close one.
 
 pub mod admit;
 pub mod backend;
@@ -28,6 +29,7 @@ pub mod metrics;
 mod mqtt;
 mod opaque;
 pub mod reasons;
+pub mod registry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -406,6 +406,8 @@ pub struct PeerIdentity {
     pub common_name: Option<String>,
     /// SHA-256 of the DER certificate, lower-case hex.
     pub sha256: String,
+    /// The certificate's notAfter, in Unix seconds.
+    pub not_after: i64,
 }
 
 impl PeerIdentity {
@@ -423,6 +425,7 @@ impl PeerIdentity {
             subject: cert.subject().to_string(),
             common_name,
             sha256: sha256_hex(leaf),
+            not_after: cert.validity().not_after.timestamp(),
         })
     }
 }
