@@ -206,20 +206,9 @@ pub fn admin_token(config: &ValidConfig) -> Result<Option<AdminToken>, String> {
     }
 }
 
-/// An admin endpoint anyone on the network can reach and use.
-fn admin_warning(config: &ValidConfig) -> Option<String> {
-    let admin = config.config.admin.as_ref()?;
-    (admin.token_file.is_none() && !admin.listen.ip().is_loopback()).then(|| {
-        format!(
-            "admin.listen {} is not on loopback and admin.token_file is not set: anyone who can reach it can list and close connections and reload certificates; set admin.token_file or listen on 127.0.0.1",
-            admin.listen
-        )
-    })
-}
-
 /// Everything legal but risky.
 pub fn warnings(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Vec<String> {
-    let mut out: Vec<String> = admin_warning(config).into_iter().collect();
+    let mut out = Vec::new();
     let now_s = unix(now);
     for (l, tls) in config.config.listeners.iter().zip(&prepared.tls) {
         for (index, cert) in tls.certs.iter().enumerate() {
@@ -309,4 +298,26 @@ pub fn key_permission_warning(path: &Path) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(admin: &str) -> ValidConfig {
+        let text = format!(
+            "{admin}listeners:\n  - name: mqtts\n    listen: 127.0.0.1:8883\n    backend: 127.0.0.1:1883\n    tls:\n      certificates:\n        - cert: tls/server.pem\n          key: tls/server.key\n"
+        );
+        crate::config::parse(Path::new("/etc/moat/moat.yaml"), &text).expect("valid")
+    }
+
+    #[test]
+    fn the_token_file_is_anchored_and_its_errors_name_it() {
+        let c = config("admin:\n  listen: 127.0.0.1:9090\n  token_file: admin.token\n");
+        let e = admin_token(&c).expect_err("no such file");
+        assert!(
+            e.contains("admin.token_file: cannot read /etc/moat/admin.token"),
+            "{e}"
+        );
+    }
 }

@@ -18,8 +18,8 @@
 //!
 //! It binds only where `admin.listen` says. With `admin.token_file`, every
 //! request but `/healthz` and `/readyz` needs `Authorization: Bearer
-//! <token>` (`token`); without one, keep it on loopback or a private
-//! network.
+//! <token>` (`token`). Without one, `/connections` answers 403 and the rest
+//! is open: keep it on loopback or a private network.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -251,7 +251,17 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
         );
         return r;
     }
-    if let Some(id) = req.uri().path().strip_prefix("/connections/") {
+    let path = req.uri().path();
+    if (path == "/connections" || path.starts_with("/connections/")) && state.token.is_none() {
+        // Who is connected, and closing them, only for an authenticated
+        // operator: an endpoint that was safe to leave open for probes and
+        // scrapes does not become a way to disconnect the fleet.
+        return text(
+            StatusCode::FORBIDDEN,
+            "the connections API needs admin.token_file; set it to list and close sessions\n",
+        );
+    }
+    if let Some(id) = path.strip_prefix("/connections/") {
         return connection(state, req, id);
     }
     match (req.method(), req.uri().path()) {
