@@ -123,6 +123,12 @@ fn a_crl_that_revokes_one_device_closes_only_its_live_session() {
             .metric_reaching("moat_connections_closed_total", "reason=\"revoked\"", 1.0)
             == 1.0
     );
+    // The three live sessions (two held, perhaps a publisher) were checked.
+    assert!(
+        s.moat
+            .metric("moat_sessions_rechecked_total", "listener=\"mqtts\"")
+            >= 2.0
+    );
     let logs = s.moat.logs();
     let line = logs
         .lines()

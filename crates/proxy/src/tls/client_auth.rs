@@ -65,6 +65,9 @@ pub struct CrlInfo {
     pub next_update: Option<i64>,
     /// How many certificates it revokes.
     pub revoked: usize,
+    /// SHA-256 of its DER, lower-case hex: tells two CRLs apart even when
+    /// they were issued in the same second with as many entries.
+    pub sha256: String,
 }
 
 /// Parses the CRLs of a CRL file (PEM, possibly several, or one DER).
@@ -105,6 +108,7 @@ pub fn parse_crls(
                 this_update: crl.last_update().timestamp(),
                 next_update: crl.next_update().map(|t| t.timestamp()),
                 revoked: crl.iter_revoked_certificates().count(),
+                sha256: super::certs::sha256_hex(&der),
             };
             Ok((der, info))
         })

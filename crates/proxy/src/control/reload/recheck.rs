@@ -13,6 +13,17 @@ use std::path::PathBuf;
 
 use crate::conn::registry::{CloseReason, Session};
 use crate::tls::certs::CertError;
+use crate::tls::ListenerTls;
+
+/// Whether going from `old` to `new` can change which clients pass: a new
+/// CA bundle or a new set of CRLs. A certificate rotation alone re-checks
+/// nothing, so it is not slowed by the number of live sessions.
+pub fn client_auth_changed(old: &ListenerTls, new: &ListenerTls) -> bool {
+    new.client_verifier.is_some()
+        && (old.client_auth_digest != new.client_auth_digest
+            || old.crls != new.crls
+            || old.client_verifier.is_none())
+}
 
 /// What a re-check found for one listener.
 #[derive(Debug, Default, PartialEq, Eq)]

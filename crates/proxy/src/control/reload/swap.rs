@@ -1,9 +1,9 @@
 //! One listener's reload. It reads every file into memory, and if the bytes
 //! differ from what is served, builds a complete new TLS state off to the
 //! side, exports it (metrics, stapling tasks) and publishes it with one
-//! atomic swap. Handshakes that start afterwards use it. Before the swap,
-//! every live session's client certificate is verified again against the
-//! new state (`recheck`); those it refuses are closed once it is in
+//! atomic swap. Handshakes that start afterwards use it. When the client CA
+//! bundle or the CRLs changed, every live session's client certificate is
+//! verified again against the new state before the swap (`recheck`); those it refuses are closed once it is in
 //! service, and a state that would close them all is refused unless
 //! forced. On any failure the listener keeps its last good state, the file
 //! and the reason are logged, the failure is counted, and the listener
@@ -229,7 +229,7 @@ impl ReloadTarget {
 
         // Verified before the swap, so that a state that would close every
         // device can still be refused.
-        let verdict = if new.client_verifier.is_some() {
+        let verdict = if recheck::client_auth_changed(current, &new) {
             recheck::recheck(&shared.sessions.sessions_of(name), |c| new.verify_client(c))
         } else {
             recheck::Verdict::default()
