@@ -413,3 +413,84 @@ fn the_admin_api_lists_and_closes_sessions_behind_its_token() {
     );
     assert!(kicked >= 1.0, "{metrics}");
 }
+
+/// A held raw-TLS MQTT session: CONNECT sent and CONNACK read.
+fn raw_session(port: u16, cfg: &std::sync::Arc<rustls::ClientConfig>, id: &str) -> RustlsConn {
+    let mut c = RustlsConn::connect(port, "localhost", cfg.clone()).expect("handshake");
+    c.write_all(&mqtt_connect_v311(id)).expect("CONNECT");
+    assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x00]);
+    c
+}
+
+/// Whether a held session still answers a PINGREQ.
+fn answers_ping(c: &mut RustlsConn) -> bool {
+    c.write_all(&[0xC0, 0x00]).is_ok() && c.read_exact(2).is_ok_and(|r| r == [0xD0, 0x00])
+}
+
+#[test]
+fn a_thousand_live_sessions_are_rechecked_and_only_the_revoked_close() {
+    raise_fd_limit();
+    let dir = TestDir::new();
+    let devices = OpensslCa::new(dir.path(), "devices");
+    let fleet = devices.issue_client(dir.path(), "fleet", "/CN=fleet-device", None);
+    let revoked: Vec<CertFiles> = (0..10)
+        .map(|i| {
+            devices.issue_client(
+                dir.path(),
+                &format!("bad-{i}"),
+                &format!("/CN=bad-{i}"),
+                None,
+            )
+        })
+        .collect();
+    let crl = dir.join("devices.crl.pem");
+    devices.gencrl(&crl);
+    let s = start(dir, &devices, &crl, "max_connections: 5000", "");
+    let fleet_cfg = rustls_client(&s.ca().cert, Some((&fleet.cert, &fleet.key)));
+    let mut good: Vec<RustlsConn> = (0..990)
+        .map(|i| raw_session(s.port, &fleet_cfg, &format!("fleet-{i}")))
+        .collect();
+    let mut bad: Vec<RustlsConn> = revoked
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let cfg = rustls_client(&s.ca().cert, Some((&d.cert, &d.key)));
+            raw_session(s.port, &cfg, &format!("bad-{i}"))
+        })
+        .collect();
+
+    for d in &revoked {
+        devices.revoke(&d.cert);
+    }
+    let tmp = s.dir.join("devices.crl.pem.new");
+    devices.gencrl(&tmp);
+    std::fs::rename(&tmp, &crl).expect("CRL into place");
+    assert!(
+        s.moat.wait_for_log(
+            "live sessions re-checked against the new client-auth state",
+            Duration::from_secs(30)
+        ),
+        "{}",
+        s.moat.logs()
+    );
+    let logs = s.moat.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("live sessions re-checked"))
+        .expect("the re-check line");
+    assert!(line.contains("checked=1000"), "{line}");
+    assert!(line.contains("refused=10"), "{line}");
+    // How long it took goes to the test output, not into an assertion.
+    println!("re-check of 1000 sessions: {line}");
+    assert_eq!(
+        s.moat
+            .metric_reaching("moat_connections_closed_total", "reason=\"revoked\"", 10.0),
+        10.0
+    );
+    // The revoked ten are closed; every allowed session still answers.
+    for c in &mut bad {
+        assert!(!answers_ping(c), "a revoked session still answers");
+    }
+    let alive = good.iter_mut().map(answers_ping).filter(|ok| *ok).count();
+    assert_eq!(alive, 990, "allowed sessions were dropped");
+}

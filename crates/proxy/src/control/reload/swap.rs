@@ -230,7 +230,17 @@ impl ReloadTarget {
         // Verified before the swap, so that a state that would close every
         // device can still be refused.
         let verdict = if recheck::client_auth_changed(current, &new) {
-            recheck::recheck(&shared.sessions.sessions_of(name), |c| new.verify_client(c))
+            let began = std::time::Instant::now();
+            let verdict =
+                recheck::recheck(&shared.sessions.sessions_of(name), |c| new.verify_client(c));
+            info!(
+                listener = %name,
+                checked = verdict.checked,
+                refused = verdict.close.len(),
+                duration_ms = began.elapsed().as_millis() as u64,
+                "live sessions re-checked against the new client-auth state"
+            );
+            verdict
         } else {
             recheck::Verdict::default()
         };
