@@ -494,3 +494,82 @@ fn a_thousand_live_sessions_are_rechecked_and_only_the_revoked_close() {
     let alive = good.iter_mut().map(answers_ping).filter(|ok| *ok).count();
     assert_eq!(alive, 990, "allowed sessions were dropped");
 }
+
+#[test]
+fn bans_refuse_an_identity_a_client_id_and_a_source_until_lifted() {
+    let dir = TestDir::new();
+    let token_file = dir.write("admin.token", format!("{TOKEN}\n"));
+    let devices = OpensslCa::new(dir.path(), "devices");
+    let rogue = devices.issue_client(dir.path(), "rogue", "/CN=rogue-7", None);
+    let good = devices.issue_client(dir.path(), "good", "/CN=good-1", None);
+    let crl = dir.join("devices.crl.pem");
+    devices.gencrl(&crl);
+    let admin_yaml = format!("  token_file: {}", token_file.display());
+    let s = start(dir, &devices, &crl, "mqtt:\n  client_id: any", &admin_yaml);
+    let good_cfg = rustls_client(&s.ca().cert, Some((&good.cert, &good.key)));
+
+    // Without the token: 401; with it but a bad ban: 400 naming it.
+    let (code, _) =
+        http_request(s.admin.expect("admin"), "POST", "/bans?identity=rogue-7").expect("POST");
+    assert_eq!(code, 401);
+    let (code, body) = admin(&s, "POST", "/bans?identity=rogue-7&client_id=x");
+    assert_eq!(code, 400);
+    assert!(body.contains("one target"), "{body}");
+
+    // An identity ban closes the live session and refuses the next one.
+    let mut rogue_sub = hold(&s, &rogue, "rogue-sub");
+    until_all_receive(&s, &good, &[&rogue_sub], "ready");
+    let (code, body) = admin(&s, "POST", "/bans?identity=rogue-7&duration=1h");
+    assert_eq!(code, 201, "{body}");
+    let ban: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(ban["closed"], 1, "{body}");
+    assert_eq!(ban["kind"], "identity");
+    assert!(ban["until"].is_string(), "{body}");
+    let tls = Tls::ca(&s.ca().cert).with_client(&rogue.cert, &rogue.key);
+    let out = mosquitto_pub("localhost", s.port, Some(&tls), "t", "let me in");
+    assert!(!out.status.success(), "a banned identity got in");
+    let (_, metrics) = admin(&s, "GET", "/metrics");
+    assert!(
+        metric_value(
+            &metrics,
+            "moat_connections_rejected_total",
+            "reason=\"banned\""
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "moat_connections_closed_total",
+            "reason=\"banned\""
+        ) >= 1.0,
+        "{metrics}"
+    );
+    let _ = rogue_sub.try_exit();
+    publish(&s, &good, "others-unaffected");
+
+    // A client-id ban: CONNACK "not authorized" for that id only.
+    let (code, _) = admin(&s, "POST", "/bans?client_id=evil-twin");
+    assert_eq!(code, 201);
+    let mut c = RustlsConn::connect(s.port, "localhost", good_cfg.clone()).expect("handshake");
+    c.write_all(&mqtt_connect_v311("evil-twin"))
+        .expect("CONNECT");
+    assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x05]);
+    let _fine = raw_session(s.port, &good_cfg, "good-twin");
+
+    // A source ban refuses before the handshake; lifting it lets it in.
+    let (code, body) = admin(&s, "POST", "/bans?source=127.0.0.0/8");
+    assert_eq!(code, 201, "{body}");
+    let source_ban: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(source_ban["value"], "127.0.0.0/8");
+    assert!(RustlsConn::connect(s.port, "localhost", good_cfg.clone()).is_err());
+    let (_, body) = admin(&s, "GET", "/bans");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(list["bans"].as_array().map(Vec::len), Some(3), "{body}");
+    let id = source_ban["id"].as_u64().expect("id");
+    let (code, _) = admin(&s, "DELETE", &format!("/bans/{id}"));
+    assert_eq!(code, 200);
+    let (code, _) = admin(&s, "DELETE", &format!("/bans/{id}"));
+    assert_eq!(code, 404);
+    let _back = raw_session(s.port, &good_cfg, "back-again");
+}

@@ -69,11 +69,11 @@ impl Established {
 /// `None` when the connection is already over (refused, failed, timed out:
 /// logged and counted here).
 ///
-/// `addrs` are the client's address and, when the listening socket knows
-/// it, the local one.
+/// `addrs` are the client's address, the local one when the listening
+/// socket knows it, and the connection's id.
 pub async fn establish(
     stream: TcpStream,
-    (peer, local): (SocketAddr, Option<SocketAddr>),
+    (peer, local, id): (SocketAddr, Option<SocketAddr>, u64),
     parent: &Arc<Context>,
 ) -> Option<Box<Established>> {
     let pm = &parent.metrics;
@@ -122,6 +122,14 @@ pub async fn establish(
         m.resumed.inc();
     }
     m.handshake_ok.inc();
+    if let Some(id) = &details.identity {
+        if let Some(ban) = ctx.sessions.bans.identity(id, std::time::SystemTime::now()) {
+            m.rejected.inc(RejectReason::Banned);
+            info!(ban, client.subject = %id.subject, client.sha256 = %id.sha256, "connection refused: the client certificate is banned");
+            super::finish::close(&mut tls, &[]).await;
+            return None;
+        }
+    }
     m.handshake_duration
         .observe(started.elapsed().as_secs_f64());
     details.log();
@@ -134,6 +142,7 @@ pub async fn establish(
         .and(tls.connection().peer_certificates())
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
     let registered = ctx.sessions.register(NewSession {
+        id,
         listener: ctx.name.clone(),
         peer,
         identity: details.identity.clone(),

@@ -21,6 +21,7 @@
 
 pub mod admit;
 pub mod backend;
+pub mod bans;
 pub mod context;
 mod finish;
 mod handshake;
@@ -58,11 +59,12 @@ impl Drop for ActiveGuard {
 /// allocation goes back when it ends, and an idle connection keeps only its
 /// session (measured in docs/benchmarks.md, idle memory).
 ///
-/// `addrs` are the client's address and, when the listening socket knows
-/// it, the local one.
+/// `addrs` are the client's address, the local one when the listening
+/// socket knows it, and the connection's id (in its log lines, and in the
+/// registry once it is established).
 pub async fn handle(
     stream: TcpStream,
-    addrs: (SocketAddr, Option<SocketAddr>),
+    addrs: (SocketAddr, Option<SocketAddr>, u64),
     ctx: Arc<Context>,
     _admitted: Admitted,
 ) {

@@ -44,6 +44,16 @@ pub async fn run(mut conn: Box<Established>) {
         return;
     };
     let version = accepted.guard.version();
+    if let Some(ban) = ctx
+        .sessions
+        .bans
+        .client_id(&accepted.client_id, std::time::SystemTime::now())
+    {
+        m.mqtt_connect_rejected.inc(ConnectRefusal::Banned);
+        info!(ban, mqtt.client_id = %accepted.client_id, "MQTT CONNECT refused: the client id is banned");
+        Box::pin(close(&mut conn.tls, &connect::not_authorized(version))).await;
+        return;
+    }
     let mut backend = match Box::pin(conn.connect_backend()).await {
         Ok(b) => b,
         Err(_) => {

@@ -9,13 +9,14 @@
 //! its reason and wakes it; the session itself then closes (an MQTT-aware
 //! one with a DISCONNECT first), so the registry never touches a socket.
 //!
+//! The ban list (`bans`) lives here too: who may not start a session.
+//!
 //! One mutex over a map: registrations and removals are one insert or
 //! remove each, and the scans (a reload's re-check, a listing, the expiry
 //! sweep once a second) copy what they need and release it at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,6 +41,8 @@ reasons! {
         MaxLifetime => "max_lifetime",
         /// An operator closed it (`DELETE /connections`).
         Kicked => "kicked",
+        /// An operator banned it (`POST /bans`).
+        Banned => "banned",
     }
 }
 
@@ -50,7 +53,7 @@ impl CloseReason {
         match self {
             Self::Revoked | Self::NotTrusted | Self::CertificateExpired => reason::NOT_AUTHORIZED,
             Self::MaxLifetime => reason::MAXIMUM_CONNECT_TIME,
-            Self::Kicked => reason::ADMINISTRATIVE_ACTION,
+            Self::Kicked | Self::Banned => reason::ADMINISTRATIVE_ACTION,
         }
     }
 }
@@ -58,7 +61,8 @@ impl CloseReason {
 /// One live session, as the registry knows it.
 #[derive(Debug)]
 pub struct Session {
-    /// Unique for the life of the process; `DELETE /connections/{id}`.
+    /// The connection's id, as in its log lines (`conn{id=...}`); unique
+    /// for the life of the process. `DELETE /connections/{id}`.
     pub id: u64,
     /// The listener (or route) that owns it.
     pub listener: String,
@@ -99,12 +103,15 @@ struct Entry {
 /// The live sessions of the process.
 #[derive(Debug, Default)]
 pub struct Registry {
-    next_id: AtomicU64,
+    /// Who may not start a session.
+    pub bans: super::bans::Bans,
     sessions: Mutex<HashMap<u64, Entry>>,
 }
 
 /// What a new session tells the registry about itself.
 pub struct NewSession {
+    /// The connection's id, unique for the life of the process.
+    pub id: u64,
     /// The listener (or route) that owns it.
     pub listener: String,
     /// The client's address.
@@ -127,7 +134,7 @@ impl Registry {
 
     /// Registers a session; it leaves when the handle drops.
     pub fn register(self: &Arc<Self>, new: NewSession) -> Registered {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = new.id;
         let now = Instant::now();
         let wall = SystemTime::now();
         let deadline = deadline(
@@ -286,12 +293,20 @@ impl Drop for Registered {
     }
 }
 
+/// A fresh id for a unit test's session.
+#[cfg(test)]
+pub fn test_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn new_session(listener: &str, not_after: Option<i64>, max: Duration) -> NewSession {
         NewSession {
+            id: test_id(),
             listener: listener.to_string(),
             peer: "127.0.0.1:4000".parse().unwrap(),
             identity: not_after.map(|t| PeerIdentity {

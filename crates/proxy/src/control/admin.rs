@@ -15,6 +15,9 @@
 //! - `DELETE /connections/{id}`, `DELETE /connections?identity=...`: close
 //!   live sessions (MQTT 5 clients get a DISCONNECT, "administrative
 //!   action").
+//! - `GET /bans`, `POST /bans?identity=...&duration=...` (or `client_id`,
+//!   `source`), `DELETE /bans/{id}`: the ban list; a new ban also closes
+//!   the live sessions it names.
 //!
 //! It binds only where `admin.listen` says. With `admin.token_file`, every
 //! request but `/healthz` and `/readyz` needs `Authorization: Bearer
@@ -210,6 +213,58 @@ fn kicked(ids: Vec<u64>) -> Response<Full<Bytes>> {
     )
 }
 
+/// `GET /bans`, `POST /bans?...` (which also closes the live sessions the
+/// ban names) and `DELETE /bans/{id}`.
+fn bans(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let now = std::time::SystemTime::now();
+    let bans = &state.sessions.bans;
+    let path = req.uri().path();
+    match (req.method(), path.strip_prefix("/bans/")) {
+        (&Method::GET | &Method::HEAD, None) => {
+            let list: Vec<_> = bans.list(now).iter().map(connections::ban_json).collect();
+            json(StatusCode::OK, &serde_json::json!({ "bans": list }))
+        }
+        (&Method::POST, None) => {
+            let (target, duration) = match connections::parse_ban(req.uri().query()) {
+                Ok(x) => x,
+                Err(e) => return text(StatusCode::BAD_REQUEST, format!("{}\n", e.0)),
+            };
+            let ban = bans.add(target, duration.map(|d| now + d), now);
+            let closed: Vec<u64> = state
+                .sessions
+                .sessions()
+                .iter()
+                .filter(|s| connections::banned(&ban.target, s))
+                .map(|s| s.id)
+                .filter(|id| state.sessions.stop(*id, CloseReason::Banned))
+                .collect();
+            info!(
+                ban = ban.id,
+                kind = ban.target.kind(),
+                value = %ban.target.value(),
+                until = ?ban.until.map(|u| crate::tls::certs::rfc3339(unix(u))),
+                closed = closed.len(),
+                "ban set"
+            );
+            let mut body = connections::ban_json(&ban);
+            body["closed"] = closed.len().into();
+            json(StatusCode::CREATED, &body)
+        }
+        (&Method::DELETE, Some(id)) => match id.parse::<u64>() {
+            Ok(id) if bans.remove(id) => {
+                info!(ban = id, "ban lifted");
+                json(StatusCode::OK, &serde_json::json!({ "lifted": id }))
+            }
+            Ok(_) => text(StatusCode::NOT_FOUND, "no ban with this id\n"),
+            Err(_) => text(
+                StatusCode::BAD_REQUEST,
+                format!("{id:?} is not a ban id; GET /bans lists them\n"),
+            ),
+        },
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+    }
+}
+
 /// `GET` and `DELETE /connections/{id}`.
 fn connection(state: &AdminState, req: &Request<Incoming>, id: &str) -> Response<Full<Bytes>> {
     let Ok(id) = id.parse::<u64>() else {
@@ -252,17 +307,23 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
         return r;
     }
     let path = req.uri().path();
-    if (path == "/connections" || path.starts_with("/connections/")) && state.token.is_none() {
+    let control = ["/connections", "/bans"]
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')));
+    if control && state.token.is_none() {
         // Who is connected, and closing them, only for an authenticated
         // operator: an endpoint that was safe to leave open for probes and
         // scrapes does not become a way to disconnect the fleet.
         return text(
             StatusCode::FORBIDDEN,
-            "the connections API needs admin.token_file; set it to list and close sessions\n",
+            "the connections and bans API needs admin.token_file; set it to list, close and ban sessions\n",
         );
     }
     if let Some(id) = path.strip_prefix("/connections/") {
         return connection(state, req, id);
+    }
+    if path == "/bans" || path.starts_with("/bans/") {
+        return bans(state, req);
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/certificates") => {
@@ -303,7 +364,7 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /metrics, /certificates, /connections or POST /reload\n",
+            "not found; try /healthz, /readyz, /metrics, /certificates, /connections, /bans or POST /reload\n",
         ),
     }
 }

@@ -11,11 +11,16 @@
 //!
 //! `limit` (default 100, at most 1000) and `offset` page a listing. An
 //! unknown, repeated or malformed parameter is refused, naming it.
+//!
+//! Bans (`POST /bans`) name exactly one target, `identity`, `client_id` or
+//! `source` (an address or a CIDR network), and an optional `duration`
+//! (`30m`, `12h`, `7d`; none is forever).
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
+use crate::conn::bans::{Ban, Target};
 use crate::conn::registry::Session;
 use crate::tls::certs::{rfc3339, unix};
 
@@ -60,22 +65,11 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|c| s.client_id() == Some(c))
             && self.source.is_none_or(|ip| s.peer.ip() == ip)
-            && self.identity.as_deref().is_none_or(|want| {
-                s.identity.as_ref().is_some_and(|id| {
-                    id.common_name.as_deref() == Some(want)
-                        || id.subject == want
-                        || id.sha256 == normalise_fingerprint(want)
-                })
-            })
+            && self
+                .identity
+                .as_deref()
+                .is_none_or(|want| s.identity.as_ref().is_some_and(|id| id.is_named(want)))
     }
-}
-
-/// A fingerprint as the registry keeps it: lower-case hex, no colons.
-fn normalise_fingerprint(s: &str) -> String {
-    s.chars()
-        .filter(|c| *c != ':')
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
 }
 
 /// Parses a query string (without the `?`). `paging` says whether `limit`
@@ -140,6 +134,82 @@ pub fn parse(query: Option<&str>, paging: bool) -> Result<(Filter, Page), QueryE
     Ok((filter, page))
 }
 
+/// Parses `POST /bans`'s query: the target and how long the ban lasts.
+pub fn parse_ban(query: Option<&str>) -> Result<(Target, Option<Duration>), QueryError> {
+    let mut target = None;
+    let mut duration = None;
+    let mut seen: Vec<String> = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if seen.iter().any(|k| *k == key) {
+            return Err(QueryError(format!("{key}: given more than once")));
+        }
+        seen.push(key.to_string());
+        if value.is_empty() {
+            return Err(QueryError(format!("{key}: empty")));
+        }
+        let t = match key.as_ref() {
+            "identity" => Target::Identity(value.into_owned()),
+            "client_id" => Target::ClientId(value.into_owned()),
+            "source" => {
+                let net = value
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| value.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        QueryError(format!(
+                            "source: {value:?} is neither an IP address nor a CIDR network"
+                        ))
+                    })?;
+                Target::Source(net.trunc())
+            }
+            "duration" => {
+                let d = humantime::parse_duration(&value).map_err(|e| {
+                    QueryError(format!(
+                        "duration: {value:?} is not a duration ({e}); try 30m, 12h or 7d"
+                    ))
+                })?;
+                duration = Some(d);
+                continue;
+            }
+            other => {
+                return Err(QueryError(format!(
+                    "{other}: unknown parameter; known: identity, client_id, source, duration"
+                )))
+            }
+        };
+        if target.replace(t).is_some() {
+            return Err(QueryError(format!(
+                "{key}: a ban names one target (identity, client_id or source); set one ban each"
+            )));
+        }
+    }
+    let target = target
+        .ok_or_else(|| QueryError("a ban needs a target: identity, client_id or source".into()))?;
+    Ok((target, duration))
+}
+
+/// Whether live session `s` is what `target` bans.
+pub fn banned(target: &Target, s: &Session) -> bool {
+    match target {
+        Target::Identity(_) => s
+            .identity
+            .as_ref()
+            .is_some_and(|id| target.matches_identity(id)),
+        Target::ClientId(c) => s.client_id() == Some(c.as_str()),
+        Target::Source(net) => net.contains(&s.peer.ip()),
+    }
+}
+
+/// One ban as `GET /bans` shows it.
+pub fn ban_json(b: &Ban) -> serde_json::Value {
+    serde_json::json!({
+        "id": b.id,
+        "kind": b.target.kind(),
+        "value": b.target.value(),
+        "since": rfc3339(unix(b.since)),
+        "until": b.until.map(|u| rfc3339(unix(u))),
+    })
+}
+
 /// One session as `GET /connections` shows it.
 pub fn session_json(s: &Session, now: SystemTime) -> serde_json::Value {
     serde_json::json!({
@@ -190,6 +260,7 @@ mod tests {
 
     fn device(r: &Arc<Registry>, cn: &str, ip: &str, client_id: Option<&str>) -> Registered {
         let reg = r.register(NewSession {
+            id: crate::conn::registry::test_id(),
             listener: if cn.starts_with("web") {
                 "wss"
             } else {
@@ -255,6 +326,56 @@ mod tests {
         assert!(err("identity=", true).starts_with("identity: empty"));
         assert!(err("listener=a&listener=b", true).contains("more than once"));
         assert!(err("limit=5", false).starts_with("limit: unknown parameter"));
+    }
+
+    #[test]
+    fn a_ban_names_one_target_and_an_optional_duration() {
+        let ok = |q: &str| parse_ban(Some(q)).unwrap();
+        assert_eq!(ok("identity=stolen").0, Target::Identity("stolen".into()));
+        assert_eq!(
+            ok("client_id=c&duration=2h").1,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(
+            ok("source=10.1.2.3/16").0,
+            Target::Source("10.1.0.0/16".parse().unwrap())
+        );
+        assert_eq!(
+            ok("source=192.0.2.7").0,
+            Target::Source("192.0.2.7/32".parse().unwrap())
+        );
+        let err = |q: &str| parse_ban(Some(q)).unwrap_err().0;
+        assert!(err("").contains("needs a target"));
+        assert!(err("identity=a&client_id=b").starts_with("client_id: a ban names one target"));
+        assert!(err("source=10.0.0.0/33").starts_with("source:"));
+        assert!(err("identity=a&duration=soon").starts_with("duration:"));
+        assert!(err("colour=red").starts_with("colour: unknown parameter"));
+    }
+
+    #[test]
+    fn a_ban_selects_the_live_sessions_it_names() {
+        let r = Arc::new(Registry::default());
+        let a = device(&r, "pump-1", "10.0.0.1", Some("pump-1"));
+        let b = device(&r, "web-2", "10.9.0.2", Some("dash"));
+        let hits = |t: &Target| -> Vec<u64> {
+            r.sessions()
+                .iter()
+                .filter(|s| banned(t, s))
+                .map(|s| s.id)
+                .collect()
+        };
+        assert_eq!(hits(&Target::Identity("pump-1".into())), [a.session().id]);
+        assert_eq!(hits(&Target::ClientId("dash".into())), [b.session().id]);
+        assert_eq!(
+            hits(&Target::Source("10.9.0.0/16".parse().unwrap())),
+            [b.session().id]
+        );
+        let json = ban_json(
+            &r.bans
+                .add(Target::ClientId("dash".into()), None, SystemTime::now()),
+        );
+        assert_eq!(json["kind"], "client_id");
+        assert_eq!(json["until"], serde_json::Value::Null);
     }
 
     #[test]

@@ -136,7 +136,8 @@ impl Listeners {
 
     /// Forgets per-address entries that have nothing open and a full
     /// bucket, every 30 s; and once a second stops the sessions whose
-    /// certificate expired or that reached their lifetime.
+    /// certificate expired or that reached their lifetime, and forgets
+    /// lapsed bans.
     fn spawn_sweep(&self, stop: CancellationToken) {
         let all = self.all.clone();
         let sessions = self.sessions.clone();
@@ -148,6 +149,7 @@ impl Listeners {
                     _ = stop_expiry.cancelled() => break,
                     _ = tick.tick() => {
                         sessions.expire(std::time::Instant::now());
+                        sessions.bans.sweep(std::time::SystemTime::now());
                     }
                 }
             }

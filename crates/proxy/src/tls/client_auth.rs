@@ -415,6 +415,20 @@ pub struct PeerIdentity {
 }
 
 impl PeerIdentity {
+    /// Whether `name` names this identity: its common name, its subject
+    /// DN, or its SHA-256 fingerprint (hex; colons and case ignored). How
+    /// the admin API's `identity=` filters and bans select devices.
+    pub fn is_named(&self, name: &str) -> bool {
+        self.common_name.as_deref() == Some(name)
+            || self.subject == name
+            || (name.len() >= 64
+                && name
+                    .chars()
+                    .filter(|c| *c != ':')
+                    .map(|c| c.to_ascii_lowercase())
+                    .eq(self.sha256.chars()))
+    }
+
     /// Reads the identity from the leaf of a verified client chain.
     pub fn from_chain(chain: &[CertificateDer<'_>]) -> Option<Self> {
         let leaf = chain.first()?;

@@ -114,6 +114,7 @@ mod tests {
 
     fn session(r: &Arc<Registry>, cert: Option<u8>) -> crate::conn::registry::Registered {
         r.register(NewSession {
+            id: crate::conn::registry::test_id(),
             listener: "l".into(),
             peer: "127.0.0.1:1".parse().unwrap(),
             identity: None,
