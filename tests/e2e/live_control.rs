@@ -399,12 +399,40 @@ fn the_admin_api_lists_and_closes_sessions_behind_its_token() {
     assert_eq!(camera_sub.try_exit(), None);
     let _ = sensor_sub.try_exit();
 
-    // Kicked by id.
-    let (_, body) = admin(&s, "GET", "/connections?client_id=camera-client");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    // From the command line, with the address and token from the config:
+    // listed, then kicked by id.
+    let config = s.dir.join("moat.yaml");
+    let config = config.to_str().expect("utf-8");
+    let out = moat_cmd(&[
+        "connections",
+        "-c",
+        config,
+        "list",
+        "--client-id",
+        "camera-client",
+    ]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    assert_eq!(v["total"], 1, "{}", out.stdout);
     let id = v["connections"][0]["id"].as_u64().expect("an id");
-    let (code, body) = admin(&s, "DELETE", &format!("/connections/{id}"));
-    assert_eq!(code, 200, "{body}");
+    // The id is the one the connection's log lines carry.
+    let span = format!("conn{{listener=mqtts id={id} peer=");
+    assert!(
+        s.moat.logs().contains(&span),
+        "{span} not in:\n{}",
+        s.moat.logs()
+    );
+    let out = moat_cmd(&["connections", "-c", config, "kick", "--id", &id.to_string()]);
+    assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("\"closed\": 1"), "{}", out.stdout);
+    let out = moat_cmd(&["connections", "-c", config, "kick", "--id", &id.to_string()]);
+    assert_eq!(
+        out.code,
+        Some(1),
+        "a second kick finds nothing: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("404"), "{}", out.stderr);
     let (_, metrics) = admin(&s, "GET", "/metrics");
     let kicked = metric_value(
         &metrics,
