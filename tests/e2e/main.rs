@@ -12,6 +12,7 @@ mod device_identity;
 mod faults;
 mod hardening;
 mod lifecycle;
+mod live_control;
 mod mqtt_awareness;
 mod mutual_tls;
 mod reload;

@@ -85,6 +85,8 @@ pub mod reason {
     pub const PAYLOAD_FORMAT_INVALID: u8 = 0x99;
     /// SUBACK/DISCONNECT: shared subscriptions not supported.
     pub const SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0x9E;
+    /// DISCONNECT: maximum connect time.
+    pub const MAXIMUM_CONNECT_TIME: u8 = 0xA0;
     /// SUBACK/DISCONNECT: wildcard subscriptions not supported.
     pub const WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED: u8 = 0xA2;
 }

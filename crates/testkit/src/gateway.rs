@@ -35,6 +35,7 @@ pub struct Gateway {
     top_yaml: String,
     client_auth: Option<String>,
     admin: bool,
+    admin_yaml: String,
     more: Vec<(String, Vec<CertFiles>, String)>,
 }
 
@@ -63,6 +64,7 @@ impl Gateway {
             top_yaml: String::new(),
             client_auth: None,
             admin: true,
+            admin_yaml: String::new(),
             more: Vec::new(),
         }
     }
@@ -157,6 +159,13 @@ impl Gateway {
         self
     }
 
+    /// More `admin:` settings (lines indented by two), such as
+    /// `  token_file: ...`.
+    pub fn admin_yaml(mut self, yaml: &str) -> Self {
+        self.admin_yaml = yaml.into();
+        self
+    }
+
     /// No admin endpoint.
     pub fn no_admin(mut self) -> Self {
         self.admin = false;
@@ -221,7 +230,11 @@ impl Gateway {
             listeners.push(listener_yaml(name, p, backend, &certs, tls, ""));
             ports.push(p);
         }
-        let yaml = format!("{}{}", self.top_yaml, config_yaml(admin, &listeners));
+        let mut yaml = format!("{}{}", self.top_yaml, config_yaml(admin, &listeners));
+        if let (Some(a), false) = (admin, self.admin_yaml.is_empty()) {
+            let section = format!("admin:\n  listen: 127.0.0.1:{a}\n");
+            yaml = yaml.replacen(&section, &format!("{section}{}\n", self.admin_yaml), 1);
+        }
         Prepared {
             dir,
             broker,

@@ -227,7 +227,7 @@ subjectKeyIdentifier = hash
     /// written to `out/<stem>.pem` and `.key` (ECDSA P-256). `subject` is
     /// an openssl subject such as `/CN=localhost`.
     pub fn issue(&self, out: &Path, stem: &str, subject: &str, profile: Profile) -> CertFiles {
-        self.issue_with(out, stem, subject, None, profile, None)
+        self.issue_with(out, stem, subject, None, profile, &[])
     }
 
     /// `leaf` as a server serves it: a file `out/<name>` with its
@@ -257,7 +257,7 @@ subjectKeyIdentifier = hash
             "/CN=localhost",
             None,
             Profile::Server,
-            Some(days),
+            &["-days".into(), days.to_string()],
         )
     }
 
@@ -271,7 +271,30 @@ subjectKeyIdentifier = hash
         subject: &str,
         san: Option<&str>,
     ) -> CertFiles {
-        self.issue_with(out, stem, subject, san, Profile::Client, None)
+        self.issue_with(out, stem, subject, san, Profile::Client, &[])
+    }
+
+    /// A device certificate like [`Self::issue_client`]'s that expires
+    /// `secs` seconds from now, to watch a live session reach its notAfter.
+    pub fn issue_client_expiring_in(
+        &self,
+        out: &Path,
+        stem: &str,
+        subject: &str,
+        secs: u64,
+    ) -> CertFiles {
+        let end = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
+        let unix = end
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs();
+        let enddate = std::process::Command::new("date")
+            .args(["-u", "-d", &format!("@{unix}"), "+%Y%m%d%H%M%SZ"])
+            .output()
+            .expect("run date");
+        let enddate = String::from_utf8(enddate.stdout).expect("utf-8");
+        let validity = ["-enddate".to_string(), enddate.trim().to_string()];
+        self.issue_with(out, stem, subject, None, Profile::Client, &validity)
     }
 
     /// Issues a [`Profile::Server`] certificate (`CN=localhost`) with
@@ -352,12 +375,11 @@ subjectKeyIdentifier = hash
         subject: &str,
         san: Option<&str>,
         profile: Profile,
-        days: Option<u32>,
+        validity: &[String],
     ) -> CertFiles {
         let (key, csr, cert) = self.new_request(out, stem, subject, san);
         let p = |x: &Path| x.to_str().expect("utf-8 path").to_string();
         let (csr, cert_out) = (p(&csr), p(&cert));
-        let days = days.map(|d| d.to_string());
         let mut args = vec![
             "ca",
             "-config",
@@ -371,9 +393,7 @@ subjectKeyIdentifier = hash
             "-out",
             &cert_out,
         ];
-        if let Some(days) = &days {
-            args.extend(["-days", days.as_str()]);
-        }
+        args.extend(validity.iter().map(String::as_str));
         let _db = self.lock_db();
         openssl(&self.dir, &args);
         cert_files(cert, key)

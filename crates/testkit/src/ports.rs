@@ -19,3 +19,10 @@ pub fn port_open(port: u16) -> bool {
     )
     .is_ok()
 }
+
+/// Raises this process's soft open-files limit to its hard limit, so that
+/// a test holding many sessions (and the peers it starts afterwards, which
+/// inherit it) is not stopped by a default of 1024. Returns the new limit.
+pub fn raise_fd_limit() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).expect("raise RLIMIT_NOFILE")
+}

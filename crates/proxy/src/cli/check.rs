@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use super::exit::EXIT_BAD_INPUT;
 use crate::config::ValidConfig;
 use crate::control::stapling::{self, Skip};
+use crate::control::token::AdminToken;
 use crate::process::privileges;
 use crate::tls::certs::{rfc3339, unix, CertInfo};
 use crate::tls::client_auth::{ca_warnings, crl_warnings};
@@ -55,6 +56,10 @@ pub fn run(config: &ValidConfig) -> ExitCode {
             eprintln!("error: {}: {e}", config.path.display());
             return ExitCode::from(EXIT_BAD_INPUT);
         }
+    }
+    if let Err(e) = admin_token(config) {
+        eprintln!("error: {}: {e}", config.path.display());
+        return ExitCode::from(EXIT_BAD_INPUT);
     }
     let now = SystemTime::now();
     print!("{}", report(config, &prepared, now));
@@ -188,6 +193,19 @@ pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Str
     out
 }
 
+/// The admin endpoint's token, read from `admin.token_file` when set.
+pub fn admin_token(config: &ValidConfig) -> Result<Option<AdminToken>, String> {
+    match config
+        .config
+        .admin
+        .as_ref()
+        .and_then(|a| a.token_file.as_ref())
+    {
+        Some(path) => AdminToken::load(path).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Everything legal but risky.
 pub fn warnings(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Vec<String> {
     let mut out = Vec::new();
@@ -280,4 +298,26 @@ pub fn key_permission_warning(path: &Path) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(admin: &str) -> ValidConfig {
+        let text = format!(
+            "{admin}listeners:\n  - name: mqtts\n    listen: 127.0.0.1:8883\n    backend: 127.0.0.1:1883\n    tls:\n      certificates:\n        - cert: tls/server.pem\n          key: tls/server.key\n"
+        );
+        crate::config::parse(Path::new("/etc/moat/moat.yaml"), &text).expect("valid")
+    }
+
+    #[test]
+    fn the_token_file_is_anchored_and_its_errors_name_it() {
+        let c = config("admin:\n  listen: 127.0.0.1:9090\n  token_file: admin.token\n");
+        let e = admin_token(&c).expect_err("no such file");
+        assert!(
+            e.contains("admin.token_file: cannot read /etc/moat/admin.token"),
+            "{e}"
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! The command line: `moat run`, `moat check`, `moat version`,
-//! `moat healthcheck`, `moat import-mosquitto`.
+//! `moat healthcheck`, `moat import-mosquitto`, `moat connections`.
 //!
 //! Exit codes: 0 success; 1 a failure at run time (a port already taken);
 //! 2 bad input (configuration, certificates, keys), with a message that
@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod connections;
 mod devcerts;
 mod exit;
 mod healthcheck;
@@ -70,6 +71,22 @@ enum Command {
         #[arg(long, value_name = "DURATION", default_value = "3s")]
         timeout: String,
     },
+    /// List or close a running moat's live sessions through its admin
+    /// endpoint (address and token from the configuration file).
+    Connections {
+        /// The configuration file of the running moat.
+        #[arg(
+            short,
+            long,
+            value_name = "FILE",
+            global = true,
+            default_value = "/etc/moat/moat.yaml"
+        )]
+        config: PathBuf,
+        /// What to do.
+        #[command(subcommand)]
+        verb: connections::Verb,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -90,6 +107,10 @@ pub fn main() -> ExitCode {
             timeout,
         } => healthcheck::run(config, url, &timeout),
         Command::ImportMosquitto { file } => import::run(&file),
+        Command::Connections { config, verb } => match load(&config) {
+            Ok(c) => connections::run(&c, &verb),
+            Err(code) => code,
+        },
         Command::Check { config } => match load(&config) {
             Ok(c) => check::run(&c),
             Err(code) => code,

@@ -15,6 +15,7 @@ use std::process::ExitCode;
 use super::exit::{EXIT_BAD_INPUT, EXIT_RUNTIME};
 use super::{check, devcerts};
 use crate::config::ValidConfig;
+use crate::control::token::AdminToken;
 use crate::listen::socket::{self, BindError};
 use crate::listen::workers::Workers;
 use crate::process::server::{self, RunError};
@@ -24,7 +25,7 @@ use crate::tls;
 /// Runs `moat run`: the start-up sequence, then the gateway.
 pub fn run(config: ValidConfig) -> ExitCode {
     logging::init(&config.config.log);
-    let (account, prepared) = match load(&config) {
+    let (account, prepared, admin_token) = match load(&config) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -71,9 +72,9 @@ pub fn run(config: ValidConfig) -> ExitCode {
     let result = runtime.block_on(server::serve(
         config,
         prepared,
+        admin_token,
         sockets,
-        landlock,
-        workers.clone(),
+        (landlock, workers.clone()),
     ));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     // Connections still open after the drain deadline are dropped here.
@@ -89,11 +90,18 @@ pub fn run(config: ValidConfig) -> ExitCode {
     }
 }
 
+/// What is loaded before anything is bound.
+type Loaded = (
+    Option<privileges::Account>,
+    tls::Prepared,
+    Option<AdminToken>,
+);
+
 /// Everything that is loaded before anything is bound: development
-/// certificates when asked for, the account to switch to, and every
-/// listener's TLS state (with the start-up warnings logged). Bad input is
-/// reported and comes back as exit code 2.
-fn load(config: &ValidConfig) -> Result<(Option<privileges::Account>, tls::Prepared), ExitCode> {
+/// certificates when asked for, the account to switch to, every
+/// listener's TLS state (with the start-up warnings logged) and the admin
+/// token. Bad input is reported and comes back as exit code 2.
+fn load(config: &ValidConfig) -> Result<Loaded, ExitCode> {
     match devcerts::ensure(config) {
         Ok(dev) => devcerts::announce(config, &dev),
         Err(e) => {
@@ -124,5 +132,12 @@ fn load(config: &ValidConfig) -> Result<(Option<privileges::Account>, tls::Prepa
         }
     };
     check::log_warnings(config, &prepared);
-    Ok((account, prepared))
+    let token = match check::admin_token(config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: {e}", config.path.display());
+            return Err(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    Ok((account, prepared, token))
 }

@@ -49,6 +49,9 @@ pub fn resolve_paths(config: &mut Config, base: &Path) {
             *p = base.join(&*p);
         }
     };
+    if let Some(f) = config.admin.as_mut().and_then(|a| a.token_file.as_mut()) {
+        resolve(f);
+    }
     for l in &mut config.listeners {
         for c in &mut l.tls.certificates {
             resolve(&mut c.cert);

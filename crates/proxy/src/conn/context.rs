@@ -1,7 +1,8 @@
 //! What a listener's connections share, and nothing else. Two parts:
 //!
 //! - what is fixed for the life of the process: the name, the admission
-//!   limits and the metric handles;
+//!   limits, the metric handles, and the registry of live sessions (one
+//!   for the process, shared by every listener);
 //! - [`Live`]: everything a reload may change (the settings, the TLS
 //!   state, the way to the broker, the SNI routes), swapped whole. A
 //!   connection loads it once, when it is accepted, and keeps that one for
@@ -17,6 +18,7 @@ use arc_swap::ArcSwap;
 use super::admit::Admission;
 use super::backend::BackendLink;
 use super::metrics::ConnMetrics;
+use super::registry::Registry;
 use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
 use crate::tls::certs::name_matches;
@@ -33,6 +35,8 @@ pub struct Context {
     pub metrics: ConnMetrics,
     /// What a reload may change; swapped whole.
     pub live: ArcSwap<Live>,
+    /// The live sessions (of every listener: one registry per process).
+    pub sessions: Arc<Registry>,
 }
 
 /// The part of a listener a reload may change, as one value.
@@ -83,8 +87,10 @@ impl Context {
         tls: ListenerTls,
         metrics: &Metrics,
         routes: Vec<Route>,
+        sessions: Arc<Registry>,
     ) -> Self {
         Self {
+            sessions,
             name: config.name.clone(),
             admission: Admission::new(config),
             metrics: ConnMetrics::new(metrics, &config.name),

@@ -23,6 +23,7 @@ use super::backend::BackendError;
 use super::context::{Context, Live};
 use super::identity::ConnDetails;
 use super::reasons::{HandshakeFailure, RejectReason};
+use super::registry::{NewSession, Registered};
 use crate::tls::client_auth::DenialReason;
 use crate::tls::stream::TlsStream;
 use crate::tls::ListenerTls;
@@ -48,6 +49,8 @@ pub struct Established {
     pub details: ConnDetails,
     /// When the connection was accepted.
     pub started: Instant,
+    /// Its place among the live sessions, which can tell it to stop.
+    pub registered: Registered,
 }
 
 impl Established {
@@ -66,11 +69,11 @@ impl Established {
 /// `None` when the connection is already over (refused, failed, timed out:
 /// logged and counted here).
 ///
-/// `addrs` are the client's address and, when the listening socket knows
-/// it, the local one.
+/// `addrs` are the client's address, the local one when the listening
+/// socket knows it, and the connection's id.
 pub async fn establish(
     stream: TcpStream,
-    (peer, local): (SocketAddr, Option<SocketAddr>),
+    (peer, local, id): (SocketAddr, Option<SocketAddr>, u64),
     parent: &Arc<Context>,
 ) -> Option<Box<Established>> {
     let pm = &parent.metrics;
@@ -119,9 +122,33 @@ pub async fn establish(
         m.resumed.inc();
     }
     m.handshake_ok.inc();
+    if let Some(id) = &details.identity {
+        if let Some(ban) = ctx.sessions.bans.identity(id, std::time::SystemTime::now()) {
+            m.rejected.inc(RejectReason::Banned);
+            info!(ban, client.subject = %id.subject, client.sha256 = %id.sha256, "connection refused: the client certificate is banned");
+            super::finish::close(&mut tls, &[]).await;
+            return None;
+        }
+    }
     m.handshake_duration
         .observe(started.elapsed().as_secs_f64());
     details.log();
+    // The chain is kept only where a reload can re-check it: on listeners
+    // that verify clients.
+    let chain = live
+        .tls
+        .client_verifier
+        .as_ref()
+        .and(tls.connection().peer_certificates())
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+    let registered = ctx.sessions.register(NewSession {
+        id,
+        listener: ctx.name.clone(),
+        peer,
+        identity: details.identity.clone(),
+        chain,
+        max_lifetime: live.config.timeouts.max_connection_lifetime.0,
+    });
     // Boxed: an async fn keeps its arguments for its whole life, beside the
     // locals they are moved into, so a TLS stream passed by value to the
     // session would be held twice.
@@ -133,6 +160,7 @@ pub async fn establish(
         live,
         details,
         started,
+        registered,
     }))
 }
 
@@ -192,18 +220,8 @@ fn is_client_cert_error(e: &rustls::Error) -> bool {
 /// Verifies a resumed session's client certificate against the current
 /// client-auth state, as a full handshake would.
 fn recheck_resumed(conn: &rustls::CommonState, state: &ListenerTls) -> Result<(), rustls::Error> {
-    let (Some(verifier), Some(chain)) = (&state.client_verifier, conn.peer_certificates()) else {
-        return Ok(());
-    };
-    let Some((end_entity, intermediates)) = chain.split_first() else {
-        return Ok(());
-    };
-    use rustls::server::danger::ClientCertVerifier;
-    verifier
-        .verify_client_cert(
-            end_entity,
-            intermediates,
-            rustls::pki_types::UnixTime::now(),
-        )
-        .map(|_| ())
+    match conn.peer_certificates() {
+        Some(chain) => state.verify_client(chain),
+        None => Ok(()),
+    }
 }

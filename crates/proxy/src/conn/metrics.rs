@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::reasons::{HandshakeFailure, RejectReason};
+use super::registry::CloseReason;
 use crate::guard::connect::ConnectRefusal;
 use crate::guard::packets::{GuardCounters, SessionClose};
 use crate::metrics::labels::{
@@ -51,6 +52,8 @@ pub struct ConnMetrics {
     pub mqtt_connect_rejected: ByReason<ConnectRefusal>,
     /// `moat_mqtt_sessions_closed_total`, by reason.
     pub mqtt_session_closed: ByReason<SessionClose>,
+    /// `moat_connections_closed_total`, by reason.
+    pub closed: ByReason<CloseReason>,
     /// MQTT guard counters (denied publishes and subscriptions).
     pub mqtt: Arc<GuardCounters>,
     mqtt_connections: Family<ProtocolLabels, Counter>,
@@ -111,6 +114,7 @@ impl ConnMetrics {
             idle_timeouts: metrics.idle_timeouts.get_or_create_owned(&l),
             mqtt_connect_rejected: by_reason(&metrics.mqtt_connect_rejected, name),
             mqtt_session_closed: by_reason(&metrics.mqtt_sessions_closed, name),
+            closed: by_reason(&metrics.connections_closed, name),
             mqtt: Arc::new(GuardCounters {
                 publish_denied: metrics.mqtt_publish_denied.get_or_create_owned(&l),
                 subscribe_denied: metrics.mqtt_subscribe_denied.get_or_create_owned(&l),

@@ -16,10 +16,12 @@
 //!
 //! Failures at any stage close only that connection, with a log line and a
 //! metric (`reasons`, `metrics`). `context` is what a listener's
-//! connections share.
+//! connections share; `registry` knows every established session, so that
+//! a reload, an operator or a deadline can close one.
 
 pub mod admit;
 pub mod backend;
+pub mod bans;
 pub mod context;
 mod finish;
 mod handshake;
@@ -28,6 +30,7 @@ pub mod metrics;
 mod mqtt;
 mod opaque;
 pub mod reasons;
+pub mod registry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,11 +59,12 @@ impl Drop for ActiveGuard {
 /// allocation goes back when it ends, and an idle connection keeps only its
 /// session (measured in docs/benchmarks.md, idle memory).
 ///
-/// `addrs` are the client's address and, when the listening socket knows
-/// it, the local one.
+/// `addrs` are the client's address, the local one when the listening
+/// socket knows it, and the connection's id (in its log lines, and in the
+/// registry once it is established).
 pub async fn handle(
     stream: TcpStream,
-    addrs: (SocketAddr, Option<SocketAddr>),
+    addrs: (SocketAddr, Option<SocketAddr>, u64),
     ctx: Arc<Context>,
     _admitted: Admitted,
 ) {

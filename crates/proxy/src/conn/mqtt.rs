@@ -1,7 +1,9 @@
 //! An MQTT-aware session: the CONNECT is read and decided on before the
 //! broker is even connected (`guard::connect`), then every packet goes
 //! through the guard (`relay::mqtt`). A broker that cannot be reached gets
-//! the client CONNACK "server unavailable" rather than a bare close.
+//! the client CONNACK "server unavailable" rather than a bare close. A
+//! session moat tells to stop (`registry`) gets a DISCONNECT saying why
+//! (MQTT 5) before the close.
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
 use super::finish::{close, finish};
-use super::handshake::Established;
+use super::handshake::{Established, CLOSE_NOTIFY_TIMEOUT};
 use crate::config::MqttConfig;
 use crate::guard::connect::{self, ConnectDecision, ConnectRefusal};
 use crate::guard::packets::PacketGuard;
@@ -42,6 +44,16 @@ pub async fn run(mut conn: Box<Established>) {
         return;
     };
     let version = accepted.guard.version();
+    if let Some(ban) = ctx
+        .sessions
+        .bans
+        .client_id(&accepted.client_id, std::time::SystemTime::now())
+    {
+        m.mqtt_connect_rejected.inc(ConnectRefusal::Banned);
+        info!(ban, mqtt.client_id = %accepted.client_id, "MQTT CONNECT refused: the client id is banned");
+        Box::pin(close(&mut conn.tls, &connect::not_authorized(version))).await;
+        return;
+    }
     let mut backend = match Box::pin(conn.connect_backend()).await {
         Ok(b) => b,
         Err(_) => {
@@ -58,7 +70,10 @@ pub async fn run(mut conn: Box<Established>) {
         return;
     }
     let Established {
-        mut tls, started, ..
+        mut tls,
+        started,
+        registered,
+        ..
     } = *conn;
     let Accepted {
         guard,
@@ -75,6 +90,7 @@ pub async fn run(mut conn: Box<Established>) {
         mqtt.username = username.as_deref().unwrap_or(""),
         "MQTT session started"
     );
+    registered.set_client_id(&client_id);
     let pump = mqtt::relay(
         &mut tls,
         &mut backend,
@@ -88,8 +104,21 @@ pub async fn run(mut conn: Box<Established>) {
         0 => live.config.timeouts.idle.0,
         k => Duration::from_millis(u64::from(k) * 1500),
     };
-    let result = relay::idle_timeout(pump, idle).await;
-    finish(result, started, m);
+    let mut pump = relay::idle_timeout(pump, idle);
+    let ended = tokio::select! {
+        result = &mut pump => Err(result),
+        reason = registered.stopped() => Ok(reason),
+    };
+    match ended {
+        Err(result) => finish(result, started, m, None),
+        Ok(reason) => {
+            pump.get_mut().stop(reason.disconnect_code());
+            let result = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, &mut pump)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()));
+            finish(result, started, m, Some((reason, registered.session())));
+        }
+    }
 }
 
 /// Reads the CONNECT and decides on it. A refused one gets its reply (a

@@ -1,5 +1,5 @@
 //! An opaque session: the backend, then bytes both ways until either side
-//! closes or the idle timeout.
+//! closes, the idle timeout, or moat tells it to stop (`registry`).
 
 use super::backend::BackendError;
 use super::finish::{close, finish};
@@ -23,6 +23,7 @@ pub async fn run(mut conn: Box<Established>) {
         ctx,
         live,
         started,
+        registered,
         ..
     } = *conn;
     let m = &ctx.metrics;
@@ -32,6 +33,19 @@ pub async fn run(mut conn: Box<Established>) {
         m.to_backend.clone(),
         m.to_client.clone(),
     );
-    let result = relay::idle_timeout(pump, live.config.timeouts.idle.0).await;
-    finish(result.map(End::Finished), started, m);
+    let mut pump = relay::idle_timeout(pump, live.config.timeouts.idle.0);
+    let ended = tokio::select! {
+        result = &mut pump => Err(result),
+        reason = registered.stopped() => Ok(reason),
+    };
+    match ended {
+        Err(result) => finish(result.map(End::Finished), started, m, None),
+        Ok(reason) => {
+            let totals = pump.get_ref().totals();
+            drop(pump);
+            Box::pin(close(&mut tls, &[])).await;
+            let stopped = Some((reason, registered.session()));
+            finish(Ok(End::Stopped(totals)), started, m, stopped);
+        }
+    }
 }

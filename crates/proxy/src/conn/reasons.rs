@@ -19,6 +19,9 @@ reasons! {
         PerIpConnections => "per_ip_connections",
         /// The source address opens connections faster than `per_ip_rate`.
         PerIpRate => "per_ip_rate",
+        /// The source address, or the verified identity, is banned
+        /// (`POST /bans`).
+        Banned => "banned",
     }
 }
 

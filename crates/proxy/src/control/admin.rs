@@ -8,24 +8,39 @@
 //!   trusts, with their source files and when they were loaded.
 //! - `POST /reload`: reload certificates now; JSON with each listener's
 //!   outcome, 200 when all succeeded or were unchanged, 500 otherwise.
+//!   `?force=true` applies a client-auth state that closes every live
+//!   session, which is otherwise refused.
+//! - `GET /connections`: JSON, the live sessions (filters and paging in
+//!   `connections`); `GET /connections/{id}`: one of them.
+//! - `DELETE /connections/{id}`, `DELETE /connections?identity=...`: close
+//!   live sessions (MQTT 5 clients get a DISCONNECT, "administrative
+//!   action").
+//! - `GET /bans`, `POST /bans?identity=...&duration=...` (or `client_id`,
+//!   `source`), `DELETE /bans/{id}`: the ban list; a new ban also closes
+//!   the live sessions it names.
 //!
-//! It binds only where `admin.listen` says; keep it on loopback or a
-//! private network, as it has no authentication.
+//! It binds only where `admin.listen` says. With `admin.token_file`, every
+//! request but `/healthz` and `/readyz` needs `Authorization: Bearer
+//! <token>` (`token`). Without one, `/connections` answers 403 and the rest
+//! is open: keep it on loopback or a private network.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::connections;
 use super::health::Health;
 use super::reload::{self, ReloadHandle, ReloadOutcome, Trigger};
+use super::token::AdminToken;
+use crate::conn::registry::{CloseReason, Registry};
 use crate::conn::Context;
 use crate::metrics::Metrics;
 use crate::tls::certs::{rfc3339, unix, CertInfo};
@@ -40,6 +55,10 @@ pub struct AdminState {
     pub listeners: Vec<Arc<Context>>,
     /// For `POST /reload`.
     pub reloader: ReloadHandle,
+    /// The live sessions, for `/connections`.
+    pub sessions: Arc<Registry>,
+    /// The bearer token every request but the health checks needs.
+    pub token: Option<AdminToken>,
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -128,13 +147,195 @@ pub fn reload_json(outcomes: &[(String, ReloadOutcome)]) -> serde_json::Value {
     serde_json::json!({ "ok": ok, "listeners": listeners })
 }
 
+/// Whether `req` may be served: the health checks always, the rest with
+/// the token when one is configured.
+fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    if matches!(req.uri().path(), "/healthz" | "/readyz") {
+        return true;
+    }
+    let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    token.accepts(header)
+}
+
+/// The trigger `POST /reload` asks for: `?force=true` or nothing.
+fn reload_trigger(query: Option<&str>) -> Result<Trigger, String> {
+    match query {
+        None | Some("") => Ok(Trigger::Admin),
+        Some("force=true") => Ok(Trigger::AdminForced),
+        Some(q) => Err(format!(
+            "{q}: unknown parameter; POST /reload takes only force=true\n"
+        )),
+    }
+}
+
+/// `GET /connections` and `DELETE /connections` (with a filter).
+fn connections(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let delete = req.method() == Method::DELETE;
+    let (filter, page) = match connections::parse(req.uri().query(), !delete) {
+        Ok(x) => x,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("{}\n", e.0)),
+    };
+    let sessions = state.sessions.sessions();
+    if !delete {
+        let now = std::time::SystemTime::now();
+        return json(
+            StatusCode::OK,
+            &connections::listing_json(&sessions, &filter, &page, now),
+        );
+    }
+    if filter.is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "DELETE /connections needs a filter (listener, identity, client_id or source); to close one session, DELETE /connections/{id}\n",
+        );
+    }
+    let ids: Vec<u64> = sessions
+        .iter()
+        .filter(|s| filter.matches(s))
+        .map(|s| s.id)
+        .filter(|id| state.sessions.stop(*id, CloseReason::Kicked))
+        .collect();
+    kicked(ids)
+}
+
+/// The reply to a DELETE that closed `ids`: 404 when there were none.
+fn kicked(ids: Vec<u64>) -> Response<Full<Bytes>> {
+    if ids.is_empty() {
+        return text(StatusCode::NOT_FOUND, "no live connection matches\n");
+    }
+    info!(connections = ids.len(), ids = ?ids, "closing connections at an operator's request");
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "closed": ids.len(), "ids": ids }),
+    )
+}
+
+/// `GET /bans`, `POST /bans?...` (which also closes the live sessions the
+/// ban names) and `DELETE /bans/{id}`.
+fn bans(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let now = std::time::SystemTime::now();
+    let bans = &state.sessions.bans;
+    let path = req.uri().path();
+    match (req.method(), path.strip_prefix("/bans/")) {
+        (&Method::GET | &Method::HEAD, None) => {
+            let list: Vec<_> = bans.list(now).iter().map(connections::ban_json).collect();
+            json(StatusCode::OK, &serde_json::json!({ "bans": list }))
+        }
+        (&Method::POST, None) => {
+            let (target, duration) = match connections::parse_ban(req.uri().query()) {
+                Ok(x) => x,
+                Err(e) => return text(StatusCode::BAD_REQUEST, format!("{}\n", e.0)),
+            };
+            let ban = bans.add(target, duration.map(|d| now + d), now);
+            let closed: Vec<u64> = state
+                .sessions
+                .sessions()
+                .iter()
+                .filter(|s| connections::banned(&ban.target, s))
+                .map(|s| s.id)
+                .filter(|id| state.sessions.stop(*id, CloseReason::Banned))
+                .collect();
+            info!(
+                ban = ban.id,
+                kind = ban.target.kind(),
+                value = %ban.target.value(),
+                until = ?ban.until.map(|u| crate::tls::certs::rfc3339(unix(u))),
+                closed = closed.len(),
+                "ban set"
+            );
+            let mut body = connections::ban_json(&ban);
+            body["closed"] = closed.len().into();
+            json(StatusCode::CREATED, &body)
+        }
+        (&Method::DELETE, Some(id)) => match id.parse::<u64>() {
+            Ok(id) if bans.remove(id) => {
+                info!(ban = id, "ban lifted");
+                json(StatusCode::OK, &serde_json::json!({ "lifted": id }))
+            }
+            Ok(_) => text(StatusCode::NOT_FOUND, "no ban with this id\n"),
+            Err(_) => text(
+                StatusCode::BAD_REQUEST,
+                format!("{id:?} is not a ban id; GET /bans lists them\n"),
+            ),
+        },
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+    }
+}
+
+/// `GET` and `DELETE /connections/{id}`.
+fn connection(state: &AdminState, req: &Request<Incoming>, id: &str) -> Response<Full<Bytes>> {
+    let Ok(id) = id.parse::<u64>() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a connection id; GET /connections lists them\n"),
+        );
+    };
+    match *req.method() {
+        Method::DELETE => {
+            let closed = state.sessions.stop(id, CloseReason::Kicked);
+            kicked(if closed { vec![id] } else { Vec::new() })
+        }
+        Method::GET | Method::HEAD => match state.sessions.sessions().iter().find(|s| s.id == id) {
+            Some(s) => json(
+                StatusCode::OK,
+                &connections::session_json(s, std::time::SystemTime::now()),
+            ),
+            None => text(StatusCode::NOT_FOUND, "no live connection with this id\n"),
+        },
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+    }
+}
+
 async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if !authorized(state, req) {
+        state.metrics.admin_unauthorized.inc();
+        debug!(
+            path = req.uri().path(),
+            "admin request without the right token"
+        );
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: send Authorization: Bearer <admin.token_file's token>\n",
+        );
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"moat\""),
+        );
+        return r;
+    }
+    let path = req.uri().path();
+    let control = ["/connections", "/bans"]
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')));
+    if control && state.token.is_none() {
+        // Who is connected, and closing them, only for an authenticated
+        // operator: an endpoint that was safe to leave open for probes and
+        // scrapes does not become a way to disconnect the fleet.
+        return text(
+            StatusCode::FORBIDDEN,
+            "the connections and bans API needs admin.token_file; set it to list, close and ban sessions\n",
+        );
+    }
+    if let Some(id) = path.strip_prefix("/connections/") {
+        return connection(state, req, id);
+    }
+    if path == "/bans" || path.starts_with("/bans/") {
+        return bans(state, req);
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/certificates") => {
             json(StatusCode::OK, &certificates_json(&state.listeners))
         }
+        (&Method::GET | &Method::HEAD | &Method::DELETE, "/connections") => connections(state, req),
         (&Method::POST, "/reload") => {
-            let outcomes = state.reloader.reload(Trigger::Admin).await;
+            let trigger = match reload_trigger(req.uri().query()) {
+                Ok(t) => t,
+                Err(e) => return text(StatusCode::BAD_REQUEST, e),
+            };
+            let outcomes = state.reloader.reload(trigger).await;
             let status = if reload::all_ok(&outcomes) {
                 StatusCode::OK
             } else {
@@ -158,12 +359,12 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
             );
             r
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/certificates" | "/reload") => {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/certificates" | "/reload" | "/connections") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /metrics, /certificates or POST /reload\n",
+            "not found; try /healthz, /readyz, /metrics, /certificates, /connections, /bans or POST /reload\n",
         ),
     }
 }

@@ -5,10 +5,13 @@
 //! - `stapling`: the OCSP stapling tasks of every served certificate;
 //! - `tls_series`: the certificate and CRL validity metrics;
 //! - `health`: readiness;
-//! - `admin`: the admin HTTP endpoint.
+//! - `admin`: the admin HTTP endpoint; `token` its bearer token, and
+//!   `connections` its listing and closing of live sessions.
 
 pub mod admin;
+mod connections;
 pub mod health;
 pub mod reload;
 pub mod stapling;
 mod tls_series;
+pub mod token;

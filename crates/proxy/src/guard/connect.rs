@@ -42,6 +42,8 @@ reasons! {
         BackendUnavailable => "backend_unavailable",
         /// The client went away before its CONNECT.
         ClientClosed => "client_closed",
+        /// The client id is banned (`POST /bans`).
+        Banned => "banned",
     }
 }
 
@@ -200,6 +202,19 @@ pub fn server_unavailable(version: ProtocolVersion) -> Vec<u8> {
         version,
         false,
         ack::connack_server_unavailable(version),
+        &mut out,
+    );
+    out
+}
+
+/// The CONNACK refusing a client as not authorized, in its protocol
+/// version.
+pub fn not_authorized(version: ProtocolVersion) -> Vec<u8> {
+    let mut out = Vec::new();
+    ack::connack(
+        version,
+        false,
+        ack::connack_not_authorized(version),
         &mut out,
     );
     out

@@ -58,6 +58,16 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
+                if let Some(ban) = ctx
+                    .sessions
+                    .bans
+                    .source(peer.ip(), std::time::SystemTime::now())
+                {
+                    ctx.metrics.rejected.inc(RejectReason::Banned);
+                    debug!(listener = %name, %peer, ban, "connection refused: the source is banned");
+                    drop(stream);
+                    continue;
+                }
                 let admitted = match ctx.admission.admit(peer.ip(), Instant::now()) {
                     Ok(a) => a,
                     Err(reason) => {
@@ -73,7 +83,7 @@ pub async fn accept_loop(
                 };
                 let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
                 let span = tracing::info_span!("conn", listener = %name, id, %peer);
-                let connection = conn::handle(stream, (peer, local), ctx.clone(), admitted);
+                let connection = conn::handle(stream, (peer, local, id), ctx.clone(), admitted);
                 tracker.spawn(connection.instrument(span));
             }
             Err(e) if is_resource_exhaustion(&e) => {

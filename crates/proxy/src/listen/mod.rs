@@ -22,6 +22,7 @@ use tracing::info;
 
 use crate::config::ValidConfig;
 use crate::conn::context::{Context, Route};
+use crate::conn::registry::Registry;
 use crate::metrics::Metrics;
 use crate::tls::ListenerTls;
 use socket::BindError;
@@ -33,6 +34,8 @@ pub struct Listeners {
     pub parents: Vec<Arc<Context>>,
     /// Every listener and route: each parent followed by its routes.
     pub all: Vec<Arc<Context>>,
+    /// The live sessions of all of them.
+    pub sessions: Arc<Registry>,
 }
 
 impl Listeners {
@@ -41,12 +44,20 @@ impl Listeners {
     pub fn build(config: &ValidConfig, tls: Vec<ListenerTls>, metrics: &Metrics) -> Self {
         // Routes come after their listener in the expanded configuration:
         // build them first, so that each listener is built with its routes.
+        let sessions = Arc::new(Registry::default());
         let mut routes: HashMap<&str, Vec<Route>> = HashMap::new();
         let mut parents = Vec::new();
         for ((l, policy), state) in config.listeners().zip(tls) {
             match &l.route {
                 Some(of) => {
-                    let ctx = Context::new(l, policy.clone(), state, metrics, Vec::new());
+                    let ctx = Context::new(
+                        l,
+                        policy.clone(),
+                        state,
+                        metrics,
+                        Vec::new(),
+                        sessions.clone(),
+                    );
                     routes
                         .entry(of.parent.as_str())
                         .or_default()
@@ -59,7 +70,14 @@ impl Listeners {
             .into_iter()
             .map(|(l, policy, state)| {
                 let own = routes.remove(l.name.as_str()).unwrap_or_default();
-                Arc::new(Context::new(l, policy.clone(), state, metrics, own))
+                Arc::new(Context::new(
+                    l,
+                    policy.clone(),
+                    state,
+                    metrics,
+                    own,
+                    sessions.clone(),
+                ))
             })
             .collect();
         let all = parents
@@ -70,7 +88,11 @@ impl Listeners {
                 std::iter::once(p.clone()).chain(routes)
             })
             .collect();
-        Self { parents, all }
+        Self {
+            parents,
+            all,
+            sessions,
+        }
     }
 
     /// Starts accepting: every listener's socket group, one socket per
@@ -112,9 +134,26 @@ impl Listeners {
         Ok(())
     }
 
-    /// Forgets per-address entries that have nothing open and a full bucket.
+    /// Forgets per-address entries that have nothing open and a full
+    /// bucket, every 30 s; and once a second stops the sessions whose
+    /// certificate expired or that reached their lifetime, and forgets
+    /// lapsed bans.
     fn spawn_sweep(&self, stop: CancellationToken) {
         let all = self.all.clone();
+        let sessions = self.sessions.clone();
+        let stop_expiry = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = stop_expiry.cancelled() => break,
+                    _ = tick.tick() => {
+                        sessions.expire(std::time::Instant::now());
+                        sessions.bans.sweep(std::time::SystemTime::now());
+                    }
+                }
+            }
+        });
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(30));
             loop {

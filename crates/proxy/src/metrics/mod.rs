@@ -111,6 +111,12 @@ families! {
     ocsp_refreshes: Family<StapleResultLabels, Counter> = "moat_ocsp_refreshes", "OCSP refresh attempts by result: success, or why the response was not stapled", Default::default();
     /// `moat_ocsp_cache_write_failures`.
     ocsp_cache_write_failures: Family<StapleLabels, Counter> = "moat_ocsp_cache_write_failures", "Failed writes of the OCSP response disk cache (stapling goes on)", Default::default();
+    /// `moat_connections_closed`.
+    connections_closed: Family<ReasonLabels, Counter> = "moat_connections_closed", "Established sessions moat closed on its own, by reason (revoked or no longer trusted after a reload, certificate expired, max_connection_lifetime, kicked through the admin API)", Default::default();
+    /// `moat_admin_unauthorized`.
+    admin_unauthorized: Counter = "moat_admin_unauthorized", "Admin API requests refused for a missing or wrong bearer token", Default::default();
+    /// `moat_sessions_rechecked`.
+    sessions_rechecked: Family<ListenerLabels, Counter> = "moat_sessions_rechecked", "Live sessions whose client certificate a reload verified again against the new CA bundle, CRLs and allow-list", Default::default();
     /// `moat_idle_timeouts`.
     idle_timeouts: Family<ListenerLabels, Counter> = "moat_idle_timeouts", "Connections closed after no traffic for timeouts.idle (or 1.5 times the MQTT keep-alive)", Default::default();
     /// `moat_build_info`.

@@ -24,6 +24,7 @@ use crate::config::ValidConfig;
 use crate::control::admin::{self, AdminState};
 use crate::control::health::Health;
 use crate::control::reload::{self, ReloadHandle, ReloadTarget, Trigger};
+use crate::control::token::AdminToken;
 use crate::listen::socket::{BindError, Bound};
 use crate::listen::workers::Workers;
 use crate::listen::Listeners;
@@ -65,9 +66,9 @@ impl Signals {
 pub async fn serve(
     config: ValidConfig,
     prepared: Prepared,
+    admin_token: Option<AdminToken>,
     mut sockets: Bound,
-    landlock: Landlock,
-    workers: Arc<Workers>,
+    (landlock, workers): (Landlock, Arc<Workers>),
 ) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
@@ -108,6 +109,8 @@ pub async fn serve(
             metrics: metrics.clone(),
             listeners: listeners.all.clone(),
             reloader: reloader.clone(),
+            sessions: listeners.sessions.clone(),
+            token: admin_token,
         });
         // The admin endpoint outlives the listeners, so that /readyz reports
         // the drain and /metrics stays scrapeable until the end.

@@ -33,6 +33,18 @@ pub fn idle_timeout<F: Traffic>(relay: F, idle: std::time::Duration) -> IdleTime
     }
 }
 
+impl<F> IdleTimeout<F> {
+    /// The relay inside.
+    pub fn get_ref(&self) -> &F {
+        &self.inner
+    }
+
+    /// The relay inside, to tell it to stop.
+    pub fn get_mut(&mut self) -> &mut F {
+        &mut self.inner
+    }
+}
+
 impl<F, T> Future for IdleTimeout<F>
 where
     F: Future<Output = io::Result<T>> + Traffic + Unpin,

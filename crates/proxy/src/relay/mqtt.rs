@@ -39,6 +39,8 @@ pub enum End {
     Finished(Totals),
     /// The guard closed the connection, for this reason.
     Closed(SessionClose, Totals),
+    /// The session was told to stop ([`MqttRelay::stop`]) and closed.
+    Stopped(Totals),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,6 +281,7 @@ pub struct MqttRelay<'a, C, B> {
     up: Filter,
     down: Filter,
     closing: Option<SessionClose>,
+    stopping: bool,
 }
 
 /// Relays between `client` and `backend` with `guard` deciding on every
@@ -302,6 +305,7 @@ where
         up: Filter::new(Way::Up, to_backend, pending),
         down: Filter::new(Way::Down, to_client, Vec::new()),
         closing: None,
+        stopping: false,
     }
 }
 
@@ -323,9 +327,27 @@ where
     C: AsyncRead + AsyncWrite + PollReadable + Unpin,
     B: AsyncRead + AsyncWrite + PollReadable + Unpin,
 {
+    /// Tells the relay to end the session: a DISCONNECT with `code` goes
+    /// to an MQTT 5 client (older versions have none from the server), then
+    /// the client side is closed. The relay then resolves to
+    /// [`End::Stopped`].
+    pub fn stop(&mut self, code: u8) {
+        if !self.stopping && self.closing.is_none() {
+            moat_mqtt::ack::disconnect(self.guard.version(), code, &mut self.guard.to_client);
+        }
+        self.stopping = true;
+    }
+
     /// Writes what we owe the client (unless the broker's stream is inside
     /// a packet), then closes the client side.
     fn poll_close(&mut self, cx: &mut Context<'_>, reason: SessionClose) -> Poll<io::Result<End>> {
+        ready!(self.poll_last_words(cx))?;
+        Poll::Ready(Ok(End::Closed(reason, self.totals())))
+    }
+
+    /// Writes what we owe the client and closes the client side, as
+    /// [`Self::poll_close`] does.
+    fn poll_last_words(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.guard.at_client_boundary() {
             ready!(self.down.poll_out(cx, self.client))?;
             if !self.guard.to_client.is_empty() {
@@ -337,7 +359,7 @@ where
             }
         }
         ready!(Pin::new(&mut *self.client).poll_shutdown(cx))?;
-        Poll::Ready(Ok(End::Closed(reason, self.totals())))
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -352,6 +374,10 @@ where
         let this = self.get_mut();
         if let Some(reason) = this.closing {
             return this.poll_close(cx, reason);
+        }
+        if this.stopping {
+            ready!(this.poll_last_words(cx))?;
+            return Poll::Ready(Ok(End::Stopped(this.totals())));
         }
         // Up may queue replies that Down writes, and Down writing them may
         // let Up read again; go round until neither moves.

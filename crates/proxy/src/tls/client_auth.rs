@@ -65,6 +65,9 @@ pub struct CrlInfo {
     pub next_update: Option<i64>,
     /// How many certificates it revokes.
     pub revoked: usize,
+    /// SHA-256 of its DER, lower-case hex: tells two CRLs apart even when
+    /// they were issued in the same second with as many entries.
+    pub sha256: String,
 }
 
 /// Parses the CRLs of a CRL file (PEM, possibly several, or one DER).
@@ -105,6 +108,7 @@ pub fn parse_crls(
                 this_update: crl.last_update().timestamp(),
                 next_update: crl.next_update().map(|t| t.timestamp()),
                 revoked: crl.iter_revoked_certificates().count(),
+                sha256: super::certs::sha256_hex(&der),
             };
             Ok((der, info))
         })
@@ -406,9 +410,25 @@ pub struct PeerIdentity {
     pub common_name: Option<String>,
     /// SHA-256 of the DER certificate, lower-case hex.
     pub sha256: String,
+    /// The certificate's notAfter, in Unix seconds.
+    pub not_after: i64,
 }
 
 impl PeerIdentity {
+    /// Whether `name` names this identity: its common name, its subject
+    /// DN, or its SHA-256 fingerprint (hex; colons and case ignored). How
+    /// the admin API's `identity=` filters and bans select devices.
+    pub fn is_named(&self, name: &str) -> bool {
+        self.common_name.as_deref() == Some(name)
+            || self.subject == name
+            || (name.len() >= 64
+                && name
+                    .chars()
+                    .filter(|c| *c != ':')
+                    .map(|c| c.to_ascii_lowercase())
+                    .eq(self.sha256.chars()))
+    }
+
     /// Reads the identity from the leaf of a verified client chain.
     pub fn from_chain(chain: &[CertificateDer<'_>]) -> Option<Self> {
         let leaf = chain.first()?;
@@ -423,6 +443,7 @@ impl PeerIdentity {
             subject: cert.subject().to_string(),
             common_name,
             sha256: sha256_hex(leaf),
+            not_after: cert.validity().not_after.timestamp(),
         })
     }
 }

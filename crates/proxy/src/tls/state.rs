@@ -54,6 +54,29 @@ pub struct ListenerTls {
 }
 
 impl ListenerTls {
+    /// Verifies a client chain against this state's client-auth settings
+    /// (CA bundle, CRLs, allow-list) as of now; Ok when the listener does
+    /// not verify clients. A resumed session's check, and a reload's
+    /// re-check of every live session.
+    pub fn verify_client(
+        &self,
+        chain: &[rustls::pki_types::CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
+        let (Some(verifier), Some((end_entity, intermediates))) =
+            (&self.client_verifier, chain.split_first())
+        else {
+            return Ok(());
+        };
+        use rustls::server::danger::ClientCertVerifier;
+        verifier
+            .verify_client_cert(
+                end_entity,
+                intermediates,
+                rustls::pki_types::UnixTime::now(),
+            )
+            .map(|_| ())
+    }
+
     /// The configuration for a client that offers `client_suites`: moat's
     /// order, unless the client puts ChaCha20-Poly1305 first
     /// ([`policy::client_prefers_chacha20`]) or the operator listed the

@@ -153,6 +153,13 @@ pub struct TimeoutsConfig {
     /// so vanished devices are noticed (`0s`: off).
     #[serde(default = "default_tcp_keepalive")]
     pub tcp_keepalive: HumanDuration,
+    /// Close an established session after this long (`0s`: never),
+    /// jittered down to between 90% and 100% of it per session, so that
+    /// devices reconnect and make a fresh full handshake against the
+    /// current CAs, CRLs and certificates. MQTT 5 clients get a DISCONNECT
+    /// with "maximum connect time" first.
+    #[serde(default = "zero_duration")]
+    pub max_connection_lifetime: HumanDuration,
 }
 
 fn zero_duration() -> HumanDuration {
@@ -170,6 +177,7 @@ impl Default for TimeoutsConfig {
             connect: default_connect_timeout(),
             idle: zero_duration(),
             tcp_keepalive: default_tcp_keepalive(),
+            max_connection_lifetime: zero_duration(),
         }
     }
 }

@@ -61,6 +61,11 @@ pub struct Config {
 pub struct AdminConfig {
     /// Address to listen on, e.g. `127.0.0.1:9090`.
     pub listen: SocketAddr,
+    /// A file holding the bearer token that every request but `/healthz`
+    /// and `/readyz` must carry (`Authorization: Bearer <token>`); read at
+    /// start-up. Absent, the endpoint has no authentication.
+    #[serde(default)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// Log output.

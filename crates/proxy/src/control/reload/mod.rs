@@ -5,8 +5,10 @@
 //!
 //! - `worker`: one task runs reloads one at a time, whatever asked;
 //! - `swap`: one listener's reload: read, compare, build aside, swap;
+//! - `recheck`: the live sessions verified again against the new state;
 //! - `watch`: the file watcher and its debounce.
 
+mod recheck;
 mod swap;
 mod watch;
 mod worker;

@@ -1,10 +1,13 @@
 //! One listener's reload. It reads every file into memory, and if the bytes
 //! differ from what is served, builds a complete new TLS state off to the
 //! side, exports it (metrics, stapling tasks) and publishes it with one
-//! atomic swap. Handshakes that start afterwards use it; established
-//! connections are never touched. On any failure the listener keeps its
-//! last good state, the file and the reason are logged, the failure is
-//! counted, and the listener stays ready.
+//! atomic swap. Handshakes that start afterwards use it. When the client CA
+//! bundle or the CRLs changed, every live session's client certificate is
+//! verified again against the new state before the swap (`recheck`); those it refuses are closed once it is in
+//! service, and a state that would close them all is refused unless
+//! forced. On any failure the listener keeps its last good state, the file
+//! and the reason are logged, the failure is counted, and the listener
+//! stays ready.
 //!
 //! Session ticket keys survive a certificate change. When the client CA
 //! bundle changes, they are replaced, so that a device the new bundle would
@@ -13,11 +16,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::{debug, error, info, warn};
 
 use super::super::stapling;
 use super::super::tls_series::TlsSeries;
+use super::recheck;
 use crate::conn::context::{Context, Live};
 use crate::metrics::labels::{ListenerLabels, ResultLabels};
 use crate::metrics::reason::{reasons, ByReason};
@@ -45,6 +50,9 @@ pub enum Trigger {
     Signal,
     /// `POST /reload`.
     Admin,
+    /// `POST /reload?force=true`: applied even when it closes every live
+    /// session.
+    AdminForced,
     /// A change in a watched directory.
     FileChange,
     /// The periodic content check.
@@ -57,6 +65,7 @@ impl Trigger {
         match self {
             Self::Signal => "SIGHUP",
             Self::Admin => "admin",
+            Self::AdminForced => "admin (forced)",
             Self::FileChange => "file change",
             Self::Periodic => "periodic check",
         }
@@ -64,7 +73,12 @@ impl Trigger {
 
     /// Whether an operator asked: then "unchanged" is reported and counted.
     pub(super) fn explicit(self) -> bool {
-        matches!(self, Self::Signal | Self::Admin)
+        matches!(self, Self::Signal | Self::Admin | Self::AdminForced)
+    }
+
+    /// Whether a state that closes every live session may be applied.
+    fn forced(self) -> bool {
+        self == Self::AdminForced
     }
 }
 
@@ -89,6 +103,7 @@ struct ReloadCounters {
     results: ByReason<ReloadResult>,
     last_success: Gauge,
     pending: Gauge,
+    rechecked: Counter,
 }
 
 impl ReloadCounters {
@@ -105,6 +120,7 @@ impl ReloadCounters {
             }),
             last_success: metrics.last_reload_success.get_or_create_owned(&l),
             pending: metrics.reload_pending.get_or_create_owned(&l),
+            rechecked: metrics.sessions_rechecked.get_or_create_owned(&l),
         }
     }
 
@@ -211,6 +227,30 @@ impl ReloadTarget {
                 Err(e) => return failed(&mut state, counters, name, trigger, digest, e),
             };
 
+        // Verified before the swap, so that a state that would close every
+        // device can still be refused.
+        let verdict = if recheck::client_auth_changed(current, &new) {
+            let began = std::time::Instant::now();
+            let verdict =
+                recheck::recheck(&shared.sessions.sessions_of(name), |c| new.verify_client(c));
+            info!(
+                listener = %name,
+                checked = verdict.checked,
+                refused = verdict.close.len(),
+                duration_ms = began.elapsed().as_millis() as u64,
+                "live sessions re-checked against the new client-auth state"
+            );
+            verdict
+        } else {
+            recheck::Verdict::default()
+        };
+        counters.rechecked.inc_by(verdict.checked as u64);
+        if verdict.drops_all() && !trigger.forced() {
+            let crl = new.crls.first().map(|c| c.path.clone());
+            let e = recheck::refusal(&verdict, crl, new.client_ca_path.clone());
+            return failed(&mut state, counters, name, trigger, digest, e);
+        }
+
         let leaf = new.certs[0].leaf().clone();
         state.series = TlsSeries::export(metrics, name, &new, &state.series);
         // Before the swap, so the new certificates staple from their first
@@ -242,6 +282,18 @@ impl ReloadTarget {
         );
         for w in crl_warnings {
             warn!("{w}");
+        }
+        if !verdict.close.is_empty() {
+            warn!(
+                listener = %name,
+                sessions = verdict.close.len(),
+                checked = verdict.checked,
+                reasons = %verdict.summary(),
+                "closing live sessions the reloaded client-auth state no longer accepts"
+            );
+            for (id, reason) in &verdict.close {
+                shared.sessions.stop(*id, *reason);
+            }
         }
         if tickets_rotated {
             if live.config.tls.session_ticket_keys.is_some() {
