@@ -4,16 +4,19 @@
 //! (`registry`) included.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tracing::info;
 
-use super::handshake::CLOSE_NOTIFY_TIMEOUT;
 use super::metrics::ConnMetrics;
 use super::registry::{CloseReason, Session};
 use crate::relay::mqtt::End;
 use crate::tls::stream::TlsStream;
+
+/// How long a closing connection waits for the TLS close_notify (after a
+/// last reply) to reach the client.
+pub const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Writes `bytes` to the client, then closes the TLS session, giving up
 /// after [`CLOSE_NOTIFY_TIMEOUT`].

@@ -14,23 +14,20 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use super::backend::BackendError;
 use super::context::{Context, Live};
+use super::finish::close;
 use super::identity::ConnDetails;
 use super::reasons::{HandshakeFailure, RejectReason};
 use super::registry::{NewSession, Registered};
 use crate::tls::client_auth::DenialReason;
 use crate::tls::stream::TlsStream;
 use crate::tls::ListenerTls;
-
-/// How long a connection that fails after its handshake waits for the TLS
-/// close_notify to reach the client.
-pub const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// What a session owns once the handshake is done.
 pub struct Established {
@@ -112,11 +109,7 @@ pub async fn establish(
                 .inc(HandshakeFailure::BadClientCertificate);
             m.client_auth_denied.inc(DenialReason::of(&e));
             info!(error = %e, "resumed session refused: its client certificate no longer passes");
-            let _ = tokio::time::timeout(
-                CLOSE_NOTIFY_TIMEOUT,
-                tokio::io::AsyncWriteExt::shutdown(&mut tls),
-            )
-            .await;
+            close(&mut tls, &[]).await;
             return None;
         }
         m.resumed.inc();
@@ -126,7 +119,7 @@ pub async fn establish(
         if let Some(ban) = ctx.sessions.bans.identity(id, std::time::SystemTime::now()) {
             m.rejected.inc(RejectReason::Banned);
             info!(ban, client.subject = %id.subject, client.sha256 = %id.sha256, "connection refused: the client certificate is banned");
-            super::finish::close(&mut tls, &[]).await;
+            close(&mut tls, &[]).await;
             return None;
         }
     }

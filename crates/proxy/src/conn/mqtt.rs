@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tracing::{info, warn};
 
-use super::finish::{close, finish};
-use super::handshake::{Established, CLOSE_NOTIFY_TIMEOUT};
+use super::finish::{close, finish, CLOSE_NOTIFY_TIMEOUT};
+use super::handshake::Established;
 use crate::config::MqttConfig;
 use crate::guard::connect::{self, ConnectDecision, ConnectRefusal};
 use crate::guard::packets::PacketGuard;

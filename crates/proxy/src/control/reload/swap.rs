@@ -229,22 +229,7 @@ impl ReloadTarget {
 
         // Verified before the swap, so that a state that would close every
         // device can still be refused.
-        let verdict = if recheck::client_auth_changed(current, &new) {
-            let began = std::time::Instant::now();
-            let verdict =
-                recheck::recheck(&shared.sessions.sessions_of(name), |c| new.verify_client(c));
-            info!(
-                listener = %name,
-                checked = verdict.checked,
-                refused = verdict.close.len(),
-                duration_ms = began.elapsed().as_millis() as u64,
-                "live sessions re-checked against the new client-auth state"
-            );
-            verdict
-        } else {
-            recheck::Verdict::default()
-        };
-        counters.rechecked.inc_by(verdict.checked as u64);
+        let verdict = self.recheck(current, &new);
         if verdict.drops_all() && !trigger.forced() {
             let crl = new.crls.first().map(|c| c.path.clone());
             let e = recheck::refusal(&verdict, crl, new.client_ca_path.clone());
@@ -305,6 +290,31 @@ impl ReloadTarget {
         ReloadOutcome::Reloaded {
             serial: leaf.serial,
         }
+    }
+}
+
+impl ReloadTarget {
+    /// Verifies the listener's live sessions against `new` when its
+    /// client-auth state differs from `current`'s; nothing to close
+    /// otherwise.
+    fn recheck(&self, current: &tls::ListenerTls, new: &tls::ListenerTls) -> recheck::Verdict {
+        if !recheck::client_auth_changed(current, new) {
+            return recheck::Verdict::default();
+        }
+        let name = &self.ctx.name;
+        let began = std::time::Instant::now();
+        let verdict = recheck::recheck(&self.ctx.sessions.sessions_of(name), |c| {
+            new.verify_client(c)
+        });
+        info!(
+            listener = %name,
+            checked = verdict.checked,
+            refused = verdict.close.len(),
+            duration_ms = began.elapsed().as_millis() as u64,
+            "live sessions re-checked against the new client-auth state"
+        );
+        self.counters.rechecked.inc_by(verdict.checked as u64);
+        verdict
     }
 }
 
