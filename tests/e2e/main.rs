@@ -15,6 +15,7 @@ mod lifecycle;
 mod live_control;
 mod mqtt_awareness;
 mod mutual_tls;
+mod policy_reload;
 mod reload;
 mod rotation_under_load;
 mod routes;

@@ -46,6 +46,16 @@ impl BackendLink {
         }
     }
 
+    /// Whether `a` and `b` reach the broker differently (address, connect
+    /// timeout, PROXY header, readiness threshold), so that a reload needs
+    /// a new link.
+    pub fn settings_differ(a: &ListenerConfig, b: &ListenerConfig) -> bool {
+        a.backend != b.backend
+            || a.timeouts.connect != b.timeouts.connect
+            || a.backend_proxy_protocol != b.backend_proxy_protocol
+            || a.unready_after_backend_failures != b.unready_after_backend_failures
+    }
+
     /// Connects to the broker and sends the PROXY header (made from `tls`
     /// when the listener sends v2). A failure is logged and counted.
     pub async fn connect(

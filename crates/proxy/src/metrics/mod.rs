@@ -81,6 +81,10 @@ families! {
     last_reload_success: Family<ListenerLabels, Gauge> = "moat_certificate_last_reload_success_timestamp_seconds", "When the listener's certificates were last loaded successfully (start-up included)", Default::default();
     /// `moat_certificate_reload_pending`.
     reload_pending: Family<ListenerLabels, Gauge> = "moat_certificate_reload_pending", "1 when the certificate files on disk differ from what is served because loading them failed", Default::default();
+    /// `moat_config_reload_failures`.
+    config_reload_failures: Counter = "moat_config_reload_failures", "Reloads whose configuration file was refused (does not parse or validate, or changes a setting that needs a restart); the previous configuration stays", Default::default();
+    /// `moat_config_reload_pending`.
+    config_reload_pending: Gauge = "moat_config_reload_pending", "1 while the configuration file differs from the configuration in service because it was refused", Default::default();
     /// `moat_client_auth_denied`.
     client_auth_denied: Family<ReasonLabels, Counter> = "moat_client_auth_denied", "Client certificates refused, by reason (not on the allow-list, revoked, unknown CA, ...)", Default::default();
     /// `moat_crl_next_update_timestamp_seconds`.

@@ -56,11 +56,11 @@ pub struct Plan {
     pub write: BTreeSet<PathBuf>,
 }
 
-/// The files a running moat reads (certificates, keys, CA bundles, CRLs,
-/// ticket keys, static OCSP responses) and the directories it writes
-/// (OCSP caches).
+/// The files a running moat reads (the configuration file, which every
+/// reload reads again; certificates, keys, CA bundles, CRLs, ticket keys,
+/// static OCSP responses) and the directories it writes (OCSP caches).
 pub fn runtime_paths(config: &ValidConfig) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let mut files = Vec::new();
+    let mut files = vec![config.path.clone()];
     let mut dirs = Vec::new();
     for (l, _) in config.listeners() {
         files.extend(crate::tls::files::reloadable_files(l));

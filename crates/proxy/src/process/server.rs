@@ -102,7 +102,13 @@ pub async fn serve(
             Arc::new(ReloadTarget::new(ctx.clone(), resumption, &metrics))
         })
         .collect();
-    let reloader = reload::start(targets, &config.config.reload, admin_shutdown.clone());
+    let source = reload::ConfigSource::new(config.clone(), &metrics);
+    let reloader = reload::start(
+        targets,
+        source,
+        &config.config.reload,
+        admin_shutdown.clone(),
+    );
     if let Some(socket) = admin_socket {
         let state = Arc::new(AdminState {
             health: health.clone(),

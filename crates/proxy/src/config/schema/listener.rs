@@ -14,7 +14,7 @@ use super::values::HumanDuration;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
 
 /// One TLS listener in front of one backend broker.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// A short unique name, used in logs and metric labels.
@@ -58,7 +58,7 @@ pub struct ListenerConfig {
 }
 
 /// One SNI route of a listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// A short name, unique in the listener (letters, digits, `-`, `_`).
@@ -97,7 +97,7 @@ fn default_backlog() -> u32 {
 }
 
 /// Per-listener limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
     /// TLS handshakes in progress at once.
@@ -135,7 +135,7 @@ fn default_per_ip_rate() -> f64 {
 }
 
 /// Per-listener timeouts.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeoutsConfig {
     /// Time allowed for a TLS handshake, from accept to finished.

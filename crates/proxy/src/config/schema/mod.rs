@@ -26,7 +26,7 @@ pub use tls::{
 pub use values::{HumanDuration, OneOrMany};
 
 /// The whole configuration file, as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The admin HTTP listener (`/healthz`, `/readyz`, `/metrics`); absent means none.
@@ -56,7 +56,7 @@ pub struct Config {
 }
 
 /// The admin HTTP listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address to listen on, e.g. `127.0.0.1:9090`.
@@ -69,7 +69,7 @@ pub struct AdminConfig {
 }
 
 /// Log output.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// A level (`error`, `warn`, `info`, `debug`, `trace`) or a full filter
@@ -106,7 +106,7 @@ pub enum LogFormat {
 }
 
 /// Graceful shutdown on SIGTERM or SIGINT.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShutdownConfig {
     /// How long live connections may keep going after the listeners close.
@@ -128,7 +128,7 @@ fn default_drain_timeout() -> HumanDuration {
 
 /// How certificate changes are noticed. SIGHUP and `POST /reload` always
 /// work.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReloadConfig {
     /// Watch the directories of every configured file for changes.
@@ -163,7 +163,7 @@ fn default_check_interval() -> HumanDuration {
 }
 
 /// Restrictions moat places on itself once started.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxConfig {
     /// The Landlock file-access sandbox (Linux 5.13 and later).
@@ -186,7 +186,7 @@ pub enum LandlockMode {
 }
 
 /// Development conveniences. Never use these in production.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DevelopmentConfig {
     /// Generate a development CA and server certificates for every

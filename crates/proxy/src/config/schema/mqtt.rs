@@ -19,7 +19,7 @@ pub(super) fn mqtt_section<'de, D: serde::Deserializer<'de>>(
 }
 
 /// MQTT awareness of a listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// The first packet must be a CONNECT within this time.

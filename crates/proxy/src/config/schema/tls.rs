@@ -10,7 +10,7 @@ use super::values::OneOrMany;
 use crate::tls::allow::AllowRule;
 
 /// TLS settings of a listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Server certificates; picked by SNI, the first is the default.
@@ -49,7 +49,7 @@ pub struct TlsConfig {
 }
 
 /// OCSP stapling of a listener's certificates.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OcspConfig {
     /// `auto`, `true` or `false`.
@@ -149,7 +149,7 @@ fn default_true() -> bool {
 }
 
 /// One certificate chain and its private key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
     /// PEM file with the chain, leaf first.
@@ -162,7 +162,7 @@ pub struct CertificateConfig {
 }
 
 /// Client certificate settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuthConfig {
     /// `none`, `optional` or `required`.

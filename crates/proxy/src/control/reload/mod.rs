@@ -1,14 +1,19 @@
 //! Reloading certificates without a restart.
 //!
 //! Four triggers lead to the same path: a change in a watched directory
-//! (debounced), a periodic content check, SIGHUP, and `POST /reload`.
+//! (debounced), a periodic content check, SIGHUP, and `POST /reload`. Each
+//! reads the configuration file again too, and applies what may change
+//! live.
 //!
 //! - `worker`: one task runs reloads one at a time, whatever asked;
 //! - `swap`: one listener's reload: read, compare, build aside, swap;
 //! - `recheck`: the live sessions verified again against the new state;
+//! - `settings`: the configuration file read again, and what may change
+//!   without a restart;
 //! - `watch`: the file watcher and its debounce.
 
 mod recheck;
+mod settings;
 mod swap;
 mod watch;
 mod worker;
@@ -19,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ReloadConfig;
 use crate::conn::Context;
+pub use settings::ConfigSource;
 pub use swap::{all_ok, ReloadOutcome, ReloadTarget, Trigger};
 pub use watch::resolution_hops;
 pub use worker::ReloadHandle;
@@ -27,11 +33,12 @@ pub use worker::ReloadHandle;
 /// periodic check, as `config` says.
 pub fn start(
     targets: Vec<Arc<ReloadTarget>>,
+    source: ConfigSource,
     config: &ReloadConfig,
     shutdown: CancellationToken,
 ) -> ReloadHandle {
     let contexts: Vec<Arc<Context>> = targets.iter().map(|t| t.ctx.clone()).collect();
-    let handle = worker::spawn(targets);
+    let handle = worker::spawn(targets, Arc::new(source));
     if config.watch {
         watch::spawn_watcher(
             &contexts,

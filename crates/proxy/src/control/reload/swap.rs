@@ -23,12 +23,15 @@ use tracing::{debug, error, info, warn};
 use super::super::stapling;
 use super::super::tls_series::TlsSeries;
 use super::recheck;
-use crate::conn::context::{Context, Live};
+use crate::config::ListenerConfig;
+use crate::conn::backend::BackendLink;
+use crate::conn::context::{Context, Live, Route};
 use crate::metrics::labels::{ListenerLabels, ResultLabels};
 use crate::metrics::reason::{reasons, ByReason};
 use crate::metrics::Metrics;
 use crate::tls::certs::{unix, CertError};
 use crate::tls::files::{Digest, Sources};
+use crate::tls::policy::TlsPolicy;
 use crate::tls::{self, client_auth, Resumption};
 
 reasons! {
@@ -176,11 +179,15 @@ impl ReloadTarget {
         }
     }
 
-    /// Reloads the listener if its files changed. Blocking: it reads
-    /// files.
-    pub fn reload(&self, trigger: Trigger) -> ReloadOutcome {
+    /// Reloads the listener if its files changed, or if `settings` (its
+    /// part of a reloaded configuration file, with its TLS policy) differ
+    /// from those in service. Blocking: it reads files.
+    pub fn reload(
+        &self,
+        trigger: Trigger,
+        settings: Option<(&ListenerConfig, &TlsPolicy)>,
+    ) -> ReloadOutcome {
         let shared = &*self.ctx;
-        let metrics = &self.metrics;
         let counters = &self.counters;
         let name = &shared.name;
         let mut state = match self.state.lock() {
@@ -190,15 +197,17 @@ impl ReloadTarget {
         let live = shared.live.load_full();
         let current = &live.tls;
         let now = SystemTime::now();
+        let (config, policy) = settings.unwrap_or((&live.config, &live.policy));
+        let reconfigured = *config != live.config;
 
-        let sources = match Sources::read(&live.config) {
+        let sources = match Sources::read(config) {
             Ok(s) => s,
             // No file digest for unreadable files: key the failure on the error
             // itself, so that the periodic check reports each distinct one once.
             Err(e) => return failed(&mut state, counters, name, trigger, error_digest(&e), e),
         };
         let digest = sources.digest();
-        if digest == current.digest {
+        if digest == current.digest && !reconfigured {
             state.failed = None;
             counters.pending.set(0);
             if trigger.explicit() {
@@ -209,7 +218,7 @@ impl ReloadTarget {
             }
             return ReloadOutcome::Unchanged;
         }
-        if !trigger.explicit() && state.failed == Some(digest) {
+        if !trigger.explicit() && !reconfigured && state.failed == Some(digest) {
             return ReloadOutcome::StillFailing;
         }
 
@@ -221,41 +230,75 @@ impl ReloadTarget {
                 Ok(r) => r,
                 Err(e) => return failed(&mut state, counters, name, trigger, digest, e),
             };
-        let new =
-            match tls::build_from(&live.config, &live.policy, &sources, Some(&resumption), now) {
-                Ok(new) => new,
-                Err(e) => return failed(&mut state, counters, name, trigger, digest, e),
-            };
+        let new = match tls::build_from(config, policy, &sources, Some(&resumption), now) {
+            Ok(new) => new,
+            Err(e) => return failed(&mut state, counters, name, trigger, digest, e),
+        };
 
         // Verified before the swap, so that a state that would close every
-        // device can still be refused.
-        let verdict = self.recheck(current, &new);
+        // device can still be refused. A changed allow-list or client-auth
+        // setting counts as a change of the client-auth state.
+        let client_auth_edited = config.tls.client_auth != live.config.tls.client_auth;
+        let verdict = self.recheck(current, &new, client_auth_edited);
         if verdict.drops_all() && !trigger.forced() {
             let crl = new.crls.first().map(|c| c.path.clone());
             let e = recheck::refusal(&verdict, crl, new.client_ca_path.clone());
             return failed(&mut state, counters, name, trigger, digest, e);
         }
+        state.resumption = resumption;
+        state.failed = None;
+        let next = Live {
+            // A new link (and fresh failure counts) only when how the broker
+            // is reached changed.
+            backend: if BackendLink::settings_differ(config, &live.config) {
+                Arc::new(BackendLink::new(config))
+            } else {
+                live.backend.clone()
+            },
+            config: config.clone(),
+            policy: policy.clone(),
+            tls: Arc::new(new),
+            routes: live.routes.clone(),
+        };
+        let serial = self.put_in_service(&mut state, next, trigger, reconfigured, now);
+        self.close_refused(&verdict);
+        if tickets_rotated {
+            if config.tls.session_ticket_keys.is_some() {
+                info!(listener = %name, "session ticket keys reloaded from the shared key file");
+            } else {
+                info!(listener = %name, "client CA bundle changed: session tickets rotated, so every device makes one full handshake against the new bundle");
+            }
+        }
+        ReloadOutcome::Reloaded { serial }
+    }
 
+    /// Exports `next`'s metrics, syncs its stapling and swaps it in; logs
+    /// and counts the success. Returns the default certificate's serial.
+    fn put_in_service(
+        &self,
+        state: &mut ReloadState,
+        next: Live,
+        trigger: Trigger,
+        reconfigured: bool,
+        now: SystemTime,
+    ) -> String {
+        let (name, metrics) = (&self.ctx.name, &self.metrics);
+        let new = &next.tls;
         let leaf = new.certs[0].leaf().clone();
-        state.series = TlsSeries::export(metrics, name, &new, &state.series);
+        state.series = TlsSeries::export(metrics, name, new, &state.series);
         // Before the swap, so the new certificates staple from their first
         // handshake when the leaf is unchanged.
-        stapling::sync(&live.config, &new, &mut state.staplers, metrics);
+        stapling::sync(&next.config, new, &mut state.staplers, metrics);
         let crl_warnings = client_auth::crl_warnings(
             name,
             &new.crls,
             &new.client_cas,
-            live.config.tls.client_auth.expired_crl,
+            next.config.tls.client_auth.expired_crl,
             unix(now),
         );
-        state.resumption = resumption;
-        state.failed = None;
-        shared.live.store(Arc::new(Live {
-            tls: Arc::new(new),
-            ..(*live).clone()
-        }));
-        counters.results.inc(ReloadResult::Success);
-        counters.succeeded(unix(now));
+        self.ctx.live.store(Arc::new(next));
+        self.counters.results.inc(ReloadResult::Success);
+        self.counters.succeeded(unix(now));
         info!(
             listener = %name,
             trigger = trigger.as_str(),
@@ -263,42 +306,63 @@ impl ReloadTarget {
             serial = %leaf.serial,
             not_after = %leaf.not_after_rfc3339(),
             days_left = leaf.days_left(now),
+            settings_changed = reconfigured,
             "certificates reloaded"
         );
         for w in crl_warnings {
             warn!("{w}");
         }
-        if !verdict.close.is_empty() {
-            warn!(
-                listener = %name,
-                sessions = verdict.close.len(),
-                checked = verdict.checked,
-                reasons = %verdict.summary(),
-                "closing live sessions the reloaded client-auth state no longer accepts"
-            );
-            for (id, reason) in &verdict.close {
-                shared.sessions.stop(*id, *reason);
-            }
+        leaf.serial
+    }
+
+    /// Tells the sessions a re-check refused to stop.
+    fn close_refused(&self, verdict: &recheck::Verdict) {
+        if verdict.close.is_empty() {
+            return;
         }
-        if tickets_rotated {
-            if live.config.tls.session_ticket_keys.is_some() {
-                info!(listener = %name, "session ticket keys reloaded from the shared key file");
-            } else {
-                info!(listener = %name, "client CA bundle changed: session tickets rotated, so every device makes one full handshake against the new bundle");
-            }
+        warn!(
+            listener = %self.ctx.name,
+            sessions = verdict.close.len(),
+            checked = verdict.checked,
+            reasons = %verdict.summary(),
+            "closing live sessions the reloaded client-auth state no longer accepts"
+        );
+        for (id, reason) in &verdict.close {
+            self.ctx.sessions.stop(*id, *reason);
         }
-        ReloadOutcome::Reloaded {
-            serial: leaf.serial,
+    }
+
+    /// Points this listener's SNI routes at their contexts' current names
+    /// (after a configuration reload changed a route's `server_names`).
+    pub fn refresh_routes(&self) {
+        let live = self.ctx.live.load_full();
+        if live.routes.is_empty() {
+            return;
         }
+        let routes = live
+            .routes
+            .iter()
+            .map(|r| Route::of(r.ctx.clone()))
+            .collect();
+        self.ctx.live.store(Arc::new(Live {
+            routes,
+            ..(*live).clone()
+        }));
     }
 }
 
 impl ReloadTarget {
     /// Verifies the listener's live sessions against `new` when its
-    /// client-auth state differs from `current`'s; nothing to close
-    /// otherwise.
-    fn recheck(&self, current: &tls::ListenerTls, new: &tls::ListenerTls) -> recheck::Verdict {
-        if !recheck::client_auth_changed(current, new) {
+    /// client-auth state differs from `current`'s (or its settings were
+    /// `edited`); nothing to close otherwise.
+    fn recheck(
+        &self,
+        current: &tls::ListenerTls,
+        new: &tls::ListenerTls,
+        edited: bool,
+    ) -> recheck::Verdict {
+        if new.client_verifier.is_none() || !(edited || recheck::client_auth_changed(current, new))
+        {
             return recheck::Verdict::default();
         }
         let name = &self.ctx.name;

@@ -1,6 +1,7 @@
 //! The reload worker: one task that runs reloads one at a time, whatever
-//! asked for them, each listener in turn on a blocking thread (a reload
-//! reads files); and the periodic content check that asks it.
+//! asked for them, on a blocking thread (a reload reads files): the
+//! configuration file, then each listener in turn; and the periodic content
+//! check that asks it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::settings::{ConfigRead, ConfigSource};
 use super::swap::{ReloadOutcome, ReloadTarget, Trigger};
+use crate::tls::certs::CertError;
 
 /// A request to the reload worker.
 struct Request {
@@ -51,8 +54,62 @@ impl ReloadHandle {
     }
 }
 
-/// Starts the reload worker for `targets`.
-pub fn spawn(targets: Vec<Arc<ReloadTarget>>) -> ReloadHandle {
+/// One reload of everything: the configuration file first, then every
+/// listener with its part of it (or its settings in service, when the file
+/// is unchanged or refused). A refused file is reported as one more
+/// outcome, named after the file.
+fn reload_all(
+    targets: &[Arc<ReloadTarget>],
+    source: &ConfigSource,
+    trigger: Trigger,
+) -> Vec<(String, ReloadOutcome)> {
+    let read = source.read(trigger.explicit());
+    let mut outcomes: Vec<(String, ReloadOutcome)>;
+    let mut refused = None;
+    match read {
+        ConfigRead::Changed(new) => {
+            outcomes = targets
+                .iter()
+                .map(|t| {
+                    let settings = new.listeners().find(|(l, _)| l.name == t.ctx.name);
+                    (t.ctx.name.clone(), t.reload(trigger, settings))
+                })
+                .collect();
+            for t in targets {
+                t.refresh_routes();
+            }
+            // A listener that kept its previous state keeps the file
+            // "changed", so that the next reload tries it again.
+            if super::swap::all_ok(&outcomes) {
+                source.applied(*new);
+            }
+        }
+        ConfigRead::Unchanged | ConfigRead::Refused(_) => {
+            if let ConfigRead::Refused(message) = read {
+                refused = Some(message);
+            }
+            outcomes = targets
+                .iter()
+                .map(|t| (t.ctx.name.clone(), t.reload(trigger, None)))
+                .collect();
+        }
+    }
+    if let Some(message) = refused {
+        outcomes.push((
+            "configuration".into(),
+            ReloadOutcome::Failed(CertError {
+                file: source.path(),
+                message,
+                hint: "fix the file (moat check --config FILE says what is wrong) and reload again; the previous configuration stays in service".into(),
+            }),
+        ));
+    }
+    outcomes
+}
+
+/// Starts the reload worker for `targets`, re-reading the configuration
+/// file `source` on every reload.
+pub fn spawn(targets: Vec<Arc<ReloadTarget>>, source: Arc<ConfigSource>) -> ReloadHandle {
     let (tx, mut rx) = mpsc::channel::<Request>(4);
     tokio::spawn(async move {
         while let Some(req) = rx.recv().await {
@@ -60,14 +117,11 @@ pub fn spawn(targets: Vec<Arc<ReloadTarget>>) -> ReloadHandle {
                 info!(trigger = req.trigger.as_str(), "reloading certificates");
             }
             let ts = targets.clone();
+            let source = source.clone();
             let trigger = req.trigger;
-            let outcomes = tokio::task::spawn_blocking(move || {
-                ts.iter()
-                    .map(|t| (t.ctx.name.clone(), t.reload(trigger)))
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default();
+            let outcomes = tokio::task::spawn_blocking(move || reload_all(&ts, &source, trigger))
+                .await
+                .unwrap_or_default();
             if let Some(reply) = req.reply {
                 let _ = reply.send(outcomes);
             }

@@ -1,0 +1,197 @@
+//! The configuration file reloads: an allow-list edit closes the live
+//! sessions it refuses and no other, an ACL edit applies to the sessions
+//! that connect after it, and a file that is bad, or that changes what
+//! needs a restart, is refused naming the line or the field while the
+//! previous configuration stays in service.
+
+use std::time::Duration;
+
+use moat_testkit::*;
+
+/// Edits `s`'s moat.yaml (replacing `from` with `to`, which must be there)
+/// atomically, as an editor or a config manager would.
+fn edit(s: &Running, from: &str, to: &str) {
+    let path = s.dir.join("moat.yaml");
+    let text = std::fs::read_to_string(&path).expect("read moat.yaml");
+    assert!(text.contains(from), "{from:?} not in:\n{text}");
+    let tmp = s.dir.join("moat.yaml.new");
+    std::fs::write(&tmp, text.replacen(from, to, 1)).expect("write");
+    std::fs::rename(&tmp, &path).expect("rename");
+}
+
+/// A held subscription of `device` on `t`.
+fn hold(s: &Running, device: &CertFiles, name: &str) -> Sub {
+    let tls = Tls::ca(&s.ca().cert).with_client(&device.cert, &device.key);
+    Sub::spawn(s.dir.path(), name, s.port, Some(&tls), "t", 1000, 60)
+}
+
+fn publish(s: &Running, device: &CertFiles, topic: &str, msg: &str) -> bool {
+    let tls = Tls::ca(&s.ca().cert).with_client(&device.cert, &device.key);
+    mosquitto_pub("localhost", s.port, Some(&tls), topic, msg)
+        .status
+        .success()
+}
+
+/// Publishes on `t` until each of `subs` printed `msg` (up to 10 s).
+fn until_all_receive(s: &Running, publisher: &CertFiles, subs: &[&Sub], msg: &str) {
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            publish(s, publisher, "t", msg);
+            std::thread::sleep(Duration::from_millis(200));
+            subs.iter().all(|sub| sub.output().contains(msg))
+        }),
+        "not every subscriber got {msg:?}"
+    );
+}
+
+/// moat with client certificates from `devices`, `allow` rules under
+/// `client_auth` and `extra` under the listener.
+fn start(dir: TestDir, devices: &OpensslCa, allow: &str, extra: &str) -> Running {
+    let client_auth = format!(
+        "client_auth:\n  mode: required\n  ca: {}\n{allow}",
+        devices.cert.display()
+    );
+    Gateway::new()
+        .in_dir(dir)
+        .ca_named("server-ca", "Server CA")
+        .tls_yaml(&client_auth)
+        .listener_yaml(extra)
+        .start()
+}
+
+#[test]
+fn an_allow_list_edit_closes_only_the_live_sessions_it_refuses() {
+    let dir = TestDir::new();
+    let devices = OpensslCa::new(dir.path(), "devices");
+    let sensor = devices.issue_client(dir.path(), "sensor", "/CN=sensor-1", None);
+    let camera = devices.issue_client(dir.path(), "camera", "/CN=camera-1", None);
+    let allow = "  allow:\n    - common_name: \"sensor-*\"\n    - common_name: \"camera-*\"\n";
+    let s = start(dir, &devices, allow, "");
+    let sensor_sub = hold(&s, &sensor, "sensor-sub");
+    let camera_sub = hold(&s, &camera, "camera-sub");
+    until_all_receive(&s, &sensor, &[&sensor_sub, &camera_sub], "ready");
+
+    edit(&s, "\n          - common_name: \"camera-*\"", "");
+    s.moat.signal("HUP");
+    assert!(
+        s.moat
+            .wait_for_log("configuration reloaded", Duration::from_secs(5)),
+        "{}",
+        s.moat.logs()
+    );
+    assert_eq!(
+        s.moat.metric_reaching(
+            "moat_connections_closed_total",
+            "reason=\"not_trusted\"",
+            1.0
+        ),
+        1.0
+    );
+    let logs = s.moat.logs();
+    let closed: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("session closed by moat"))
+        .collect();
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert!(closed[0].contains("CN=camera-1"), "{closed:?}");
+    // New camera connections are refused; the sensor goes on receiving.
+    assert!(!publish(&s, &camera, "t", "camera-again"));
+    until_all_receive(&s, &sensor, &[&sensor_sub], "after-edit");
+    assert!(!camera_sub.output().contains("after-edit"));
+    assert_eq!(s.moat.metric("moat_config_reload_pending", ""), 0.0);
+}
+
+#[test]
+fn an_acl_edit_applies_to_the_sessions_that_connect_after_it() {
+    let dir = TestDir::new();
+    let devices = OpensslCa::new(dir.path(), "devices");
+    let device = devices.issue_client(dir.path(), "d", "/CN=device-1", None);
+    let s = start(
+        dir,
+        &devices,
+        "",
+        "mqtt:\n  acl:\n    - publish: [\"#\"]\n      subscribe: [\"#\"]",
+    );
+    assert!(publish(&s, &device, "plant/valve", "open"));
+    assert_eq!(s.moat.metric("moat_mqtt_publish_denied_total", ""), 0.0);
+
+    edit(&s, "- publish: [\"#\"]", "- publish: [\"telemetry/#\"]");
+    let admin = s.admin.expect("admin");
+    let (code, body) = http_request(admin, "POST", "/reload").expect("POST /reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        s.moat.logs().contains("configuration reloaded"),
+        "{}",
+        s.moat.logs()
+    );
+    // The same publish is now denied; an allowed one passes.
+    assert!(publish(&s, &device, "plant/valve", "open"));
+    assert_eq!(
+        s.moat
+            .metric_reaching("moat_mqtt_publish_denied_total", "listener=\"mqtts\"", 1.0),
+        1.0
+    );
+    assert!(publish(&s, &device, "telemetry/t", "21.5"));
+    assert_eq!(
+        s.moat
+            .metric("moat_mqtt_publish_denied_total", "listener=\"mqtts\""),
+        1.0
+    );
+}
+
+#[test]
+fn a_bad_file_or_a_fixed_setting_is_refused_and_the_old_configuration_stays() {
+    let dir = TestDir::new();
+    let devices = OpensslCa::new(dir.path(), "devices");
+    let device = devices.issue_client(dir.path(), "d", "/CN=device-1", None);
+    let s = start(dir, &devices, "", "");
+    let admin = s.admin.expect("admin");
+
+    // An unknown key: refused with its line, counted, pending.
+    edit(
+        &s,
+        "    backend: ",
+        "    backend_timeout: 5s\n    backend: ",
+    );
+    s.moat.signal("HUP");
+    assert!(
+        s.moat
+            .wait_for_log("configuration reload failed", Duration::from_secs(5)),
+        "{}",
+        s.moat.logs()
+    );
+    let logs = s.moat.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("configuration reload failed"))
+        .expect("the line");
+    assert!(
+        line.contains("backend_timeout") && line.contains("line"),
+        "{line}"
+    );
+    assert_eq!(s.moat.metric("moat_config_reload_pending", ""), 1.0);
+    assert!(s.moat.metric("moat_config_reload_failures_total", "") >= 1.0);
+    assert!(publish(&s, &device, "t", "still serving"));
+    let (code, body) = http_request(admin, "POST", "/reload").expect("POST");
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("\"name\": \"configuration\""), "{body}");
+    edit(&s, "    backend_timeout: 5s\n", "");
+
+    // A new listen address needs a restart: refused, naming the field.
+    let port = s.port.to_string();
+    let moved = free_port().to_string();
+    edit(&s, &format!(":{port}\n"), &format!(":{moved}\n"));
+    let (code, body) = http_request(admin, "POST", "/reload").expect("POST");
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        body.contains("listen") && body.contains("restart"),
+        "{body}"
+    );
+    assert!(publish(&s, &device, "t", "on the old port"));
+
+    // Put back: accepted, nothing pending.
+    edit(&s, &format!(":{moved}\n"), &format!(":{port}\n"));
+    let (code, body) = http_request(admin, "POST", "/reload").expect("POST");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(s.moat.metric("moat_config_reload_pending", ""), 0.0);
+}
