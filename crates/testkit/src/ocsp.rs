@@ -10,7 +10,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use moat_e2e::*;
+//! use moat_testkit::*;
 //!
 //! let dir = TestDir::new();
 //! // Start the responder first: its URL goes into the certificates.
