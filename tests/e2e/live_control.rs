@@ -31,36 +31,6 @@ fn start(
         .start()
 }
 
-/// A `mosquitto_sub` session of `device` on topic `t`, held for up to 60 s.
-fn hold(s: &Running, device: &CertFiles, name: &str) -> Sub {
-    let tls = Tls::ca(&s.ca().cert).with_client(&device.cert, &device.key);
-    Sub::spawn(s.dir.path(), name, s.port, Some(&tls), "t", 1000, 60)
-}
-
-/// Publishes `msg` on `t` as `device` through moat.
-fn publish(s: &Running, device: &CertFiles, msg: &str) {
-    let tls = Tls::ca(&s.ca().cert).with_client(&device.cert, &device.key);
-    let out = mosquitto_pub("localhost", s.port, Some(&tls), "t", msg);
-    assert!(out.status.success(), "publish {msg}: {out:?}");
-}
-
-/// Publishes `msg` until every subscriber in `subs` printed it, which
-/// proves each is subscribed (up to 10 s).
-fn until_all_receive(s: &Running, publisher: &CertFiles, subs: &[&Sub], msg: &str) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
-        publish(s, publisher, msg);
-        std::thread::sleep(Duration::from_millis(200));
-        if subs.iter().all(|sub| sub.output().contains(msg)) {
-            return;
-        }
-    }
-    panic!(
-        "not every subscriber got {msg:?}: {:?}",
-        subs.iter().map(|s| s.output()).collect::<Vec<_>>()
-    );
-}
-
 /// Revokes `cert` and puts the new CRL in place atomically.
 fn revoke(s: &Running, devices: &OpensslCa, crl: &std::path::Path, cert: &CertFiles) {
     devices.revoke(&cert.cert);
@@ -79,9 +49,9 @@ fn a_crl_that_revokes_one_device_closes_only_its_live_session() {
     let crl = dir.join("devices.crl.pem");
     devices.gencrl(&crl);
     let s = start(dir, &devices, &crl, "", "");
-    let mut good_sub = hold(&s, &good, "good-sub");
-    let mut stolen_sub = hold(&s, &stolen, "stolen-sub");
-    until_all_receive(&s, &publisher, &[&good_sub, &stolen_sub], "ready");
+    let mut good_sub = s.hold(&good, "good-sub");
+    let mut stolen_sub = s.hold(&stolen, "stolen-sub");
+    s.until_all_receive(&publisher, &[&good_sub, &stolen_sub], "ready");
 
     // A steady stream across the revocation: the good device must see
     // every message of it.
@@ -92,7 +62,7 @@ fn a_crl_that_revokes_one_device_closes_only_its_live_session() {
         let stream = &stream;
         scope.spawn(move || {
             for m in stream {
-                publish(s, publisher, m);
+                assert!(s.publish_as(publisher, "t", m), "publish {m}");
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
@@ -138,7 +108,7 @@ fn a_crl_that_revokes_one_device_closes_only_its_live_session() {
     assert!(line.contains("revoked"), "{line}");
     // The revoked device cannot come back: mosquitto_sub's retries are
     // refused at the handshake, so it stops receiving.
-    publish(&s, &publisher, "after");
+    assert!(s.publish_as(&publisher, "t", "after"));
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         !stolen_sub.output().contains("after"),
@@ -164,9 +134,9 @@ fn a_reload_that_would_close_every_session_is_refused_until_forced() {
     let crl = dir.join("devices.crl.pem");
     devices.gencrl(&crl);
     let s = start(dir, &devices, &crl, "", "");
-    let sub_a = hold(&s, &a, "sub-a");
-    let sub_b = hold(&s, &b, "sub-b");
-    until_all_receive(&s, &a, &[&sub_a, &sub_b], "ready");
+    let sub_a = s.hold(&a, "sub-a");
+    let sub_b = s.hold(&b, "sub-b");
+    s.until_all_receive(&a, &[&sub_a, &sub_b], "ready");
 
     // A CRL revoking every connected device: refused, both stay.
     devices.revoke(&a.cert);
@@ -197,7 +167,7 @@ fn a_reload_that_would_close_every_session_is_refused_until_forced() {
             .metric("moat_connections_closed_total", "reason=\"revoked\""),
         0.0
     );
-    until_all_receive(&s, &b, &[&sub_a, &sub_b], "still-here");
+    s.until_all_receive(&b, &[&sub_a, &sub_b], "still-here");
     // Without admin.token_file, the connections API is closed.
     let (code, body) = http_request(admin, "GET", "/connections").expect("GET");
     assert_eq!(code, 403, "{body}");
@@ -348,9 +318,9 @@ fn the_admin_api_lists_and_closes_sessions_behind_its_token() {
         "{metrics}"
     );
 
-    let mut sensor_sub = hold(&s, &sensor, "sensor-client");
-    let mut camera_sub = hold(&s, &camera, "camera-client");
-    until_all_receive(&s, &sensor, &[&sensor_sub, &camera_sub], "ready");
+    let mut sensor_sub = s.hold(&sensor, "sensor-client");
+    let mut camera_sub = s.hold(&camera, "camera-client");
+    s.until_all_receive(&sensor, &[&sensor_sub, &camera_sub], "ready");
 
     // Listed, with identity and MQTT client id; filtered.
     let (code, body) = admin(&s, "GET", "/connections?identity=sensor-7");
@@ -395,7 +365,7 @@ fn the_admin_api_lists_and_closes_sessions_behind_its_token() {
         "{closed:?}"
     );
     assert!(closed[0].contains("sensor-client"), "{closed:?}");
-    until_all_receive(&s, &camera, &[&camera_sub], "camera-still-on");
+    s.until_all_receive(&camera, &[&camera_sub], "camera-still-on");
     assert_eq!(camera_sub.try_exit(), None);
     let _ = sensor_sub.try_exit();
 
@@ -493,19 +463,10 @@ fn a_thousand_live_sessions_are_rechecked_and_only_the_revoked_close() {
     let tmp = s.dir.join("devices.crl.pem.new");
     devices.gencrl(&tmp);
     std::fs::rename(&tmp, &crl).expect("CRL into place");
-    assert!(
-        s.moat.wait_for_log(
-            "live sessions re-checked against the new client-auth state",
-            Duration::from_secs(30)
-        ),
-        "{}",
-        s.moat.logs()
+    let line = s.moat.log_line(
+        "live sessions re-checked against the new client-auth state",
+        Duration::from_secs(30),
     );
-    let logs = s.moat.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("live sessions re-checked"))
-        .expect("the re-check line");
     assert!(line.contains("checked=1000"), "{line}");
     assert!(line.contains("refused=10"), "{line}");
     // How long it took goes to the test output, not into an assertion.
@@ -545,8 +506,8 @@ fn bans_refuse_an_identity_a_client_id_and_a_source_until_lifted() {
     assert!(body.contains("one target"), "{body}");
 
     // An identity ban closes the live session and refuses the next one.
-    let mut rogue_sub = hold(&s, &rogue, "rogue-sub");
-    until_all_receive(&s, &good, &[&rogue_sub], "ready");
+    let mut rogue_sub = s.hold(&rogue, "rogue-sub");
+    s.until_all_receive(&good, &[&rogue_sub], "ready");
     let (code, body) = admin(&s, "POST", "/bans?identity=rogue-7&duration=1h");
     assert_eq!(code, 201, "{body}");
     let ban: serde_json::Value = serde_json::from_str(&body).expect("JSON");
@@ -574,7 +535,7 @@ fn bans_refuse_an_identity_a_client_id_and_a_source_until_lifted() {
         "{metrics}"
     );
     let _ = rogue_sub.try_exit();
-    publish(&s, &good, "others-unaffected");
+    assert!(s.publish_as(&good, "t", "others-unaffected"));
 
     // A client-id ban: CONNACK "not authorized" for that id only.
     let (code, _) = admin(&s, "POST", "/bans?client_id=evil-twin");

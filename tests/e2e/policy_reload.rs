@@ -19,31 +19,6 @@ fn edit(s: &Running, from: &str, to: &str) {
     std::fs::rename(&tmp, &path).expect("rename");
 }
 
-/// A held subscription of `device` on `t`.
-fn hold(s: &Running, device: &CertFiles, name: &str) -> Sub {
-    let tls = Tls::ca(&s.ca().cert).with_client(&device.cert, &device.key);
-    Sub::spawn(s.dir.path(), name, s.port, Some(&tls), "t", 1000, 60)
-}
-
-fn publish(s: &Running, device: &CertFiles, topic: &str, msg: &str) -> bool {
-    let tls = Tls::ca(&s.ca().cert).with_client(&device.cert, &device.key);
-    mosquitto_pub("localhost", s.port, Some(&tls), topic, msg)
-        .status
-        .success()
-}
-
-/// Publishes on `t` until each of `subs` printed `msg` (up to 10 s).
-fn until_all_receive(s: &Running, publisher: &CertFiles, subs: &[&Sub], msg: &str) {
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            publish(s, publisher, "t", msg);
-            std::thread::sleep(Duration::from_millis(200));
-            subs.iter().all(|sub| sub.output().contains(msg))
-        }),
-        "not every subscriber got {msg:?}"
-    );
-}
-
 /// moat with client certificates from `devices`, `allow` rules under
 /// `client_auth` and `extra` under the listener.
 fn start(dir: TestDir, devices: &OpensslCa, allow: &str, extra: &str) -> Running {
@@ -67,9 +42,9 @@ fn an_allow_list_edit_closes_only_the_live_sessions_it_refuses() {
     let camera = devices.issue_client(dir.path(), "camera", "/CN=camera-1", None);
     let allow = "  allow:\n    - common_name: \"sensor-*\"\n    - common_name: \"camera-*\"\n";
     let s = start(dir, &devices, allow, "");
-    let sensor_sub = hold(&s, &sensor, "sensor-sub");
-    let camera_sub = hold(&s, &camera, "camera-sub");
-    until_all_receive(&s, &sensor, &[&sensor_sub, &camera_sub], "ready");
+    let sensor_sub = s.hold(&sensor, "sensor-sub");
+    let camera_sub = s.hold(&camera, "camera-sub");
+    s.until_all_receive(&sensor, &[&sensor_sub, &camera_sub], "ready");
 
     edit(&s, "\n          - common_name: \"camera-*\"", "");
     s.moat.signal("HUP");
@@ -95,8 +70,8 @@ fn an_allow_list_edit_closes_only_the_live_sessions_it_refuses() {
     assert_eq!(closed.len(), 1, "{closed:?}");
     assert!(closed[0].contains("CN=camera-1"), "{closed:?}");
     // New camera connections are refused; the sensor goes on receiving.
-    assert!(!publish(&s, &camera, "t", "camera-again"));
-    until_all_receive(&s, &sensor, &[&sensor_sub], "after-edit");
+    assert!(!s.publish_as(&camera, "t", "camera-again"));
+    s.until_all_receive(&sensor, &[&sensor_sub], "after-edit");
     assert!(!camera_sub.output().contains("after-edit"));
     assert_eq!(s.moat.metric("moat_config_reload_pending", ""), 0.0);
 }
@@ -112,7 +87,7 @@ fn an_acl_edit_applies_to_the_sessions_that_connect_after_it() {
         "",
         "mqtt:\n  acl:\n    - publish: [\"#\"]\n      subscribe: [\"#\"]",
     );
-    assert!(publish(&s, &device, "plant/valve", "open"));
+    assert!(s.publish_as(&device, "plant/valve", "open"));
     assert_eq!(s.moat.metric("moat_mqtt_publish_denied_total", ""), 0.0);
 
     edit(&s, "- publish: [\"#\"]", "- publish: [\"telemetry/#\"]");
@@ -125,13 +100,13 @@ fn an_acl_edit_applies_to_the_sessions_that_connect_after_it() {
         s.moat.logs()
     );
     // The same publish is now denied; an allowed one passes.
-    assert!(publish(&s, &device, "plant/valve", "open"));
+    assert!(s.publish_as(&device, "plant/valve", "open"));
     assert_eq!(
         s.moat
             .metric_reaching("moat_mqtt_publish_denied_total", "listener=\"mqtts\"", 1.0),
         1.0
     );
-    assert!(publish(&s, &device, "telemetry/t", "21.5"));
+    assert!(s.publish_as(&device, "telemetry/t", "21.5"));
     assert_eq!(
         s.moat
             .metric("moat_mqtt_publish_denied_total", "listener=\"mqtts\""),
@@ -154,24 +129,16 @@ fn a_bad_file_or_a_fixed_setting_is_refused_and_the_old_configuration_stays() {
         "    backend_timeout: 5s\n    backend: ",
     );
     s.moat.signal("HUP");
-    assert!(
-        s.moat
-            .wait_for_log("configuration reload failed", Duration::from_secs(5)),
-        "{}",
-        s.moat.logs()
-    );
-    let logs = s.moat.logs();
-    let line = logs
-        .lines()
-        .find(|l| l.contains("configuration reload failed"))
-        .expect("the line");
+    let line = s
+        .moat
+        .log_line("configuration reload failed", Duration::from_secs(5));
     assert!(
         line.contains("backend_timeout") && line.contains("line"),
         "{line}"
     );
     assert_eq!(s.moat.metric("moat_config_reload_pending", ""), 1.0);
     assert!(s.moat.metric("moat_config_reload_failures_total", "") >= 1.0);
-    assert!(publish(&s, &device, "t", "still serving"));
+    assert!(s.publish_as(&device, "t", "still serving"));
     let (code, body) = http_request(admin, "POST", "/reload").expect("POST");
     assert_eq!(code, 500, "{body}");
     assert!(body.contains("\"name\": \"configuration\""), "{body}");
@@ -187,7 +154,7 @@ fn a_bad_file_or_a_fixed_setting_is_refused_and_the_old_configuration_stays() {
         body.contains("listen") && body.contains("restart"),
         "{body}"
     );
-    assert!(publish(&s, &device, "t", "on the old port"));
+    assert!(s.publish_as(&device, "t", "on the old port"));
 
     // Put back: accepted, nothing pending.
     edit(&s, &format!(":{moved}\n"), &format!(":{port}\n"));

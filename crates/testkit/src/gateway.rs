@@ -325,6 +325,53 @@ pub struct Running {
     pub moat: Moat,
 }
 
+/// Devices of a scene with mutual TLS: sessions held, messages published.
+impl Running {
+    /// `mosquitto_*` TLS options presenting `device`.
+    pub fn device_tls(&self, device: &CertFiles) -> crate::clients::Tls {
+        crate::clients::Tls::ca(&self.ca().cert).with_client(&device.cert, &device.key)
+    }
+
+    /// A `mosquitto_sub` session of `device` on topic `t` (client id
+    /// `name`), held for up to 60 s.
+    pub fn hold(&self, device: &CertFiles, name: &str) -> crate::clients::Sub {
+        let tls = self.device_tls(device);
+        crate::clients::Sub::spawn(self.dir.path(), name, self.port, Some(&tls), "t", 1000, 60)
+    }
+
+    /// Publishes `msg` on `topic` as `device`; whether mosquitto_pub
+    /// succeeded.
+    pub fn publish_as(&self, device: &CertFiles, topic: &str, msg: &str) -> bool {
+        let tls = self.device_tls(device);
+        crate::clients::mosquitto_pub("localhost", self.port, Some(&tls), topic, msg)
+            .status
+            .success()
+    }
+
+    /// Publishes `msg` on `t` as `publisher` until every one of `subs`
+    /// printed it, which proves each is subscribed (up to 10 s).
+    pub fn until_all_receive(
+        &self,
+        publisher: &CertFiles,
+        subs: &[&crate::clients::Sub],
+        msg: &str,
+    ) {
+        let got = crate::wait::wait_until(std::time::Duration::from_secs(10), || {
+            assert!(
+                self.publish_as(publisher, "t", msg),
+                "publishing {msg:?} failed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            subs.iter().all(|sub| sub.output().contains(msg))
+        });
+        assert!(
+            got,
+            "not every subscriber got {msg:?}: {:?}",
+            subs.iter().map(|s| s.output()).collect::<Vec<_>>()
+        );
+    }
+}
+
 impl std::ops::Deref for Running {
     type Target = Prepared;
     fn deref(&self) -> &Prepared {

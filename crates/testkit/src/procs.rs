@@ -223,6 +223,21 @@ impl Moat {
         wait_until(timeout, || self.logs().contains(needle))
     }
 
+    /// The first log line holding `needle`, once there is one (up to
+    /// `timeout`); panics with the whole log otherwise.
+    pub fn log_line(&self, needle: &str, timeout: Duration) -> String {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self
+                .logs()
+                .lines()
+                .find(|l| l.contains(needle))
+                .map(str::to_string);
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no log line with {needle:?}:\n{}", self.logs()))
+    }
+
     /// Sends a signal by name (`TERM`, `INT`, `HUP`).
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")
