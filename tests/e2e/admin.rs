@@ -9,30 +9,13 @@ use moat_testkit::*;
 #[test]
 fn health_readiness_and_metrics_that_promtool_accepts() {
     require("promtool", "prometheus");
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let (port, admin) = (free_port(), free_port());
-    let moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            Some(admin),
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                "",
-                "",
-            )],
-        ),
-        Some(admin),
-    );
+    let s = Gateway::new().start();
+    let dir = &s.dir;
+    let broker = s.broker();
+    let ca = s.ca();
+    let port = s.port;
+    let admin = s.admin.expect("an admin port");
+    let moat = &s.moat;
     assert_eq!(moat.get("/healthz"), (200, "ok\n".to_string()));
     assert_eq!(moat.get("/readyz"), (200, "ready\n".to_string()));
     assert_eq!(moat.get("/nope").0, 404);

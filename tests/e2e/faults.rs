@@ -25,30 +25,11 @@ fn reload_fails(moat: &Moat) {
 
 #[test]
 fn deleted_certificate_files_keep_the_last_good_ones_in_service() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let (port, admin) = (free_port(), free_port());
-    let moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            Some(admin),
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                "",
-                "",
-            )],
-        ),
-        Some(admin),
-    );
+    let s = Gateway::new().start();
+    let ca = s.ca();
+    let server = &s.server;
+    let port = s.port;
+    let moat = &s.moat;
     let served = norm_serial(&server.serial());
     let saved = (
         std::fs::read(&server.cert).expect("cert"),
@@ -56,7 +37,7 @@ fn deleted_certificate_files_keep_the_last_good_ones_in_service() {
     );
     std::fs::remove_file(&server.cert).expect("rm cert");
     std::fs::remove_file(&server.key).expect("rm key");
-    reload_fails(&moat);
+    reload_fails(moat);
     let logs = moat.logs();
     assert!(logs.contains(&server.cert.display().to_string()), "{logs}");
     assert!(

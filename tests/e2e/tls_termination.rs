@@ -278,30 +278,10 @@ fn post_quantum_hybrid_group_is_negotiated_when_offered_and_x25519_otherwise() {
 
 #[test]
 fn session_tickets_resume() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let (port, admin) = (free_port(), free_port());
-    let moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            Some(admin),
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                "",
-                "",
-            )],
-        ),
-        Some(admin),
-    );
+    let s = Gateway::new().start();
+    let ca = s.ca();
+    let port = s.port;
+    let moat = &s.moat;
     let cfg = rustls_client(&ca.cert, None);
     for i in 0..3 {
         let mut c = RustlsConn::connect(port, "localhost", cfg.clone()).expect("handshake");
