@@ -162,3 +162,25 @@ fn a_bad_file_or_a_fixed_setting_is_refused_and_the_old_configuration_stays() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(s.moat.metric("moat_config_reload_pending", ""), 0.0);
 }
+
+#[test]
+fn a_saved_moat_yaml_is_applied_without_a_signal() {
+    let dir = TestDir::new();
+    let devices = OpensslCa::new(dir.path(), "devices");
+    let device = devices.issue_client(dir.path(), "d", "/CN=device-1", None);
+    let s = start(dir, &devices, "", "mqtt:\n  acl:\n    - publish: [\"#\"]");
+    // Saved the way editors and config managers save: a rename.
+    edit(&s, "- publish: [\"#\"]", "- publish: [\"telemetry/#\"]");
+    assert!(
+        s.moat
+            .wait_for_log("configuration reloaded", Duration::from_secs(10)),
+        "{}",
+        s.moat.logs()
+    );
+    assert!(s.publish_as(&device, "plant/valve", "open"));
+    assert_eq!(
+        s.moat
+            .metric_reaching("moat_mqtt_publish_denied_total", "listener=\"mqtts\"", 1.0),
+        1.0
+    );
+}

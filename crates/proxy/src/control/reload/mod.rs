@@ -38,10 +38,12 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> ReloadHandle {
     let contexts: Vec<Arc<Context>> = targets.iter().map(|t| t.ctx.clone()).collect();
+    let config_file = source.path();
     let handle = worker::spawn(targets, Arc::new(source));
     if config.watch {
         watch::spawn_watcher(
             &contexts,
+            config_file,
             handle.clone(),
             config.debounce.0,
             shutdown.clone(),

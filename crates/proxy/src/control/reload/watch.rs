@@ -1,5 +1,6 @@
-//! Noticing certificate changes: the directories of every configured file,
-//! and of every symlink on the way to it (certbot's `live/` links,
+//! Noticing certificate and configuration changes: the directories of
+//! `moat.yaml` and of every configured file, and of every symlink on the way
+//! to them (certbot's `live/` links,
 //! Kubernetes' `..data`), are watched; relevant events are debounced into
 //! one reload, and the watches follow the links when they move.
 
@@ -17,11 +18,15 @@ use super::swap::Trigger;
 use super::worker::ReloadHandle;
 use crate::conn::Context;
 
-/// Every file a reload reads.
-fn configured_files(listeners: &[Arc<Context>]) -> Vec<PathBuf> {
-    listeners
-        .iter()
-        .flat_map(|l| crate::tls::files::reloadable_files(&l.live.load().config))
+/// Every file a reload reads: the configuration file, and what the
+/// listeners' settings in service name.
+fn configured_files(listeners: &[Arc<Context>], config_file: &Path) -> Vec<PathBuf> {
+    std::iter::once(config_file.to_path_buf())
+        .chain(
+            listeners
+                .iter()
+                .flat_map(|l| crate::tls::files::reloadable_files(&l.live.load().config)),
+        )
         .collect()
 }
 
@@ -80,10 +85,13 @@ pub fn resolution_hops(path: &Path) -> Vec<PathBuf> {
 /// What to watch: the directories holding every hop of every configured
 /// file, and the hops themselves (events on other files in those
 /// directories, such as a log file next to the certificates, are ignored).
-fn watch_plan(listeners: &[Arc<Context>]) -> (BTreeSet<PathBuf>, HashSet<PathBuf>) {
+fn watch_plan(
+    listeners: &[Arc<Context>],
+    config_file: &Path,
+) -> (BTreeSet<PathBuf>, HashSet<PathBuf>) {
     let mut dirs = BTreeSet::new();
     let mut relevant = HashSet::new();
-    for file in configured_files(listeners) {
+    for file in configured_files(listeners, config_file) {
         for hop in resolution_hops(&file) {
             if let Some(d) = hop.parent() {
                 dirs.insert(d.to_path_buf());
@@ -97,10 +105,12 @@ fn watch_plan(listeners: &[Arc<Context>]) -> (BTreeSet<PathBuf>, HashSet<PathBuf
 /// After this long of continuous relevant events, reload anyway.
 const MAX_DEBOUNCE_FACTOR: u32 = 4;
 
-/// Watches the directories of every file the listeners read, and asks
-/// `handle` for a reload once changes have been quiet for `debounce`.
+/// Watches the directories of `config_file` and of every file the
+/// listeners read, and asks `handle` for a reload once changes have been
+/// quiet for `debounce`.
 pub fn spawn_watcher(
     listeners: &[Arc<Context>],
+    config_file: PathBuf,
     handle: ReloadHandle,
     debounce: Duration,
     shutdown: CancellationToken,
@@ -135,7 +145,7 @@ pub fn spawn_watcher(
     let listeners = listeners.to_vec();
     let mut watched = BTreeSet::new();
     let sync = move |watcher: &mut notify::RecommendedWatcher, watched: &mut BTreeSet<PathBuf>| {
-        let (dirs, paths) = watch_plan(&listeners);
+        let (dirs, paths) = watch_plan(&listeners, &config_file);
         if let Ok(mut set) = relevant.write() {
             *set = paths;
         }
