@@ -1,6 +1,8 @@
 //! The configuration file reloads: an allow-list edit closes the live
 //! sessions it refuses and no other, an ACL edit applies to the sessions
-//! that connect after it, and a file that is bad, or that changes what
+//! that connect after it and to the live ones from their next packet
+//! (closing those that hold a subscription it takes away), and a file
+//! that is bad, or that changes what
 //! needs a restart, is refused naming the line or the field while the
 //! previous configuration stays in service.
 
@@ -8,14 +10,22 @@ use std::time::Duration;
 
 use moat_testkit::*;
 
-/// Edits `s`'s moat.yaml (replacing `from` with `to`, which must be there)
-/// atomically, as an editor or a config manager would.
+/// Edits `s`'s moat.yaml (replacing the first `from` with `to`, which
+/// must be there) atomically, as an editor or a config manager would.
 fn edit(s: &Running, from: &str, to: &str) {
+    edit_n(s, from, to, 1);
+}
+
+/// [`edit`], replacing the first `n` of `from`.
+fn edit_n(s: &Running, from: &str, to: &str, n: usize) {
     let path = s.dir.join("moat.yaml");
     let text = std::fs::read_to_string(&path).expect("read moat.yaml");
-    assert!(text.contains(from), "{from:?} not in:\n{text}");
+    assert!(
+        text.matches(from).count() >= n,
+        "{n} of {from:?} not in:\n{text}"
+    );
     let tmp = s.dir.join("moat.yaml.new");
-    std::fs::write(&tmp, text.replacen(from, to, 1)).expect("write");
+    std::fs::write(&tmp, text.replacen(from, to, n)).expect("write");
     std::fs::rename(&tmp, &path).expect("rename");
 }
 
@@ -110,6 +120,80 @@ fn an_acl_edit_applies_to_the_sessions_that_connect_after_it() {
     assert_eq!(
         s.moat
             .metric("moat_mqtt_publish_denied_total", "listener=\"mqtts\""),
+        1.0
+    );
+}
+
+#[test]
+fn an_acl_edit_reaches_live_sessions_and_closes_those_it_takes_a_subscription_from() {
+    let dir = TestDir::new();
+    let devices = OpensslCa::new(dir.path(), "devices");
+    let device = devices.issue_client(dir.path(), "d", "/CN=device-1", None);
+    let s = start(
+        dir,
+        &devices,
+        "",
+        "mqtt:\n  acl:\n    - publish: [\"#\"]\n      subscribe: [\"#\"]",
+    );
+    let (ca, dev) = (&s.ca().cert, (device.cert.as_path(), device.key.as_path()));
+    // One session holds a subscription the edit takes away; the other
+    // holds one it keeps.
+    let mut plant = PahoSession::connect(s.port, ca, dev, "plant-watcher", true);
+    plant.ask("subscribe plant/#", r#"{"suback": [1]}"#);
+    let mut telemetry = PahoSession::connect(s.port, ca, dev, "telemetry-watcher", true);
+    telemetry.ask("subscribe telemetry/#", r#"{"suback": [1]}"#);
+    // A filter subscribed and then unsubscribed is not held any more.
+    telemetry.ask("subscribe plant/old", r#"{"suback": [1]}"#);
+    telemetry.ask("unsubscribe plant/old", r#"{"unsuback": true}"#);
+
+    // Publish and subscribe narrowed to telemetry/#, in one write.
+    edit_n(&s, "[\"#\"]", "[\"telemetry/#\"]", 2);
+    let admin = s.admin.expect("admin");
+    let (code, body) = http_request(admin, "POST", "/reload").expect("POST /reload");
+    assert_eq!(code, 200, "{body}");
+
+    // The session that holds plant/# gets DISCONNECT "not authorized"
+    // (0x87), within 2 s, and is counted and logged once.
+    assert!(
+        plant.saw_within(r#"{"disconnect": 135}"#, Duration::from_secs(2)),
+        "{:?}\n{}",
+        plant.events(),
+        s.moat.logs()
+    );
+    assert_eq!(
+        s.moat.metric_reaching(
+            "moat_connections_closed_total",
+            "reason=\"subscription_denied\"",
+            1.0
+        ),
+        1.0
+    );
+    let line = s
+        .moat
+        .log_line("session closed by moat", Duration::from_secs(2));
+    assert!(line.contains("plant-watcher"), "{line}");
+    assert!(s
+        .moat
+        .logs()
+        .contains("the reloaded topic ACL no longer allows a subscription"));
+
+    // The other session stays, and the new ACL applies to its next
+    // packets: a SUBSCRIBE and a PUBLISH now outside it are refused, one
+    // inside it goes through.
+    telemetry.ask("subscribe plant/x", r#"{"suback": [135]}"#);
+    telemetry.ask("publish plant/valve open", r#"{"puback": 135}"#);
+    telemetry.ask("publish telemetry/t 21.5", r#"{"puback": 0}"#);
+    telemetry.expect(r#"{"message": ["telemetry/t", "21.5"]}"#);
+    assert!(
+        !telemetry.events().iter().any(|e| e.contains("disconnect")),
+        "{:?}",
+        telemetry.events()
+    );
+    assert_eq!(
+        s.moat.metric(
+            "moat_connections_closed_total",
+            "reason=\"subscription_denied\""
+        ),
         1.0
     );
 }

@@ -12,8 +12,11 @@ use tracing::{info, warn};
 
 use super::finish::{close, finish, CLOSE_NOTIFY_TIMEOUT};
 use super::handshake::Established;
+use super::registry::CloseReason;
 use crate::config::MqttConfig;
+use crate::guard::acl::Subject;
 use crate::guard::connect::{self, ConnectDecision, ConnectRefusal};
+use crate::guard::granted::Regranted;
 use crate::guard::packets::PacketGuard;
 use crate::relay::{self, mqtt};
 use crate::tls::allow::DeviceFacts;
@@ -24,6 +27,8 @@ struct Accepted {
     forward: Vec<u8>,
     client_id: String,
     username: Option<String>,
+    /// The certificate identity the ACL was resolved with.
+    identity: Option<String>,
     guard: Box<PacketGuard>,
     /// Client bytes read after the CONNECT.
     pending: Vec<u8>,
@@ -81,6 +86,7 @@ pub async fn run(mut conn: Box<Established>) {
         keep_alive,
         client_id,
         username,
+        identity,
         ..
     } = accepted;
     m.mqtt_connected(connect::version_label(version));
@@ -105,9 +111,21 @@ pub async fn run(mut conn: Box<Established>) {
         k => Duration::from_millis(u64::from(k) * 1500),
     };
     let mut pump = relay::idle_timeout(pump, idle);
-    let ended = tokio::select! {
-        result = &mut pump => Err(result),
-        reason = registered.stopped() => Ok(reason),
+    let subject = Subject {
+        client_id: &client_id,
+        username: username.as_deref(),
+        identity: identity.as_deref(),
+    };
+    let ended = loop {
+        tokio::select! {
+            result = &mut pump => break Err(result),
+            reason = registered.stopped() => break Ok(reason),
+            () = registered.policy_reloaded() => {
+                if let Some(reason) = reload_policy(pump.get_mut(), &ctx.live.load(), &subject) {
+                    break Ok(reason);
+                }
+            }
+        }
     };
     match ended {
         Err(result) => finish(result, started, m, None),
@@ -119,6 +137,29 @@ pub async fn run(mut conn: Box<Established>) {
             finish(result, started, m, Some((reason, registered.session())));
         }
     }
+}
+
+/// Gives the session's guard its listener's reloaded MQTT settings. A
+/// session the new ACL no longer allows a subscription it holds must end
+/// (the broker would go on delivering on it): that reason comes back.
+fn reload_policy(
+    pump: &mut mqtt::MqttRelay<'_, TlsStream, tokio::net::TcpStream>,
+    live: &crate::conn::context::Live,
+    subject: &Subject<'_>,
+) -> Option<CloseReason> {
+    // MQTT awareness cannot be turned off while moat runs.
+    let config = live.config.mqtt.as_ref()?;
+    let acl = connect::client_acl(config, subject);
+    let denied = match pump.reload_policy(acl, config.on_deny, config.max_packet_size) {
+        Regranted::Allowed => return None,
+        Regranted::Denied(filters) => filters,
+        Regranted::Unknown => vec!["(more subscriptions than moat keeps track of)".into()],
+    };
+    warn!(
+        filters = ?denied,
+        "the reloaded topic ACL no longer allows a subscription this session holds; closing it"
+    );
+    Some(CloseReason::SubscriptionDenied)
 }
 
 /// Reads the CONNECT and decides on it. A refused one gets its reply (a
@@ -163,6 +204,7 @@ async fn connect_phase(
             forward,
             client_id,
             username,
+            identity,
             guard: session,
             pending: buf[len..].to_vec(),
             keep_alive,

@@ -43,6 +43,8 @@ reasons! {
         Kicked => "kicked",
         /// An operator banned it (`POST /bans`).
         Banned => "banned",
+        /// A reloaded topic ACL no longer allows a subscription it holds.
+        SubscriptionDenied => "subscription_denied",
     }
 }
 
@@ -51,7 +53,10 @@ impl CloseReason {
     pub fn disconnect_code(self) -> u8 {
         use moat_mqtt::ack::reason;
         match self {
-            Self::Revoked | Self::NotTrusted | Self::CertificateExpired => reason::NOT_AUTHORIZED,
+            Self::Revoked
+            | Self::NotTrusted
+            | Self::CertificateExpired
+            | Self::SubscriptionDenied => reason::NOT_AUTHORIZED,
             Self::MaxLifetime => reason::MAXIMUM_CONNECT_TIME,
             Self::Kicked | Self::Banned => reason::ADMINISTRATIVE_ACTION,
         }
@@ -87,11 +92,13 @@ impl Session {
     }
 }
 
-/// How a session is told to stop.
+/// How a session is told to stop, or that its listener's MQTT policy
+/// was reloaded.
 #[derive(Debug, Default)]
 struct Stop {
     reason: OnceLock<CloseReason>,
     wake: Notify,
+    policy: Notify,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +208,24 @@ impl Registry {
         true
     }
 
+    /// Tells the live sessions of `listener` that its MQTT settings were
+    /// reloaded: each MQTT-aware one takes the new ACL and limits for its
+    /// next packets, and ends if the ACL no longer allows a subscription it
+    /// holds (`conn::mqtt`). Returns how many were told.
+    pub fn policy_changed(&self, listener: &str) -> usize {
+        let told: Vec<Arc<Stop>> = self
+            .lock()
+            .values()
+            .filter(|e| e.session.listener == listener)
+            .map(|e| e.stop.clone())
+            .collect();
+        for stop in &told {
+            // notify_one keeps a permit for a session busy elsewhere.
+            stop.policy.notify_one();
+        }
+        told.len()
+    }
+
     /// Stops every session whose deadline is at or before `now`; returns
     /// how many.
     pub fn expire(&self, now: Instant) -> usize {
@@ -281,6 +306,12 @@ impl Registered {
         }
     }
 
+    /// Resolves when the listener's MQTT settings were reloaded since the
+    /// last call ([`Registry::policy_changed`]).
+    pub async fn policy_reloaded(&self) {
+        self.stop.policy.notified().await;
+    }
+
     /// The identity, for the line that says the session was closed.
     pub fn session(&self) -> &Session {
         &self.session
@@ -346,6 +377,21 @@ mod tests {
         assert!(r.stop(a.session().id, CloseReason::Revoked));
         assert_eq!(a.stopped().await, CloseReason::Kicked);
         assert!(!r.stop(9999, CloseReason::Kicked));
+    }
+
+    #[tokio::test]
+    async fn a_policy_reload_tells_the_sessions_of_its_listener_only() {
+        let r = Arc::new(Registry::default());
+        let a = r.register(new_session("a", None, Duration::ZERO));
+        let b = r.register(new_session("b", None, Duration::ZERO));
+        assert_eq!(r.policy_changed("a"), 1);
+        // Told before it waits: the permit is kept.
+        tokio::time::timeout(Duration::from_secs(1), a.policy_reloaded())
+            .await
+            .expect("a was told");
+        let untold = tokio::time::timeout(Duration::from_millis(50), b.policy_reloaded()).await;
+        assert!(untold.is_err(), "b's listener did not reload");
+        assert_eq!(r.policy_changed("none"), 0);
     }
 
     #[test]

@@ -162,17 +162,14 @@ pub fn decide_connect(
             (out, Some(id.to_string()))
         }
     };
-    let acl = match &config.acl {
-        None => ClientAcl::allow_all(),
-        Some(rules) => ClientAcl::resolve(
-            rules,
-            &Subject {
-                client_id: connect.client_id,
-                username: username.as_deref(),
-                identity,
-            },
-        ),
-    };
+    let acl = client_acl(
+        config,
+        &Subject {
+            client_id: connect.client_id,
+            username: username.as_deref(),
+            identity,
+        },
+    );
     if let Some(will) = &connect.will {
         if !acl.may_publish(will.topic) {
             tracing::info!(topic = will.topic, "will topic denied by the topic ACL");
@@ -191,6 +188,15 @@ pub fn decide_connect(
         client_id: connect.client_id.to_string(),
         username,
         keep_alive: connect.keep_alive,
+    }
+}
+
+/// The topic ACL of one client under `config` (everything allowed when
+/// it has none); at CONNECT, and again when the configuration reloads.
+pub fn client_acl(config: &MqttConfig, subject: &Subject<'_>) -> ClientAcl {
+    match &config.acl {
+        None => ClientAcl::allow_all(),
+        Some(rules) => ClientAcl::resolve(rules, subject),
     }
 }
 

@@ -5,6 +5,8 @@
 //!   the will topic, and the session's ACL, decided before the broker is
 //!   connected;
 //! - `acl`: topic ACL rules with Mosquitto's semantics;
+//! - `granted`: the subscriptions let through, for a reloaded ACL to
+//!   check again;
 //! - `packets`: the decisions on every packet after CONNECT (forward, skip,
 //!   replace, wait) and the replies owed to the client.
 //!
@@ -13,4 +15,5 @@
 
 pub mod acl;
 pub mod connect;
+pub mod granted;
 pub mod packets;

@@ -25,6 +25,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::direction::{totals, Direction, Totals, BUF_SIZE};
 use super::idle::Traffic;
+use crate::config::OnDeny;
+use crate::guard::acl::ClientAcl;
+use crate::guard::granted::Regranted;
 use crate::guard::packets::{PacketGuard, SessionClose, Step, MAX_BUFFERED_PACKET};
 use crate::pool::PollReadable;
 
@@ -327,6 +330,17 @@ where
     C: AsyncRead + AsyncWrite + PollReadable + Unpin,
     B: AsyncRead + AsyncWrite + PollReadable + Unpin,
 {
+    /// Gives the guard a reloaded ACL and limits for the packets that
+    /// follow ([`PacketGuard::reload_policy`]).
+    pub fn reload_policy(
+        &mut self,
+        acl: ClientAcl,
+        on_deny: OnDeny,
+        max_packet_size: u32,
+    ) -> Regranted {
+        self.guard.reload_policy(acl, on_deny, max_packet_size)
+    }
+
     /// Tells the relay to end the session: a DISCONNECT with `code` goes
     /// to an MQTT 5 client (older versions have none from the server), then
     /// the client side is closed. The relay then resolves to

@@ -260,8 +260,13 @@ impl ReloadTarget {
             tls: Arc::new(new),
             routes: live.routes.clone(),
         };
+        let mqtt_edited = config.mqtt != live.config.mqtt;
         let serial = self.put_in_service(&mut state, next, trigger, reconfigured, now);
         self.close_refused(&verdict);
+        if mqtt_edited {
+            let told = self.ctx.sessions.policy_changed(name);
+            info!(listener = %name, sessions = told, "MQTT settings reloaded; live sessions take them for their next packets");
+        }
         if tickets_rotated {
             if config.tls.session_ticket_keys.is_some() {
                 info!(listener = %name, "session ticket keys reloaded from the shared key file");
