@@ -39,6 +39,11 @@ pub struct Context {
     pub sessions: Arc<Registry>,
 }
 
+/// Every listener and route in service, each listener followed by its
+/// routes (the order of the expanded configuration); swapped whole when a
+/// reload adds or removes a route.
+pub type Catalog = ArcSwap<Vec<Arc<Context>>>;
+
 /// The part of a listener a reload may change, as one value.
 #[derive(Clone)]
 pub struct Live {

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 
 pub use admit::Admitted;
-pub use context::Context;
+pub use context::{Catalog, Context};
 
 /// Keeps `moat_connections_active` right whichever way a connection ends.
 struct ActiveGuard(prometheus_client::metrics::gauge::Gauge);

@@ -52,7 +52,7 @@ pub struct AdminState {
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
     /// The listeners, for `/certificates`.
-    pub listeners: Vec<Arc<Context>>,
+    pub listeners: Arc<crate::conn::Catalog>,
     /// For `POST /reload`.
     pub reloader: ReloadHandle,
     /// The live sessions, for `/connections`.
@@ -327,7 +327,7 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
     }
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/certificates") => {
-            json(StatusCode::OK, &certificates_json(&state.listeners))
+            json(StatusCode::OK, &certificates_json(&state.listeners.load()))
         }
         (&Method::GET | &Method::HEAD | &Method::DELETE, "/connections") => connections(state, req),
         (&Method::POST, "/reload") => {

@@ -5,17 +5,17 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::conn::Context;
+use crate::conn::Catalog;
 
 /// Readiness, read by `/readyz`.
 pub struct Health {
     ready: AtomicBool,
-    listeners: Vec<Arc<Context>>,
+    listeners: Arc<Catalog>,
 }
 
 impl Health {
     /// Not ready yet, for these listeners.
-    pub fn new(listeners: Vec<Arc<Context>>) -> Self {
+    pub fn new(listeners: Arc<Catalog>) -> Self {
         Self {
             ready: AtomicBool::new(false),
             listeners,
@@ -33,6 +33,7 @@ impl Health {
         self.ready.load(Ordering::SeqCst)
             && !self
                 .listeners
+                .load()
                 .iter()
                 .any(|l| l.live.load().backend.health.is_down())
     }

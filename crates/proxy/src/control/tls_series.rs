@@ -16,6 +16,18 @@ pub struct TlsSeries {
 }
 
 impl TlsSeries {
+    /// Takes these series out of `m`.
+    pub fn remove(&self, m: &Metrics) {
+        for labels in &self.certs {
+            m.cert_not_after.remove(labels);
+            m.cert_not_before.remove(labels);
+        }
+        for labels in &self.crls {
+            m.crl_next_update.remove(labels);
+            m.crl_this_update.remove(labels);
+        }
+    }
+
     /// Exports the validity of every certificate a listener serves and
     /// trusts, and of its CRLs, replacing the series of `previous`.
     pub fn export(
@@ -24,14 +36,7 @@ impl TlsSeries {
         tls: &ListenerTls,
         previous: &TlsSeries,
     ) -> TlsSeries {
-        for labels in &previous.certs {
-            m.cert_not_after.remove(labels);
-            m.cert_not_before.remove(labels);
-        }
-        for labels in &previous.crls {
-            m.crl_next_update.remove(labels);
-            m.crl_this_update.remove(labels);
-        }
+        previous.remove(m);
         let mut series = TlsSeries::default();
         let mut add = |path: &std::path::Path, role: &str, c: &CertInfo| {
             let labels = CertLabels {

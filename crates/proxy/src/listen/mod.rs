@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::config::ValidConfig;
-use crate::conn::context::{Context, Route};
+use crate::conn::context::{Catalog, Context, Route};
 use crate::conn::registry::Registry;
 use crate::metrics::Metrics;
 use crate::tls::ListenerTls;
@@ -33,7 +33,7 @@ pub struct Listeners {
     /// The listeners that own sockets, in configuration order.
     pub parents: Vec<Arc<Context>>,
     /// Every listener and route: each parent followed by its routes.
-    pub all: Vec<Arc<Context>>,
+    pub all: Arc<Catalog>,
     /// The live sessions of all of them.
     pub sessions: Arc<Registry>,
 }
@@ -80,7 +80,7 @@ impl Listeners {
                 ))
             })
             .collect();
-        let all = parents
+        let all: Vec<Arc<Context>> = parents
             .iter()
             .flat_map(|p| {
                 let routes: Vec<Arc<Context>> =
@@ -90,7 +90,7 @@ impl Listeners {
             .collect();
         Self {
             parents,
-            all,
+            all: Arc::new(Catalog::from_pointee(all)),
             sessions,
         }
     }
@@ -161,7 +161,7 @@ impl Listeners {
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {
                         let now = std::time::Instant::now();
-                        for ctx in &all {
+                        for ctx in all.load().iter() {
                             ctx.admission.sweep(now);
                         }
                     }
@@ -172,7 +172,7 @@ impl Listeners {
 }
 
 /// The line that says a listener (or route) serves, and what.
-fn log_listening(ctx: &Context) {
+pub fn log_listening(ctx: &Context) {
     let live = ctx.live.load();
     let leaf = live.tls.certs[0].leaf();
     info!(

@@ -95,6 +95,7 @@ pub async fn serve(
     // configuration, and of `prepared`.
     let targets: Vec<Arc<ReloadTarget>> = listeners
         .all
+        .load()
         .iter()
         .zip(config.listeners().zip(prepared.resumption))
         .map(|(ctx, ((l, _), resumption))| {
@@ -105,6 +106,7 @@ pub async fn serve(
     let source = reload::ConfigSource::new(config.clone(), &metrics);
     let reloader = reload::start(
         targets,
+        listeners.all.clone(),
         source,
         &config.config.reload,
         admin_shutdown.clone(),
@@ -128,9 +130,10 @@ pub async fn serve(
     health.set_ready(true);
     metrics.set_ready(true);
     info!(workers = workers.len(), "ready");
-    systemd::ready(&format!("serving {} listener(s)", listeners.all.len()));
+    let count = listeners.all.load().len();
+    systemd::ready(&format!("serving {count} listener(s)"));
 
-    until_stopped(&mut signals, &reloader, listeners.all.len()).await;
+    until_stopped(&mut signals, &reloader, count).await;
     drain(
         &config,
         &mut signals,

@@ -30,4 +30,4 @@ mod state;
 pub mod stream;
 pub mod tickets;
 
-pub use state::{build_from, prepare, ListenerTls, Prepared, Resumption};
+pub use state::{build_from, prepare, prepare_one, ListenerTls, Prepared, Resumption};

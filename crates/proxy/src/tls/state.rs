@@ -258,6 +258,19 @@ pub struct Prepared {
     pub resumption: Vec<Resumption>,
 }
 
+/// Loads the certificates and keys of one listener (or route) that is
+/// new: its TLS state and fresh resumption keys.
+pub fn prepare_one(
+    l: &ListenerConfig,
+    policy: &TlsPolicy,
+    now: SystemTime,
+) -> Result<(ListenerTls, Resumption), CertError> {
+    let sources = Sources::read(l)?;
+    let (resumption, _) = Resumption::for_state(&sources, None)?;
+    let state = build_from(l, policy, &sources, Some(&resumption), now)?;
+    Ok((state, resumption))
+}
+
 /// Loads every certificate and key of every listener. Reports all
 /// problems, not just the first.
 pub fn prepare(config: &ValidConfig) -> Result<Prepared, Vec<CertError>> {
@@ -266,12 +279,7 @@ pub fn prepare(config: &ValidConfig) -> Result<Prepared, Vec<CertError>> {
     let mut states = Vec::new();
     let mut resumptions = Vec::new();
     for (l, policy) in config.listeners() {
-        let built = Sources::read(l).and_then(|sources| {
-            let (resumption, _) = Resumption::for_state(&sources, None)?;
-            let state = build_from(l, policy, &sources, Some(&resumption), now)?;
-            Ok((state, resumption))
-        });
-        match built {
+        match prepare_one(l, policy, now) {
             Ok((state, resumption)) => {
                 states.push(state);
                 resumptions.push(resumption);

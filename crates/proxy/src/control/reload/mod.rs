@@ -8,11 +8,13 @@
 //! - `worker`: one task runs reloads one at a time, whatever asked;
 //! - `swap`: one listener's reload: read, compare, build aside, swap;
 //! - `recheck`: the live sessions verified again against the new state;
+//! - `routes`: SNI routes a reloaded file adds or removes;
 //! - `settings`: the configuration file read again, and what may change
 //!   without a restart;
 //! - `watch`: the file watcher and its debounce.
 
 mod recheck;
+mod routes;
 mod settings;
 mod swap;
 mod watch;
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ReloadConfig;
-use crate::conn::Context;
+use crate::conn::Catalog;
 pub use settings::ConfigSource;
 pub use swap::{all_ok, ReloadOutcome, ReloadTarget, Trigger};
 pub use watch::resolution_hops;
@@ -33,16 +35,16 @@ pub use worker::ReloadHandle;
 /// periodic check, as `config` says.
 pub fn start(
     targets: Vec<Arc<ReloadTarget>>,
+    catalog: Arc<Catalog>,
     source: ConfigSource,
     config: &ReloadConfig,
     shutdown: CancellationToken,
 ) -> ReloadHandle {
-    let contexts: Vec<Arc<Context>> = targets.iter().map(|t| t.ctx.clone()).collect();
     let config_file = source.path();
-    let handle = worker::spawn(targets, Arc::new(source));
+    let handle = worker::spawn(targets, catalog.clone(), Arc::new(source));
     if config.watch {
         watch::spawn_watcher(
-            &contexts,
+            catalog,
             config_file,
             handle.clone(),
             config.debounce.0,

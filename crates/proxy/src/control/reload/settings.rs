@@ -1,9 +1,10 @@
 //! The configuration file's part in a reload: `moat.yaml` is read again on
 //! every reload, whatever asked for it, and what changed in it is applied
 //! live: allow-lists, client-auth settings, topic ACLs and MQTT limits,
-//! backends, timeouts, certificate paths, SNI route names. What is fixed
-//! when the process starts (addresses and sockets, the set of listeners
-//! and routes, admission limits, the admin endpoint, logging, the user and
+//! backends, timeouts, certificate paths, SNI routes (added, changed or
+//! removed: `routes`). What is fixed when the process starts (addresses and
+//! sockets, the set of listeners, admission limits, the admin endpoint,
+//! logging, the user and
 //! the sandbox) is compared too: a change there refuses the whole file,
 //! naming each field that needs a restart, and the running configuration
 //! stays. A file that does not parse or validate is refused the same way,
@@ -78,20 +79,11 @@ impl ConfigSource {
                 }
             }
         };
-        let mut failed = self
-            .failed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match &read {
-            ConfigRead::Refused(e) => {
-                self.pending.set(1);
-                if explicit || failed.as_deref() != Some(e.as_str()) {
-                    self.failures.inc();
-                    error!(file = %path.display(), error = %e, "configuration reload failed; still serving the previous configuration");
-                }
-                *failed = Some(e.clone());
-            }
-            _ => *failed = None,
+            ConfigRead::Refused(e) => self.refused(e, explicit),
+            ConfigRead::Unchanged => *self.failed() = None,
+            // Cleared once applied: a new route may still refuse it.
+            ConfigRead::Changed(_) => {}
         }
         if let ConfigRead::Unchanged = read {
             self.pending.set(0);
@@ -99,9 +91,29 @@ impl ConfigSource {
         read
     }
 
+    fn failed(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that the file cannot be used, for `why`: logged (once per
+    /// distinct refusal unless `explicit`), counted, and pending.
+    pub fn refused(&self, why: &str, explicit: bool) {
+        let path = self.path();
+        let mut failed = self.failed();
+        self.pending.set(1);
+        if explicit || failed.as_deref() != Some(why) {
+            self.failures.inc();
+            error!(file = %path.display(), error = %why, "configuration reload failed; still serving the previous configuration");
+        }
+        *failed = Some(why.to_string());
+    }
+
     /// Puts `new` in service (once every listener took its part).
     pub fn applied(&self, new: ValidConfig) {
         self.pending.set(0);
+        *self.failed() = None;
         info!(file = %new.path.display(), "configuration reloaded");
         *self.current() = new;
     }
@@ -131,19 +143,29 @@ pub fn needs_restart(old: &ValidConfig, new: &ValidConfig) -> Vec<String> {
     top("user", o.user == n.user);
     top("group", o.group == n.group);
     top("sandbox", o.sandbox == n.sandbox);
-    let names = |c: &ValidConfig| -> Vec<String> {
-        c.config.listeners.iter().map(|l| l.name.clone()).collect()
+    // The listeners own sockets: their set is fixed. Routes (named
+    // `listener/route`) may come and go (`routes`); those in both files
+    // keep their fixed settings.
+    let parents = |c: &ValidConfig| -> Vec<String> {
+        c.config
+            .listeners
+            .iter()
+            .filter(|l| l.route.is_none())
+            .map(|l| l.name.clone())
+            .collect()
     };
-    if names(old) != names(new) {
+    if parents(old) != parents(new) {
         out.push(format!(
-            "listeners and routes: {:?} -> {:?} (adding, removing or renaming one)",
-            names(old),
-            names(new)
+            "listeners: {:?} -> {:?} (adding, removing or renaming a listener; routes may change live)",
+            parents(old),
+            parents(new)
         ));
         return out;
     }
-    for (i, (a, b)) in o.listeners.iter().zip(&n.listeners).enumerate() {
-        out.extend(listener_restart(i, a, b));
+    for (i, b) in n.listeners.iter().enumerate() {
+        if let Some(a) = o.listeners.iter().find(|a| a.name == b.name) {
+            out.extend(listener_restart(i, a, b));
+        }
     }
     out
 }
@@ -217,6 +239,24 @@ listeners:
     }
 
     #[test]
+    fn routes_come_and_go_live_but_listeners_do_not() {
+        let old = parse(BASE);
+        let route = "    routes:\n      - name: b\n        server_names: [b.example]\n        backend: 127.0.0.1:1884\n        tls:\n          certificates:\n            - cert: tls/b.pem\n              key: tls/b.key\n";
+        let with_route =
+            parse(&BASE.replace("    mqtt: {}\n", &format!("    mqtt: {{}}\n{route}")));
+        assert!(needs_restart(&old, &with_route).is_empty());
+        assert!(needs_restart(&with_route, &old).is_empty());
+        let renamed = parse(&BASE.replace(
+            "    mqtt: {}\n",
+            &format!("    mqtt: {{}}\n{}", route.replace("name: b", "name: c")),
+        ));
+        assert!(needs_restart(&with_route, &renamed).is_empty());
+        let second = format!("{BASE}  - name: other\n    listen: 127.0.0.1:8884\n    backend: 127.0.0.1:1883\n    tls:\n      certificates:\n        - cert: tls/server.pem\n          key: tls/server.key\n");
+        let restart = needs_restart(&old, &parse(&second));
+        assert!(restart[0].starts_with("listeners: "), "{restart:?}");
+    }
+
+    #[test]
     fn addresses_listeners_and_admission_need_a_restart_and_are_named() {
         let old = parse(BASE);
         let moved = parse(&BASE.replace("127.0.0.1:8883", "127.0.0.1:8884"));
@@ -225,7 +265,7 @@ listeners:
             ["listeners[0] (mqtts).listen: 127.0.0.1:8883 -> 127.0.0.1:8884"]
         );
         let renamed = parse(&BASE.replace("name: mqtts", "name: devices"));
-        assert!(needs_restart(&old, &renamed)[0].starts_with("listeners and routes"));
+        assert!(needs_restart(&old, &renamed)[0].starts_with("listeners: "));
         let admin = parse(&BASE.replace("127.0.0.1:9090", "127.0.0.1:9091"));
         assert_eq!(needs_restart(&old, &admin), ["admin changed"]);
         let opaque = parse(&BASE.replace("    mqtt: {}\n", ""));

@@ -337,22 +337,52 @@ impl ReloadTarget {
         }
     }
 
-    /// Points this listener's SNI routes at their contexts' current names
-    /// (after a configuration reload changed a route's `server_names`).
-    pub fn refresh_routes(&self) {
+    /// The process's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Whether this is a listener (which owns a socket), not a route.
+    pub fn is_listener(&self) -> bool {
+        self.ctx.live.load().config.route.is_none()
+    }
+
+    /// The listener this route belongs to; `None` for a listener.
+    pub fn route_of(&self) -> Option<String> {
+        let live = self.ctx.live.load();
+        live.config.route.as_ref().map(|r| r.parent.clone())
+    }
+
+    /// Makes `routes` this listener's SNI table, each selected by the
+    /// names its settings in service list (after a configuration reload
+    /// added, removed or renamed routes, or changed their `server_names`).
+    pub fn set_routes(&self, routes: Vec<Arc<Context>>) {
         let live = self.ctx.live.load_full();
-        if live.routes.is_empty() {
+        if live.routes.is_empty() && routes.is_empty() {
             return;
         }
-        let routes = live
-            .routes
-            .iter()
-            .map(|r| Route::of(r.ctx.clone()))
-            .collect();
+        let routes = routes.into_iter().map(Route::of).collect();
         self.ctx.live.store(Arc::new(Live {
             routes,
             ..(*live).clone()
         }));
+    }
+
+    /// Takes a removed route out of service: its stapling tasks stop, and
+    /// its certificate and reload series leave `/metrics`.
+    pub fn retire(&self) {
+        let mut state = match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        state.staplers.clear();
+        state.series.remove(&self.metrics);
+        state.series = TlsSeries::default();
+        let l = ListenerLabels {
+            listener: self.ctx.name.clone(),
+        };
+        self.metrics.last_reload_success.remove(&l);
+        self.metrics.reload_pending.remove(&l);
     }
 }
 

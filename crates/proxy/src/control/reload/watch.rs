@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::swap::Trigger;
 use super::worker::ReloadHandle;
-use crate::conn::Context;
+use crate::conn::{Catalog, Context};
 
 /// Every file a reload reads: the configuration file, and what the
 /// listeners' settings in service name.
@@ -109,7 +109,7 @@ const MAX_DEBOUNCE_FACTOR: u32 = 4;
 /// listeners read, and asks `handle` for a reload once changes have been
 /// quiet for `debounce`.
 pub fn spawn_watcher(
-    listeners: &[Arc<Context>],
+    listeners: Arc<Catalog>,
     config_file: PathBuf,
     handle: ReloadHandle,
     debounce: Duration,
@@ -142,10 +142,9 @@ pub fn spawn_watcher(
             return;
         }
     };
-    let listeners = listeners.to_vec();
     let mut watched = BTreeSet::new();
     let sync = move |watcher: &mut notify::RecommendedWatcher, watched: &mut BTreeSet<PathBuf>| {
-        let (dirs, paths) = watch_plan(&listeners, &config_file);
+        let (dirs, paths) = watch_plan(&listeners.load(), &config_file);
         if let Ok(mut set) = relevant.write() {
             *set = paths;
         }

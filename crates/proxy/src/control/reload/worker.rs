@@ -10,8 +10,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use super::routes;
 use super::settings::{ConfigRead, ConfigSource};
 use super::swap::{ReloadOutcome, ReloadTarget, Trigger};
+use crate::config::ValidConfig;
+use crate::conn::Catalog;
 use crate::tls::certs::CertError;
 
 /// A request to the reload worker.
@@ -56,43 +59,47 @@ impl ReloadHandle {
 
 /// One reload of everything: the configuration file first, then every
 /// listener with its part of it (or its settings in service, when the file
-/// is unchanged or refused). A refused file is reported as one more
-/// outcome, named after the file.
+/// is unchanged or refused), and the routes it adds or removes (`routes`).
+/// A refused file is reported as one more outcome, named after the file.
 fn reload_all(
-    targets: &[Arc<ReloadTarget>],
+    targets: &mut Vec<Arc<ReloadTarget>>,
+    catalog: &Catalog,
     source: &ConfigSource,
     trigger: Trigger,
 ) -> Vec<(String, ReloadOutcome)> {
-    let read = source.read(trigger.explicit());
-    let mut outcomes: Vec<(String, ReloadOutcome)>;
+    let mut read = source.read(trigger.explicit());
+    let mut outcomes: Vec<(String, ReloadOutcome)> = Vec::new();
     let mut refused = None;
-    match read {
-        ConfigRead::Changed(new) => {
-            outcomes = targets
-                .iter()
-                .map(|t| {
-                    let settings = new.listeners().find(|(l, _)| l.name == t.ctx.name);
-                    (t.ctx.name.clone(), t.reload(trigger, settings))
-                })
-                .collect();
-            for t in targets {
-                t.refresh_routes();
+    if let ConfigRead::Changed(new) = &read {
+        match routes::plan(targets, new, targets[0].metrics()) {
+            Ok(change) => {
+                apply(
+                    targets,
+                    catalog,
+                    source,
+                    trigger,
+                    new,
+                    change,
+                    &mut outcomes,
+                );
+                read = ConfigRead::Unchanged;
             }
-            // A listener that kept its previous state keeps the file
-            // "changed", so that the next reload tries it again.
-            if super::swap::all_ok(&outcomes) {
-                source.applied(*new);
+            // A route that cannot be loaded refuses the whole file.
+            Err(e) => {
+                let message = format!("a new SNI route cannot be loaded: {e}");
+                source.refused(&message, trigger.explicit());
+                read = ConfigRead::Refused(message);
             }
         }
-        ConfigRead::Unchanged | ConfigRead::Refused(_) => {
-            if let ConfigRead::Refused(message) = read {
-                refused = Some(message);
-            }
-            outcomes = targets
-                .iter()
-                .map(|t| (t.ctx.name.clone(), t.reload(trigger, None)))
-                .collect();
-        }
+    }
+    if let ConfigRead::Refused(message) = read {
+        refused = Some(message);
+    }
+    if outcomes.is_empty() {
+        outcomes = targets
+            .iter()
+            .map(|t| (t.ctx.name.clone(), t.reload(trigger, None)))
+            .collect();
     }
     if let Some(message) = refused {
         outcomes.push((
@@ -107,21 +114,68 @@ fn reload_all(
     outcomes
 }
 
-/// Starts the reload worker for `targets`, re-reading the configuration
-/// file `source` on every reload.
-pub fn spawn(targets: Vec<Arc<ReloadTarget>>, source: Arc<ConfigSource>) -> ReloadHandle {
+/// Puts a changed configuration file in service: each listener and route
+/// kept takes its part, the new routes join (already loaded by
+/// `routes::plan`), the removed ones leave, and the file counts as applied
+/// once every listener took its part. A listener that kept its previous
+/// state keeps the file "changed", so that the next reload tries it again.
+fn apply(
+    targets: &mut Vec<Arc<ReloadTarget>>,
+    catalog: &Catalog,
+    source: &ConfigSource,
+    trigger: Trigger,
+    new: &ValidConfig,
+    change: routes::RouteChange,
+    outcomes: &mut Vec<(String, ReloadOutcome)>,
+) {
+    for t in &change.targets {
+        let name = t.ctx.name.clone();
+        if change.added.contains(&name) {
+            let serial = t.ctx.live.load().tls.certs[0].leaf().serial.clone();
+            outcomes.push((name, ReloadOutcome::Reloaded { serial }));
+        } else {
+            let settings = new.listeners().find(|(l, _)| l.name == name);
+            outcomes.push((name, t.reload(trigger, settings)));
+        }
+    }
+    routes::put_in_service(&change.targets, &change.added, &change.removed, catalog);
+    *targets = change.targets;
+    if super::swap::all_ok(outcomes) {
+        source.applied(new.clone());
+    }
+}
+
+/// Starts the reload worker for `targets` (every listener and route, also
+/// listed in `catalog`), re-reading the configuration file `source` on
+/// every reload.
+pub fn spawn(
+    targets: Vec<Arc<ReloadTarget>>,
+    catalog: Arc<Catalog>,
+    source: Arc<ConfigSource>,
+) -> ReloadHandle {
     let (tx, mut rx) = mpsc::channel::<Request>(4);
     tokio::spawn(async move {
+        let mut targets = targets;
         while let Some(req) = rx.recv().await {
             if req.trigger.explicit() {
                 info!(trigger = req.trigger.as_str(), "reloading certificates");
             }
-            let ts = targets.clone();
-            let source = source.clone();
+            let mut ts = targets.clone();
+            let (source, catalog) = (source.clone(), catalog.clone());
             let trigger = req.trigger;
-            let outcomes = tokio::task::spawn_blocking(move || reload_all(&ts, &source, trigger))
-                .await
-                .unwrap_or_default();
+            let outcomes = tokio::task::spawn_blocking(move || {
+                let outcomes = reload_all(&mut ts, &catalog, &source, trigger);
+                (outcomes, ts)
+            })
+            .await;
+            // A reload that panicked changed nothing in the list.
+            let outcomes = match outcomes {
+                Ok((outcomes, ts)) => {
+                    targets = ts;
+                    outcomes
+                }
+                Err(_) => Vec::new(),
+            };
             if let Some(reply) = req.reply {
                 let _ = reply.send(outcomes);
             }
