@@ -22,6 +22,7 @@ pub fn expand_routes(config: &mut Config) {
             out.push(ListenerConfig {
                 name: format!("{}/{}", parent.name, r.name),
                 backend: r.backend,
+                balance: r.balance.or(parent.balance),
                 tls: r.tls,
                 backend_proxy_protocol: r.backend_proxy_protocol,
                 mqtt: r.mqtt,

@@ -457,3 +457,69 @@ fn syntax_error_names_line() {
     let e = error_text("listeners: [\n");
     assert!(e.contains("line 2"), "{e}");
 }
+
+#[test]
+fn a_backend_list_with_weights_backups_and_a_balancing_rule() {
+    let cluster = "    backend:\n      - 10.0.0.1:1883\n      - { address: 10.0.0.2:1883, weight: 2 }\n      - { address: broker-3:1883, backup: true }\n    balance: least_connections\n";
+    let text = MINIMAL.replace("    backend: 127.0.0.1:1883\n", cluster);
+    let c = parse_str(&text).expect("valid");
+    let l = &c.config.listeners[0];
+    let nodes = l.backend.nodes();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(
+        (nodes[1].address.as_str(), nodes[1].weight),
+        ("10.0.0.2:1883", 2)
+    );
+    assert!(nodes[2].backup && !nodes[0].backup);
+    assert_eq!(l.balance, Some(Balance::LeastConnections));
+    assert_eq!(
+        l.backend.to_string(),
+        "10.0.0.1:1883, 10.0.0.2:1883, broker-3:1883"
+    );
+
+    let refused = |from: &str, to: &str, field: &str, says: &str| {
+        let e = error_text(&text.replace(from, to));
+        assert!(
+            e.contains(field) && e.contains(says),
+            "{field} / {says}: {e}"
+        );
+    };
+    refused(
+        "- 10.0.0.1:1883",
+        "- 10.0.0.2:1883",
+        "listeners[0].backend[1]",
+        "listed twice",
+    );
+    refused(
+        "weight: 2",
+        "weight: 0",
+        "listeners[0].backend[1].weight",
+        "at least 1",
+    );
+    refused("weight: 2", "wieght: 2", "listeners[0].backend", "wieght");
+    refused(
+        "- 10.0.0.1:1883",
+        "- 10.0.0.1",
+        "listeners[0].backend[0]",
+        "no port",
+    );
+    refused(
+        "balance: least_connections",
+        "balance: identity",
+        "listeners[0].balance",
+        "needs client certificates",
+    );
+    refused(
+        "balance: least_connections",
+        "balance: client_id",
+        "listeners[0].balance",
+        "MQTT-aware",
+    );
+    let empty = MINIMAL.replace("backend: 127.0.0.1:1883", "backend: []");
+    assert!(error_text(&empty).contains("the backend list is empty"));
+    let backups = MINIMAL.replace(
+        "backend: 127.0.0.1:1883",
+        "backend: [{ address: 10.0.0.1:1883, backup: true }]",
+    );
+    assert!(error_text(&backups).contains("every backend is a backup"));
+}

@@ -1,42 +1,153 @@
-//! Connecting to the backend broker, sending it the PROXY header, and
-//! keeping count of failures in a row for readiness.
+//! Connecting to the backend broker (or to a node of a cluster), sending
+//! it the PROXY header, and keeping count of failures in a row for
+//! readiness.
 //!
-//! The backend is written as `host:port`. An IP address is parsed once; a
-//! host name is resolved on every connect, so a broker that moves (a
-//! Kubernetes Service, a DNS failover) is followed without a restart. Every
-//! resolved address is tried in turn, and failed attempts are retried with
-//! a short backoff, all within the connect timeout.
+//! The backend is written as `host:port`, or as a list of nodes. An IP
+//! address is parsed once; a host name is resolved on every connect, so a
+//! broker that moves (a Kubernetes Service, a DNS failover) is followed
+//! without a restart. Every resolved address is tried in turn. One broker:
+//! failed attempts are retried with a short backoff, all within the
+//! connect timeout. A cluster: the nodes are tried in the order
+//! `balance` gives for this connection, each once; a node whose connect
+//! fails is held down for `backend_health.hold_down` (tried last while it
+//! is), so its devices go to their next node and a flapping node does not
+//! make them thrash.
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
+use super::balance::{self, NodeView};
 use super::metrics::ConnMetrics;
-use crate::config::{ListenerConfig, ProxyProtocol};
+use crate::config::{Backends, Balance, ClientAuthMode, ListenerConfig, ProxyProtocol};
+use crate::metrics::labels::BackendLabels;
+use crate::metrics::Metrics;
 use crate::proxy_protocol::{self, TlsDetails};
 
 /// A listener's way to its broker: where it is, how long a connect may
 /// take, what PROXY header goes first, and whether it is reachable.
 #[derive(Debug)]
 pub struct BackendLink {
-    /// Where the broker is.
-    pub backend: Backend,
+    /// Where the broker is, as configured.
+    pub backend: Backends,
+    nodes: Vec<Node>,
+    balance: Balance,
+    hold_down: Duration,
+    /// When the link was made: hold-downs count from it.
+    base: Instant,
+    turn: AtomicU64,
     timeout: Duration,
     proxy_protocol: ProxyProtocol,
     /// Failures in a row, for readiness.
     pub health: BackendHealth,
 }
 
+/// One node of the backend, with its hold-down and counters.
+#[derive(Debug)]
+struct Node {
+    target: Backend,
+    address: String,
+    weight: u32,
+    backup: bool,
+    /// Milliseconds since `base` until which the node is held down.
+    down_until: AtomicU64,
+    open: Arc<Open>,
+    up: Gauge,
+    selected: Counter,
+    failures: Counter,
+}
+
+/// A node's open connections.
+#[derive(Debug, Default)]
+struct Open {
+    count: AtomicUsize,
+    gauge: Gauge,
+}
+
+/// A connection's claim on its node: counted open until dropped.
+#[derive(Debug)]
+pub struct Lease(Arc<Open>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::Relaxed);
+        self.0.gauge.dec();
+    }
+}
+
+/// What a connection offers the hashing rules.
+#[derive(Debug, Clone, Copy)]
+pub struct BalanceKey<'a> {
+    /// The verified certificate identity.
+    pub identity: Option<&'a str>,
+    /// The MQTT client id.
+    pub client_id: Option<&'a str>,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+impl BalanceKey<'_> {
+    /// The bytes `balance` hashes: the identity, else the client id, else
+    /// the address (a device without what the rule wants still lands
+    /// somewhere stable).
+    fn bytes(&self, balance: Balance) -> Vec<u8> {
+        let ip = || self.peer.ip().to_string().into_bytes();
+        match balance {
+            Balance::Identity => self
+                .identity
+                .or(self.client_id)
+                .map_or_else(ip, |s| s.as_bytes().to_vec()),
+            Balance::ClientId => self.client_id.map_or_else(ip, |s| s.as_bytes().to_vec()),
+            _ => ip(),
+        }
+    }
+}
+
 impl BackendLink {
     /// The link of `listener`.
-    pub fn new(listener: &ListenerConfig) -> Self {
+    pub fn new(listener: &ListenerConfig, metrics: &Metrics) -> Self {
+        let nodes = listener
+            .backend
+            .nodes()
+            .iter()
+            .map(|n| {
+                let l = BackendLabels {
+                    listener: listener.name.clone(),
+                    backend: n.address.clone(),
+                };
+                let up = metrics.backend_up.get_or_create_owned(&l);
+                up.set(1);
+                Node {
+                    target: Backend::parse(&n.address),
+                    address: n.address.clone(),
+                    weight: n.weight,
+                    backup: n.backup,
+                    down_until: AtomicU64::new(0),
+                    open: Arc::new(Open {
+                        count: AtomicUsize::new(0),
+                        gauge: metrics.backend_connections.get_or_create_owned(&l),
+                    }),
+                    up,
+                    selected: metrics.backend_selected.get_or_create_owned(&l),
+                    failures: metrics.backend_node_failures.get_or_create_owned(&l),
+                }
+            })
+            .collect();
         Self {
-            backend: Backend::parse(&listener.backend),
+            backend: listener.backend.clone(),
+            nodes,
+            balance: Self::balance_of(listener),
+            hold_down: listener.backend_health.hold_down.0,
+            base: Instant::now(),
+            turn: AtomicU64::new(0),
             timeout: listener.timeouts.connect.0,
             proxy_protocol: listener.backend_proxy_protocol,
             health: BackendHealth::new(
@@ -46,26 +157,43 @@ impl BackendLink {
         }
     }
 
-    /// Whether `a` and `b` reach the broker differently (address, connect
-    /// timeout, PROXY header, readiness threshold), so that a reload needs
-    /// a new link.
+    /// The listener's balancing rule: as configured, else `identity` with
+    /// client certificates, `client_id` when MQTT-aware, `source` otherwise.
+    pub fn balance_of(listener: &ListenerConfig) -> Balance {
+        listener
+            .balance
+            .unwrap_or(if listener.tls.client_auth.mode != ClientAuthMode::None {
+                Balance::Identity
+            } else if listener.mqtt.is_some() {
+                Balance::ClientId
+            } else {
+                Balance::Source
+            })
+    }
+
+    /// Whether `a` and `b` reach the broker differently (nodes, balancing,
+    /// connect timeout, PROXY header, readiness threshold), so that a
+    /// reload needs a new link.
     pub fn settings_differ(a: &ListenerConfig, b: &ListenerConfig) -> bool {
         a.backend != b.backend
+            || Self::balance_of(a) != Self::balance_of(b)
+            || a.backend_health != b.backend_health
             || a.timeouts.connect != b.timeouts.connect
             || a.backend_proxy_protocol != b.backend_proxy_protocol
             || a.unready_after_backend_failures != b.unready_after_backend_failures
     }
 
-    /// Connects to the broker and sends the PROXY header (made from `tls`
-    /// when the listener sends v2). A failure is logged and counted.
+    /// Connects to the broker (the node `key` selects) and sends the PROXY
+    /// header (made from `tls` when the listener sends v2). A failure is
+    /// logged and counted.
     pub async fn connect(
         &self,
         metrics: &ConnMetrics,
-        peer: SocketAddr,
-        local: SocketAddr,
+        (peer, local): (SocketAddr, SocketAddr),
+        key: BalanceKey<'_>,
         tls: impl FnOnce() -> TlsDetails,
-    ) -> Result<TcpStream, BackendError> {
-        let mut backend = match self.backend.connect(self.timeout).await {
+    ) -> Result<(TcpStream, Lease), BackendError> {
+        let (mut backend, lease) = match self.connect_node(key).await {
             Ok(b) => {
                 self.health.result(true);
                 b
@@ -78,7 +206,7 @@ impl BackendLink {
             }
         };
         if self.proxy_protocol == ProxyProtocol::None {
-            return Ok(backend);
+            return Ok((backend, lease));
         }
         if let Some(header) = proxy_protocol::encode(self.proxy_protocol, peer, local, &tls()) {
             if let Err(e) = backend.write_all(&header).await {
@@ -87,7 +215,81 @@ impl BackendLink {
                 return Err(BackendError::Header);
             }
         }
-        Ok(backend)
+        Ok((backend, lease))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    /// One broker: with retries until the timeout. A cluster: each node
+    /// once, in this connection's order, within the timeout.
+    async fn connect_node(&self, key: BalanceKey<'_>) -> io::Result<(TcpStream, Lease)> {
+        if let [node] = self.nodes.as_slice() {
+            return match node.target.connect(self.timeout).await {
+                Ok(s) => {
+                    node.up.set(1);
+                    Ok((s, self.took(node)))
+                }
+                Err(e) => {
+                    node.failures.inc();
+                    node.up.set(0);
+                    Err(e)
+                }
+            };
+        }
+        let now = self.now_ms();
+        let views: Vec<NodeView<'_>> = self
+            .nodes
+            .iter()
+            .map(|n| NodeView {
+                address: &n.address,
+                weight: n.weight,
+                backup: n.backup,
+                down: n.down_until.load(Ordering::Relaxed) > now,
+                active: n.open.count.load(Ordering::Relaxed),
+            })
+            .collect();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let order = balance::order(self.balance, &key.bytes(self.balance), &views, turn);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut last = io::Error::new(io::ErrorKind::TimedOut, "no node was tried in time");
+        for (tried, &i) in order.iter().enumerate() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // A node that does not answer must leave time for the others.
+            let share = (left / (order.len() - tried) as u32).max(Duration::from_millis(250));
+            let node = &self.nodes[i];
+            match node.target.connect_once(share.min(left)).await {
+                Ok(s) => {
+                    if node.down_until.swap(0, Ordering::Relaxed) > 0 {
+                        node.up.set(1);
+                        info!(backend = %node.address, "backend node reachable again; back in rotation");
+                    }
+                    return Ok((s, self.took(node)));
+                }
+                Err(e) => {
+                    node.failures.inc();
+                    let until = self.now_ms() + self.hold_down.as_millis() as u64;
+                    if node.down_until.swap(until, Ordering::Relaxed) <= now {
+                        node.up.set(0);
+                        warn!(backend = %node.address, error = %e, hold_down = %humantime::format_duration(self.hold_down), "backend node unreachable; its connections go to the next node");
+                    }
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Counts a connection to `node`.
+    fn took(&self, node: &Node) -> Lease {
+        node.selected.inc();
+        node.open.count.fetch_add(1, Ordering::Relaxed);
+        node.open.gauge.inc();
+        Lease(node.open.clone())
     }
 }
 
@@ -186,6 +388,7 @@ impl Backend {
         }
     }
 
+    /// One attempt: every resolved address in turn, within `timeout`.
     async fn connect_once(&self, timeout: Duration) -> io::Result<TcpStream> {
         let attempt = async {
             let stream = match self {

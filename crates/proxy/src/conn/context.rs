@@ -100,7 +100,7 @@ impl Context {
             admission: Admission::new(config),
             metrics: ConnMetrics::new(metrics, &config.name),
             live: ArcSwap::from_pointee(Live {
-                backend: Arc::new(BackendLink::new(config)),
+                backend: Arc::new(BackendLink::new(config, metrics)),
                 config: config.clone(),
                 policy,
                 tls: Arc::new(tls),

@@ -19,7 +19,7 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use super::backend::BackendError;
+use super::backend::{BackendError, BalanceKey, Lease};
 use super::context::{Context, Live};
 use super::finish::close;
 use super::identity::ConnDetails;
@@ -51,13 +51,24 @@ pub struct Established {
 }
 
 impl Established {
-    /// Connects to the owning listener's broker, with the PROXY header
-    /// telling it about this connection when configured.
-    pub async fn connect_backend(&self) -> Result<TcpStream, BackendError> {
+    /// Connects to the owning listener's broker (the node of its cluster
+    /// this connection's identity, `client_id` or address selects), with
+    /// the PROXY header telling it about this connection when configured.
+    /// The lease counts the connection on its node until dropped.
+    pub async fn connect_backend(
+        &self,
+        client_id: Option<&str>,
+    ) -> Result<(TcpStream, Lease), BackendError> {
         let details = || self.details.proxy_details(&self.live.tls);
+        let identity = self.details.identity.as_ref();
+        let key = BalanceKey {
+            identity: identity.map(|i| i.common_name.as_deref().unwrap_or(&i.subject)),
+            client_id,
+            peer: self.peer,
+        };
         self.live
             .backend
-            .connect(&self.ctx.metrics, self.peer, self.local, details)
+            .connect(&self.ctx.metrics, (self.peer, self.local), key, details)
             .await
     }
 }

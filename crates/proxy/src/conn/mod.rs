@@ -21,6 +21,7 @@
 
 pub mod admit;
 pub mod backend;
+mod balance;
 pub mod bans;
 pub mod context;
 mod finish;

@@ -59,15 +59,16 @@ pub async fn run(mut conn: Box<Established>) {
         Box::pin(close(&mut conn.tls, &connect::not_authorized(version))).await;
         return;
     }
-    let mut backend = match Box::pin(conn.connect_backend()).await {
-        Ok(b) => b,
-        Err(_) => {
-            m.mqtt_connect_rejected
-                .inc(ConnectRefusal::BackendUnavailable);
-            Box::pin(close(&mut conn.tls, &connect::server_unavailable(version))).await;
-            return;
-        }
-    };
+    let (mut backend, _lease) =
+        match Box::pin(conn.connect_backend(Some(&accepted.client_id))).await {
+            Ok(b) => b,
+            Err(_) => {
+                m.mqtt_connect_rejected
+                    .inc(ConnectRefusal::BackendUnavailable);
+                Box::pin(close(&mut conn.tls, &connect::server_unavailable(version))).await;
+                return;
+            }
+        };
     if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut backend, &accepted.forward).await {
         m.backend_failures.inc();
         warn!(error = %e, "cannot send the CONNECT to the backend");

@@ -10,7 +10,7 @@ use crate::relay::{self, mqtt::End};
 /// their state does not stay in this future for the connection's life
 /// (see `conn::handle`).
 pub async fn run(mut conn: Box<Established>) {
-    let mut backend = match Box::pin(conn.connect_backend()).await {
+    let (mut backend, _lease) = match Box::pin(conn.connect_backend(None)).await {
         Ok(b) => b,
         Err(BackendError::Unreachable) => {
             Box::pin(close(&mut conn.tls, &[])).await;

@@ -11,6 +11,15 @@ pub struct ListenerLabels {
     pub listener: String,
 }
 
+/// Labels: the listener and one node of its backend.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The node's address, as configured.
+    pub backend: String,
+}
+
 /// Labels: listener and a reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {

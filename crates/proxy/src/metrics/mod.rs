@@ -65,6 +65,14 @@ families! {
     sessions_resumed: Family<ListenerLabels, Counter> = "moat_tls_sessions_resumed", "TLS handshakes that resumed an earlier session", Default::default();
     /// `moat_backend_connect_failures`.
     backend_connect_failures: Family<ListenerLabels, Counter> = "moat_backend_connect_failures", "Failed attempts to connect to the backend broker", Default::default();
+    /// `moat_backend_up`.
+    backend_up: Family<BackendLabels, Gauge> = "moat_backend_up", "1 while a backend node is in rotation, 0 while it is held down after a failed connect (backend_health.hold_down)", Default::default();
+    /// `moat_backend_connections`.
+    backend_connections: Family<BackendLabels, Gauge> = "moat_backend_connections", "Open connections to each backend node", Default::default();
+    /// `moat_backend_selected`.
+    backend_selected: Family<BackendLabels, Counter> = "moat_backend_selected", "Connections that went to each backend node", Default::default();
+    /// `moat_backend_node_connect_failures`.
+    backend_node_failures: Family<BackendLabels, Counter> = "moat_backend_node_connect_failures", "Failed connects to each backend node (a connection then tries the next node)", Default::default();
     /// `moat_relayed_bytes`.
     relayed_bytes: Family<DirectionLabels, Counter> = "moat_relayed_bytes", "Plaintext bytes relayed between clients and the backend", Default::default();
     /// `moat_ready`.

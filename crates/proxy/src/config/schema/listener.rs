@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::backend::{BackendHealthConfig, Backends, Balance};
 use super::mqtt::MqttConfig;
 use super::tls::TlsConfig;
 use super::values::HumanDuration;
@@ -21,8 +22,16 @@ pub struct ListenerConfig {
     pub name: String,
     /// Address to accept TLS connections on.
     pub listen: SocketAddr,
-    /// The plaintext broker, as `host:port`.
-    pub backend: String,
+    /// The plaintext broker, as `host:port`, or the nodes of a cluster.
+    pub backend: Backends,
+    /// Which node of a cluster a connection goes to (default: `identity`
+    /// with client certificates, else `client_id` when MQTT-aware, else
+    /// `source`).
+    #[serde(default)]
+    pub balance: Option<Balance>,
+    /// How failed nodes are kept out of rotation.
+    #[serde(default)]
+    pub backend_health: BackendHealthConfig,
     /// TLS settings.
     pub tls: TlsConfig,
     /// Timeouts.
@@ -65,8 +74,12 @@ pub struct RouteConfig {
     pub name: String,
     /// The names (exact, or `*.example.com`) that select this route.
     pub server_names: Vec<String>,
-    /// The broker for this route.
-    pub backend: String,
+    /// The broker for this route, or the nodes of a cluster.
+    pub backend: Backends,
+    /// Which node of the route's cluster a connection goes to (default: the
+    /// listener's).
+    #[serde(default)]
+    pub balance: Option<Balance>,
     /// TLS settings for this route.
     pub tls: TlsConfig,
     /// PROXY protocol to this route's backend.

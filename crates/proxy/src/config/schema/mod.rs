@@ -4,6 +4,7 @@
 //! This file holds the top level and the process-wide sections; a
 //! listener's sections are in `listener`, `tls` and `mqtt`.
 
+mod backend;
 mod listener;
 mod mqtt;
 mod tls;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use backend::{BackendHealthConfig, BackendNode, Backends, Balance};
 pub use listener::{
     LimitsConfig, ListenerConfig, ProxyProtocol, RouteConfig, RouteOf, TimeoutsConfig,
     DEFAULT_MAX_CONNECTIONS,

@@ -1,0 +1,167 @@
+//! Where a listener's connections go: `backend:` as one broker
+//! (`host:port`) or as a list of nodes of a cluster, each with an optional
+//! weight and `backup`; `balance:`, which node a connection goes to; and
+//! `backend_health:`, how long a node that failed stays out of rotation.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+
+use super::values::HumanDuration;
+
+/// One broker of a backend list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendNode {
+    /// `host:port`.
+    pub address: String,
+    /// Its share of the connections, relative to the others (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Used only while every node that is not a backup is down.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl BackendNode {
+    fn plain(address: &str) -> Self {
+        Self {
+            address: address.to_string(),
+            weight: 1,
+            backup: false,
+        }
+    }
+}
+
+/// The `backend:` setting: one or more nodes, in the order written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backends(pub Vec<BackendNode>);
+
+impl Backends {
+    /// The nodes.
+    pub fn nodes(&self) -> &[BackendNode] {
+        &self.0
+    }
+
+    /// Whether this is a cluster (more than one node).
+    pub fn is_cluster(&self) -> bool {
+        self.0.len() > 1
+    }
+}
+
+/// As written for one broker; the addresses joined by `, ` for a list.
+impl fmt::Display for Backends {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addresses: Vec<&str> = self.0.iter().map(|n| n.address.as_str()).collect();
+        f.write_str(&addresses.join(", "))
+    }
+}
+
+/// A single plain broker equals its `host:port`.
+impl PartialEq<&str> for Backends {
+    fn eq(&self, other: &&str) -> bool {
+        matches!(self.0.as_slice(), [n] if n == &BackendNode::plain(other))
+    }
+}
+
+impl<'de> Deserialize<'de> for Backends {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Backends;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("host:port, or a list of host:port or { address, weight, backup }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Backends, E> {
+                Ok(Backends(vec![BackendNode::plain(s)]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Backends, A::Error> {
+                let mut nodes = Vec::new();
+                while let Some(Node(n)) = seq.next_element()? {
+                    nodes.push(n);
+                }
+                Ok(Backends(nodes))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One entry of a list: `host:port`, or the long form.
+struct Node(BackendNode);
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Node;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("host:port or { address, weight, backup }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Node, E> {
+                Ok(Node(BackendNode::plain(s)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Node, A::Error> {
+                BackendNode::deserialize(de::value::MapAccessDeserializer::new(map)).map(Node)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Which node of a backend list a connection goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Rendezvous hashing on the verified certificate identity: a device
+    /// always lands on the same node, whatever client id it claims.
+    Identity,
+    /// Rendezvous hashing on the MQTT client id (MQTT-aware listeners).
+    ClientId,
+    /// Rendezvous hashing on the client's IP address.
+    Source,
+    /// The node with the fewest open connections for its weight.
+    LeastConnections,
+    /// Each node in turn, as often as its weight says.
+    RoundRobin,
+}
+
+impl Balance {
+    /// The name, as written in the configuration and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => "identity",
+            Self::ClientId => "client_id",
+            Self::Source => "source",
+            Self::LeastConnections => "least_connections",
+            Self::RoundRobin => "round_robin",
+        }
+    }
+}
+
+/// How failed nodes are kept out of rotation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendHealthConfig {
+    /// How long a node whose connect failed is left out before it is tried
+    /// again, so that a flapping node does not make devices thrash.
+    #[serde(default = "default_hold_down")]
+    pub hold_down: HumanDuration,
+}
+
+fn default_hold_down() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+
+impl Default for BackendHealthConfig {
+    fn default() -> Self {
+        Self {
+            hold_down: default_hold_down(),
+        }
+    }
+}
