@@ -17,6 +17,7 @@ mod live_control;
 mod mqtt_awareness;
 mod mutual_tls;
 mod policy_reload;
+mod rate_limits;
 mod reload;
 mod rotation_under_load;
 mod routes;

@@ -79,6 +79,10 @@ pub mod reason {
     pub const PACKET_TOO_LARGE: u8 = 0x95;
     /// Quota exceeded.
     pub const QUOTA_EXCEEDED: u8 = 0x97;
+    /// Message rate too high (DISCONNECT).
+    pub const MESSAGE_RATE_TOO_HIGH: u8 = 0x96;
+    /// Connection rate exceeded (CONNACK).
+    pub const CONNECTION_RATE_EXCEEDED: u8 = 0x9F;
     /// DISCONNECT: administrative action.
     pub const ADMINISTRATIVE_ACTION: u8 = 0x98;
     /// Payload format invalid.

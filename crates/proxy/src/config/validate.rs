@@ -10,6 +10,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+mod limits;
+
 use super::error::{ConfigError, ConfigErrors};
 use super::schema::{
     Balance, ClientAuthMode, ClientIdPolicy, Config, ListenerConfig, MqttConfig, RouteOf, Stapling,
@@ -543,6 +545,7 @@ fn check_mqtt(
             .hint("set tls.client_auth.mode: required and a ca bundle"),
         );
     }
+    limits::check(path, prefix, &m.limits, m.max_packet_size, errors);
     for (k, rule) in m.acl.iter().flatten().enumerate() {
         for problem in rule.problems() {
             errors.push(

@@ -21,6 +21,7 @@ use super::metrics::ConnMetrics;
 use super::registry::Registry;
 use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
+use crate::relay::throttle::DeviceLimits;
 use crate::tls::certs::name_matches;
 use crate::tls::policy::TlsPolicy;
 use crate::tls::ListenerTls;
@@ -57,6 +58,8 @@ pub struct Live {
     pub backend: Arc<BackendLink>,
     /// The routes this listener hands connections to by SNI.
     pub routes: Vec<Route>,
+    /// Per-device rate limits (`mqtt.limits`), shared by its connections.
+    pub limits: Arc<DeviceLimits>,
 }
 
 /// An SNI route of a listener: the names that select it (lower case) and
@@ -105,6 +108,7 @@ impl Context {
                 policy,
                 tls: Arc::new(tls),
                 routes,
+                limits: Arc::new(DeviceLimits::of(config)),
             }),
         }
     }

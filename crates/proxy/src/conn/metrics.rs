@@ -2,6 +2,7 @@
 //! per listener so that the connection path only does atomic adds. Every
 //! series with a reason exists at zero from the start.
 
+use crate::relay::throttle::ThrottleCounters;
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
@@ -56,6 +57,8 @@ pub struct ConnMetrics {
     pub closed: ByReason<CloseReason>,
     /// MQTT guard counters (denied publishes and subscriptions).
     pub mqtt: Arc<GuardCounters>,
+    /// `moat_mqtt_throttled_total` and `moat_mqtt_throttle_seconds_total`.
+    pub throttle: ThrottleCounters,
     mqtt_connections: Family<ProtocolLabels, Counter>,
 }
 
@@ -119,6 +122,10 @@ impl ConnMetrics {
                 publish_denied: metrics.mqtt_publish_denied.get_or_create_owned(&l),
                 subscribe_denied: metrics.mqtt_subscribe_denied.get_or_create_owned(&l),
             }),
+            throttle: ThrottleCounters {
+                throttled: metrics.mqtt_throttled.get_or_create_owned(&l),
+                paused: metrics.mqtt_throttle_seconds.get_or_create_owned(&l),
+            },
             mqtt_connections: metrics.mqtt_connections.clone(),
         }
     }

@@ -18,6 +18,7 @@ use crate::guard::acl::Subject;
 use crate::guard::connect::{self, ConnectDecision, ConnectRefusal};
 use crate::guard::granted::Regranted;
 use crate::guard::packets::PacketGuard;
+use crate::relay::throttle::Throttle;
 use crate::relay::{self, mqtt};
 use crate::tls::allow::DeviceFacts;
 use crate::tls::stream::TlsStream;
@@ -49,14 +50,13 @@ pub async fn run(mut conn: Box<Established>) {
         return;
     };
     let version = accepted.guard.version();
-    if let Some(ban) = ctx
-        .sessions
-        .bans
-        .client_id(&accepted.client_id, std::time::SystemTime::now())
-    {
-        m.mqtt_connect_rejected.inc(ConnectRefusal::Banned);
-        info!(ban, mqtt.client_id = %accepted.client_id, "MQTT CONNECT refused: the client id is banned");
-        Box::pin(close(&mut conn.tls, &connect::not_authorized(version))).await;
+    // The device's key for its limits: its identity, else its client id.
+    let device = accepted
+        .identity
+        .clone()
+        .unwrap_or_else(|| accepted.client_id.clone());
+    if let Some(reply) = refusal(&conn, &accepted.client_id, &device) {
+        Box::pin(close(&mut conn.tls, &reply(version))).await;
         return;
     }
     let (mut backend, _lease) =
@@ -103,8 +103,14 @@ pub async fn run(mut conn: Box<Established>) {
         &mut backend,
         *guard,
         pending,
-        m.to_backend.clone(),
-        m.to_client.clone(),
+        (m.to_backend.clone(), m.to_client.clone()),
+        live.limits.limits_rates().then(|| {
+            Box::new(Throttle::new(
+                live.limits.clone(),
+                device,
+                m.throttle.clone(),
+            ))
+        }),
     );
     // Like a broker: 1.5 times the client's keep-alive, else the listener's.
     let idle = match keep_alive {
@@ -138,6 +144,32 @@ pub async fn run(mut conn: Box<Established>) {
             finish(result, started, m, Some((reason, registered.session())));
         }
     }
+}
+
+/// The CONNACK refusing an accepted CONNECT whose client id is banned, or
+/// whose `device` is over `mqtt.limits.connections_per_minute` (logged and
+/// counted here); `None` when it may go on.
+fn refusal(
+    conn: &Established,
+    client_id: &str,
+    device: &str,
+) -> Option<fn(moat_mqtt::ProtocolVersion) -> Vec<u8>> {
+    let m = &conn.ctx.metrics;
+    let now = std::time::SystemTime::now();
+    if let Some(ban) = conn.ctx.sessions.bans.client_id(client_id, now) {
+        m.mqtt_connect_rejected.inc(ConnectRefusal::Banned);
+        info!(ban, mqtt.client_id = %client_id, "MQTT CONNECT refused: the client id is banned");
+        return Some(connect::not_authorized);
+    }
+    if !conn.live.limits.admit_connection(device) {
+        m.mqtt_connect_rejected.inc(ConnectRefusal::ConnectionRate);
+        info!(
+            device,
+            "MQTT CONNECT refused: over mqtt.limits.connections_per_minute"
+        );
+        return Some(connect::connection_rate_exceeded);
+    }
+    None
 }
 
 /// Gives the session's guard its listener's reloaded MQTT settings. A

@@ -44,6 +44,8 @@ reasons! {
         ClientClosed => "client_closed",
         /// The client id is banned (`POST /bans`).
         Banned => "banned",
+        /// The device is over `mqtt.limits.connections_per_minute`.
+        ConnectionRate => "connection_rate",
     }
 }
 
@@ -223,6 +225,19 @@ pub fn not_authorized(version: ProtocolVersion) -> Vec<u8> {
         ack::connack_not_authorized(version),
         &mut out,
     );
+    out
+}
+
+/// The CONNACK refusing a device over its connections a minute: MQTT 5
+/// "connection rate exceeded", before it "server unavailable".
+pub fn connection_rate_exceeded(version: ProtocolVersion) -> Vec<u8> {
+    let code = if version.is_v5() {
+        ack::reason::CONNECTION_RATE_EXCEEDED
+    } else {
+        ack::connack_server_unavailable(version)
+    };
+    let mut out = Vec::new();
+    ack::connack(version, false, code, &mut out);
     out
 }
 

@@ -45,6 +45,8 @@ reasons! {
         TopicAliasQuota => "topic_alias_quota",
         /// Too many denied QoS 2 publishes or partial SUBSCRIBEs pending.
         TooManyPending => "too_many_pending",
+        /// Over `mqtt.limits` for longer than `disconnect_after`.
+        RateExceeded => "rate_exceeded",
     }
 }
 
@@ -114,6 +116,8 @@ pub struct PacketGuard {
     subacks: Vec<PendingSuback>,
     /// The filters forwarded to the broker, for a reloaded ACL.
     granted: Granted,
+    /// PUBLISH packets let through, for the rate limits.
+    publishes: u64,
     /// Packets the proxy owes the client, written between broker packets.
     pub to_client: Vec<u8>,
 }
@@ -140,6 +144,7 @@ impl PacketGuard {
             qos2_denied: Vec::new(),
             subacks: Vec::new(),
             granted: Granted::default(),
+            publishes: 0,
             to_client: Vec::new(),
         }
     }
@@ -169,6 +174,21 @@ impl PacketGuard {
         self.on_deny = on_deny;
         self.max_packet_size = max_packet_size;
         verdict
+    }
+
+    /// Queues the DISCONNECT "message rate too high" (MQTT 5) of a session
+    /// the rate limits end.
+    pub fn rate_exceeded(&mut self) {
+        ack::disconnect(
+            self.version,
+            ack::reason::MESSAGE_RATE_TOO_HIGH,
+            &mut self.to_client,
+        );
+    }
+
+    /// How many PUBLISH packets the client has sent on so far.
+    pub fn publishes(&self) -> u64 {
+        self.publishes
     }
 
     /// Whether the broker's stream is between two packets, so that the
@@ -291,6 +311,7 @@ impl PacketGuard {
             }
         };
         if self.acl.may_publish(topic) {
+            self.publishes += 1;
             return self.start_packet(true, total, input.len());
         }
         self.counters.publish_denied.inc();

@@ -163,6 +163,7 @@ impl Listeners {
                         let now = std::time::Instant::now();
                         for ctx in all.load().iter() {
                             ctx.admission.sweep(now);
+                            ctx.live.load().limits.forget_idle();
                         }
                     }
                 }

@@ -65,6 +65,10 @@ families! {
     sessions_resumed: Family<ListenerLabels, Counter> = "moat_tls_sessions_resumed", "TLS handshakes that resumed an earlier session", Default::default();
     /// `moat_backend_connect_failures`.
     backend_connect_failures: Family<ListenerLabels, Counter> = "moat_backend_connect_failures", "Failed attempts to connect to the backend broker", Default::default();
+    /// `moat_mqtt_throttled`.
+    mqtt_throttled: Family<ListenerLabels, Counter> = "moat_mqtt_throttled", "Times a device over mqtt.limits had its reads paused (it is slowed, not dropped)", Default::default();
+    /// `moat_mqtt_throttle_seconds`.
+    mqtt_throttle_seconds: Family<ListenerLabels, Counter<f64, std::sync::atomic::AtomicU64>> = "moat_mqtt_throttle_seconds", "Time devices over mqtt.limits spent with their reads paused", Default::default();
     /// `moat_backend_up`.
     backend_up: Family<BackendLabels, Gauge> = "moat_backend_up", "1 while a backend node is in rotation, 0 while it is held down after a failed connect (backend_health.hold_down)", Default::default();
     /// `moat_backend_connections`.

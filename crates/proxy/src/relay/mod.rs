@@ -26,6 +26,7 @@ mod idle;
 pub mod mqtt;
 #[cfg(test)]
 mod tests;
+pub mod throttle;
 
 pub use bytes::relay;
 pub use idle::idle_timeout;

@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::direction::{totals, Direction, Totals, BUF_SIZE};
 use super::idle::Traffic;
+use super::throttle::Throttle;
 use crate::config::OnDeny;
 use crate::guard::acl::ClientAcl;
 use crate::guard::granted::Regranted;
@@ -226,12 +227,21 @@ impl Filter {
         Decided::NeedInput
     }
 
+    /// Bytes of output queued and not yet written.
+    fn out_len(&self) -> usize {
+        match &self.out {
+            Out::Idle => 0,
+            Out::Buf { pos, end } => end - pos,
+            Out::Owned { data, pos } => data.len() - pos,
+        }
+    }
+
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
-        r: &mut R,
-        w: &mut W,
+        (r, w): (&mut R, &mut W),
         guard: &mut PacketGuard,
+        mut throttle: Option<&mut Throttle>,
     ) -> Poll<io::Result<Flow>>
     where
         R: AsyncRead + PollReadable + Unpin,
@@ -241,6 +251,14 @@ impl Filter {
             return Poll::Ready(Ok(Flow::Done));
         }
         loop {
+            // What the client sent waits here while its device is over
+            // its rate, and no more is read from it.
+            if let Some(t) = throttle.as_deref_mut() {
+                if ready!(t.poll_ready(cx)).is_err() {
+                    guard.rate_exceeded();
+                    return Poll::Ready(Ok(Flow::Close(SessionClose::RateExceeded)));
+                }
+            }
             ready!(self.poll_out(cx, w))?;
             if self.way == Way::Down && guard.at_client_boundary() && !guard.to_client.is_empty() {
                 self.out = Out::Owned {
@@ -254,8 +272,14 @@ impl Filter {
                 ready!(self.dir.poll_flush(cx, w))?;
                 return Poll::Ready(Ok(Flow::Blocked));
             }
+            let publishes = guard.publishes();
             match self.decide(guard) {
-                Decided::Again => continue,
+                Decided::Again => {
+                    if let Some(t) = throttle.as_deref_mut() {
+                        t.charge((guard.publishes() - publishes) as u32, self.out_len());
+                    }
+                    continue;
+                }
                 Decided::Close(reason) => return Poll::Ready(Ok(Flow::Close(reason))),
                 Decided::NeedInput => {}
             }
@@ -285,6 +309,8 @@ pub struct MqttRelay<'a, C, B> {
     down: Filter,
     closing: Option<SessionClose>,
     stopping: bool,
+    /// Boxed: only sessions with rate limits pay for it.
+    throttle: Option<Box<Throttle>>,
 }
 
 /// Relays between `client` and `backend` with `guard` deciding on every
@@ -294,8 +320,8 @@ pub fn relay<'a, C, B>(
     backend: &'a mut B,
     guard: PacketGuard,
     pending: Vec<u8>,
-    to_backend: Counter,
-    to_client: Counter,
+    (to_backend, to_client): (Counter, Counter),
+    throttle: Option<Box<Throttle>>,
 ) -> MqttRelay<'a, C, B>
 where
     C: AsyncRead + AsyncWrite + PollReadable + Unpin,
@@ -309,6 +335,7 @@ where
         down: Filter::new(Way::Down, to_client, Vec::new()),
         closing: None,
         stopping: false,
+        throttle,
     }
 }
 
@@ -397,16 +424,22 @@ where
         // let Up read again; go round until neither moves.
         for _ in 0..4 {
             let queued = this.guard.to_client.len();
-            let up = this
-                .up
-                .poll(cx, this.client, this.backend, &mut this.guard)?;
+            let up = this.up.poll(
+                cx,
+                (&mut *this.client, &mut *this.backend),
+                &mut this.guard,
+                this.throttle.as_deref_mut(),
+            )?;
             if let Poll::Ready(Flow::Close(reason)) = up {
                 this.closing = Some(reason);
                 return this.poll_close(cx, reason);
             }
-            let down = this
-                .down
-                .poll(cx, this.backend, this.client, &mut this.guard)?;
+            let down = this.down.poll(
+                cx,
+                (&mut *this.backend, &mut *this.client),
+                &mut this.guard,
+                None,
+            )?;
             if let Poll::Ready(Flow::Close(reason)) = down {
                 this.closing = Some(reason);
                 return this.poll_close(cx, reason);

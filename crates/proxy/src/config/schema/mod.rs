@@ -20,7 +20,7 @@ pub use listener::{
     LimitsConfig, ListenerConfig, ProxyProtocol, RouteConfig, RouteOf, TimeoutsConfig,
     DEFAULT_MAX_CONNECTIONS,
 };
-pub use mqtt::{ClientIdPolicy, IdentitySource, MqttConfig, OnDeny, UsernamePolicy};
+pub use mqtt::{ClientIdPolicy, IdentitySource, MqttConfig, MqttLimits, OnDeny, UsernamePolicy};
 pub use tls::{
     CertificateConfig, ClientAuthConfig, ClientAuthMode, ExpiredCrlPolicy, OcspConfig, Stapling,
     TlsConfig, TlsProfile,

@@ -42,6 +42,31 @@ pub struct MqttConfig {
     pub on_deny: OnDeny,
     /// Topic ACL rules; absent, every topic is allowed.
     pub acl: Option<Vec<AclRule>>,
+    /// Per-device rate limits; absent, none.
+    #[serde(default)]
+    pub limits: MqttLimits,
+}
+
+/// Per-device rate limits, keyed by the verified identity (else the client
+/// id): every connection of one device shares them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttLimits {
+    /// PUBLISH packets a second a device may send; more are delayed.
+    pub publish_rate: Option<u32>,
+    /// PUBLISH packets it may send at once after a quiet spell (default:
+    /// `publish_rate`).
+    pub publish_burst: Option<u32>,
+    /// Bytes a second a device may send to the broker; more are delayed.
+    pub bytes_rate: Option<u32>,
+    /// Bytes it may send at once (default: `bytes_rate`, at least 64 KiB).
+    pub bytes_burst: Option<u32>,
+    /// Close a session that stays over its rate this long (MQTT 5:
+    /// DISCONNECT 0x96 "message rate too high"); absent, it is only slowed.
+    pub disconnect_after: Option<HumanDuration>,
+    /// New connections a minute a device may make (reconnect loops); more
+    /// are refused at CONNECT.
+    pub connections_per_minute: Option<u32>,
 }
 
 impl Default for MqttConfig {
@@ -54,6 +79,7 @@ impl Default for MqttConfig {
             username: UsernamePolicy::default(),
             on_deny: OnDeny::default(),
             acl: None,
+            limits: MqttLimits::default(),
         }
     }
 }

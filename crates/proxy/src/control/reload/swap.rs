@@ -29,6 +29,7 @@ use crate::conn::context::{Context, Live, Route};
 use crate::metrics::labels::{ListenerLabels, ResultLabels};
 use crate::metrics::reason::{reasons, ByReason};
 use crate::metrics::Metrics;
+use crate::relay::throttle::DeviceLimits;
 use crate::tls::certs::{unix, CertError};
 use crate::tls::files::{Digest, Sources};
 use crate::tls::policy::TlsPolicy;
@@ -259,6 +260,12 @@ impl ReloadTarget {
             policy: policy.clone(),
             tls: Arc::new(new),
             routes: live.routes.clone(),
+            // Fresh buckets only when the limits changed.
+            limits: if DeviceLimits::of(config).config == live.limits.config {
+                live.limits.clone()
+            } else {
+                Arc::new(DeviceLimits::of(config))
+            },
         };
         let mqtt_edited = config.mqtt != live.config.mqtt;
         let serial = self.put_in_service(&mut state, next, trigger, reconfigured, now);
