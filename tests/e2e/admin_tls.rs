@@ -177,6 +177,23 @@ fn mutual_tls_admin_refuses_clients_without_a_certificate_from_its_ca() {
     let out = cli(&["healthcheck"], &stranger_config);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("unhealthy"), "{}", out.stderr);
+
+    // Without cli_cert the CLI is refused, and says what is missing.
+    let yaml: String = std::fs::read_to_string(&s.moat.config)
+        .expect("config")
+        .lines()
+        .filter(|l| !l.contains("cli_cert:") && !l.contains("cli_key:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let bare_config = s.path().join("bare.yaml");
+    std::fs::write(&bare_config, yaml).expect("write");
+    let out = cli(&["connections", "list"], &bare_config);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr.contains("no client certificate to present"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

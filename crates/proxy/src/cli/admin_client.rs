@@ -22,6 +22,8 @@ use crate::tls;
 pub struct AdminClient {
     addr: SocketAddr,
     tls: Option<Arc<ClientConfig>>,
+    /// What to check when TLS fails.
+    tls_hint: &'static str,
     token: Option<Zeroizing<String>>,
 }
 
@@ -34,6 +36,7 @@ impl AdminClient {
         Self {
             addr,
             tls: None,
+            tls_hint: "",
             token: None,
         }
     }
@@ -63,8 +66,18 @@ impl AdminClient {
             Some(t) => Some(tls::admin::client_config(t).map_err(|e| e.to_string())?),
             None => None,
         };
+        let tls_hint = match &admin.tls {
+            Some(t) if t.client_ca.is_some() && t.cli_cert.is_none() => {
+                "admin.tls.client_ca is set but admin.tls.cli_cert is not: the CLI has no client certificate to present; set cli_cert and cli_key"
+            }
+            Some(t) if t.client_ca.is_some() => {
+                "the endpoint must serve admin.tls.cert and accept admin.tls.cli_cert, issued by admin.tls.client_ca"
+            }
+            _ => "the endpoint must serve admin.tls.cert",
+        };
         Ok(Self {
             addr: local_address(admin.listen),
+            tls_hint,
             tls,
             token,
         })
@@ -88,9 +101,8 @@ impl AdminClient {
             Some(config) => {
                 let conn = ClientConnection::new(config.clone(), ServerName::from(addr.ip()))
                     .map_err(|e| format!("TLS to the admin endpoint {addr}: {e}"))?;
-                exchange(StreamOwned::new(conn, sock), head.as_bytes()).map_err(|e| {
-                    format!("{e} (admin.tls is set: the endpoint must serve admin.tls.cert, and with client_ca accept admin.tls.cli_cert)")
-                })
+                exchange(StreamOwned::new(conn, sock), head.as_bytes())
+                    .map_err(|e| format!("{e}\n  hint: {}", self.tls_hint))
             }
         }?;
         let answer = String::from_utf8_lossy(&answer);
