@@ -121,4 +121,18 @@ fn check_valid(path: &Path, valid: &ValidConfig) {
             assert!(f.is_absolute(), "{} was not resolved", f.display());
         }
     }
+    if let Some(admin) = &valid.config.admin {
+        let tls = admin.tls.iter().flat_map(|t| {
+            [
+                Some(&t.cert),
+                Some(&t.key),
+                t.client_ca.as_ref(),
+                t.cli_cert.as_ref(),
+                t.cli_key.as_ref(),
+            ]
+        });
+        for f in tls.chain([admin.token_file.as_ref()]).flatten() {
+            assert!(f.is_absolute(), "{} was not resolved", f.display());
+        }
+    }
 }

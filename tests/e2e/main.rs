@@ -2,6 +2,7 @@
 //! module a concern. What they share is in the `moat-testkit` crate.
 
 mod admin;
+mod admin_tls;
 mod alerts;
 mod bad_input;
 mod certbot;

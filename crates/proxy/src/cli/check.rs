@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use super::exit::EXIT_BAD_INPUT;
 use crate::config::ValidConfig;
+use crate::control::access::Access;
 use crate::control::stapling::{self, Skip};
 use crate::control::token::AdminToken;
 use crate::process::privileges;
@@ -59,6 +60,10 @@ pub fn run(config: &ValidConfig) -> ExitCode {
     }
     if let Err(e) = admin_token(config) {
         eprintln!("error: {}: {e}", config.path.display());
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    if let Err(e) = admin_tls(config) {
+        eprintln!("error: {e}");
         return ExitCode::from(EXIT_BAD_INPUT);
     }
     let now = SystemTime::now();
@@ -202,6 +207,23 @@ pub fn admin_token(config: &ValidConfig) -> Result<Option<AdminToken>, String> {
         .and_then(|a| a.token_file.as_ref())
     {
         Some(path) => AdminToken::load(path).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The admin endpoint's TLS settings, built from `admin.tls` when set: the
+/// certificate, key and client CA loaded and checked like a listener's.
+pub fn admin_tls(
+    config: &ValidConfig,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, crate::tls::certs::CertError> {
+    let Some(admin) = &config.config.admin else {
+        return Ok(None);
+    };
+    match &admin.tls {
+        Some(t) => {
+            let access = Access::new(admin, None);
+            tls::admin::server_config(t, access.handshake_requires_cert()).map(Some)
+        }
         None => Ok(None),
     }
 }

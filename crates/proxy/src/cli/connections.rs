@@ -1,16 +1,13 @@
 //! `moat connections list|kick`: the admin API's `/connections` from the
-//! command line, for operators on the host. The admin address and the
-//! bearer token come from the configuration file, as `moat run` reads
-//! them; the request is plain HTTP/1.1 over a std socket, like
-//! `moat healthcheck`'s.
+//! command line, for operators on the host. The admin address, the bearer
+//! token and the TLS settings come from the configuration file, as
+//! `moat run` reads them (`admin_client`, shared with `moat healthcheck`).
 
-use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use super::admin_client::AdminClient;
 use super::exit::{EXIT_BAD_INPUT, EXIT_RUNTIME};
-use super::healthcheck::HealthTarget;
 use crate::config::ValidConfig;
 
 /// Which sessions a verb selects (the API's filters).
@@ -106,57 +103,14 @@ fn with_query(path: &str, q: &str) -> String {
     }
 }
 
-/// Sends one request to the admin endpoint: (status, body).
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-) -> Result<(u16, String), String> {
-    let timeout = Duration::from_secs(10);
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("cannot connect to the admin endpoint {addr}: {e}"))?;
-    let _ = s.set_read_timeout(Some(timeout));
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n"
-    )
-    .map_err(|e| format!("cannot send the request: {e}"))?;
-    let mut answer = String::new();
-    s.read_to_string(&mut answer)
-        .map_err(|e| format!("no answer: {e}"))?;
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Ok((status, body.to_string()))
-}
-
 /// Runs `moat connections VERB` against the moat `config` describes.
 pub fn run(config: &ValidConfig, verb: &Verb) -> ExitCode {
-    let Some(admin) = &config.config.admin else {
-        eprintln!(
-            "error: {} has no admin.listen; the connections API is on the admin endpoint",
-            config.path.display()
-        );
-        return ExitCode::from(EXIT_BAD_INPUT);
-    };
-    // The token as moat reads it; the file holds nothing else.
-    let token = match &admin.token_file {
-        Some(path) => match std::fs::read_to_string(path) {
-            Ok(t) => Some(t.trim().to_string()),
-            Err(e) => {
-                eprintln!(
-                    "error: admin.token_file: cannot read {}: {e}",
-                    path.display()
-                );
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
-        },
-        None => None,
+    let client = match AdminClient::from_config(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
     };
     let (method, path) = match verb.request() {
         Ok(r) => r,
@@ -165,8 +119,7 @@ pub fn run(config: &ValidConfig, verb: &Verb) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let addr = HealthTarget::for_listen(admin.listen).addr;
-    match request(addr, method, &path, token.as_deref()) {
+    match client.request(method, &path, Duration::from_secs(10)) {
         Ok((200..=299, body)) => {
             print!("{body}");
             ExitCode::SUCCESS

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin_client;
 mod check;
 mod connections;
 mod devcerts;

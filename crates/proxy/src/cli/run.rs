@@ -15,17 +15,16 @@ use std::process::ExitCode;
 use super::exit::{EXIT_BAD_INPUT, EXIT_RUNTIME};
 use super::{check, devcerts};
 use crate::config::ValidConfig;
-use crate::control::token::AdminToken;
 use crate::listen::socket::{self, BindError};
 use crate::listen::workers::Workers;
-use crate::process::server::{self, RunError};
+use crate::process::server::{self, AdminSecurity, RunError};
 use crate::process::{confine, logging, privileges};
 use crate::tls;
 
 /// Runs `moat run`: the start-up sequence, then the gateway.
 pub fn run(config: ValidConfig) -> ExitCode {
     logging::init(&config.config.log);
-    let (account, prepared, admin_token) = match load(&config) {
+    let (account, prepared, admin) = match load(&config) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -72,7 +71,7 @@ pub fn run(config: ValidConfig) -> ExitCode {
     let result = runtime.block_on(server::serve(
         config,
         prepared,
-        admin_token,
+        admin,
         sockets,
         (landlock, workers.clone()),
     ));
@@ -91,16 +90,12 @@ pub fn run(config: ValidConfig) -> ExitCode {
 }
 
 /// What is loaded before anything is bound.
-type Loaded = (
-    Option<privileges::Account>,
-    tls::Prepared,
-    Option<AdminToken>,
-);
+type Loaded = (Option<privileges::Account>, tls::Prepared, AdminSecurity);
 
 /// Everything that is loaded before anything is bound: development
 /// certificates when asked for, the account to switch to, every
-/// listener's TLS state (with the start-up warnings logged) and the admin
-/// token. Bad input is reported and comes back as exit code 2.
+/// listener's TLS state (with the start-up warnings logged), the admin
+/// token and the admin endpoint's TLS settings. Bad input is reported and comes back as exit code 2.
 fn load(config: &ValidConfig) -> Result<Loaded, ExitCode> {
     match devcerts::ensure(config) {
         Ok(dev) => devcerts::announce(config, &dev),
@@ -139,5 +134,12 @@ fn load(config: &ValidConfig) -> Result<Loaded, ExitCode> {
             return Err(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
-    Ok((account, prepared, token))
+    let tls = match check::admin_tls(config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(EXIT_BAD_INPUT));
+        }
+    };
+    Ok((account, prepared, AdminSecurity { token, tls }))
 }

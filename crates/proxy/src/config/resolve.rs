@@ -50,8 +50,20 @@ pub fn resolve_paths(config: &mut Config, base: &Path) {
             *p = base.join(&*p);
         }
     };
-    if let Some(f) = config.admin.as_mut().and_then(|a| a.token_file.as_mut()) {
-        resolve(f);
+    if let Some(admin) = config.admin.as_mut() {
+        if let Some(f) = admin.token_file.as_mut() {
+            resolve(f);
+        }
+        if let Some(t) = admin.tls.as_mut() {
+            resolve(&mut t.cert);
+            resolve(&mut t.key);
+            for f in [&mut t.client_ca, &mut t.cli_cert, &mut t.cli_key]
+                .into_iter()
+                .flatten()
+            {
+                resolve(f);
+            }
+        }
     }
     for l in &mut config.listeners {
         for c in &mut l.tls.certificates {

@@ -523,3 +523,86 @@ fn a_backend_list_with_weights_backups_and_a_balancing_rule() {
     );
     assert!(error_text(&backups).contains("every backend is a backup"));
 }
+
+/// `MINIMAL` with `admin` set to `admin` (YAML, indented two spaces).
+fn with_admin(admin: &str) -> String {
+    format!("admin:\n{admin}{MINIMAL}")
+}
+
+#[test]
+fn admin_tls_parses_with_paths_anchored_and_health_open_by_default() {
+    let c = parse_str(&with_admin(
+        "  listen: 127.0.0.1:9090\n  tls:\n    cert: admin.pem\n    key: admin.key\n    client_ca: ops-ca.pem\n    cli_cert: cli.pem\n    cli_key: cli.key\n",
+    ))
+    .expect("valid");
+    let admin = c.config.admin.expect("admin");
+    assert_eq!(admin.health, AdminHealth::Open);
+    let tls = admin.tls.expect("tls");
+    assert_eq!(tls.cert, Path::new("/etc/moat/admin.pem"));
+    assert_eq!(tls.key, Path::new("/etc/moat/admin.key"));
+    assert_eq!(
+        tls.client_ca.as_deref(),
+        Some(Path::new("/etc/moat/ops-ca.pem"))
+    );
+    assert_eq!(
+        tls.cli_cert.as_deref(),
+        Some(Path::new("/etc/moat/cli.pem"))
+    );
+    assert_eq!(tls.cli_key.as_deref(), Some(Path::new("/etc/moat/cli.key")));
+}
+
+#[test]
+fn health_authenticated_needs_credentials() {
+    let e = error_text(&with_admin(
+        "  listen: 127.0.0.1:9090\n  health: authenticated\n",
+    ));
+    assert!(e.contains("admin.health"), "{e}");
+    assert!(e.contains("admin.token_file or admin.tls.client_ca"), "{e}");
+    for credentials in [
+        "  token_file: token\n",
+        "  tls: { cert: a.pem, key: a.key, client_ca: ca.pem }\n",
+    ] {
+        let text = with_admin(&format!(
+            "  listen: 127.0.0.1:9090\n  health: authenticated\n{credentials}"
+        ));
+        let c = parse_str(&text).expect("valid");
+        assert_eq!(c.config.admin.unwrap().health, AdminHealth::Authenticated);
+    }
+    let e = error_text(&with_admin("  listen: 127.0.0.1:9090\n  health: closed\n"));
+    assert!(e.contains("open") && e.contains("authenticated"), "{e}");
+}
+
+#[test]
+fn admin_tls_bad_combinations_name_the_field() {
+    // A client CA outside `tls` is an unknown key of `admin`.
+    let e = error_text(&with_admin(
+        "  listen: 127.0.0.1:9090\n  client_ca: ca.pem\n",
+    ));
+    assert!(e.contains("client_ca"), "{e}");
+    // TLS needs a certificate and a key.
+    let e = error_text(&with_admin(
+        "  listen: 127.0.0.1:9090\n  tls: { cert: a.pem }\n",
+    ));
+    assert!(e.contains("key"), "{e}");
+    let e = error_text(&with_admin(
+        "  listen: 127.0.0.1:9090\n  tls: { cert: a.pem, key: a.key, client_ca: ca.pem, cli_cert: c.pem }\n",
+    ));
+    assert!(
+        e.contains("admin.tls.cli_cert: is set without admin.tls.cli_key"),
+        "{e}"
+    );
+    let e = error_text(&with_admin(
+        "  listen: 127.0.0.1:9090\n  tls: { cert: a.pem, key: a.key, client_ca: ca.pem, cli_key: c.key }\n",
+    ));
+    assert!(
+        e.contains("admin.tls.cli_key: is set without admin.tls.cli_cert"),
+        "{e}"
+    );
+    let e = error_text(&with_admin(
+        "  listen: 127.0.0.1:9090\n  tls: { cert: a.pem, key: a.key, cli_cert: c.pem, cli_key: c.key }\n",
+    ));
+    assert!(
+        e.contains("admin.tls.cli_cert") && e.contains("client_ca"),
+        "{e}"
+    );
+}

@@ -14,8 +14,8 @@ mod limits;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::schema::{
-    Balance, ClientAuthMode, ClientIdPolicy, Config, ListenerConfig, MqttConfig, RouteOf, Stapling,
-    TlsProfile, UsernamePolicy,
+    AdminConfig, AdminHealth, Balance, ClientAuthMode, ClientIdPolicy, Config, ListenerConfig,
+    MqttConfig, RouteOf, Stapling, TlsProfile, UsernamePolicy,
 };
 use crate::tls::policy::{self, TlsPolicy};
 
@@ -25,6 +25,9 @@ pub fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigEr
     let mut errors = Vec::new();
     let mut policies = Vec::new();
     check_process(path, config, &mut errors);
+    if let Some(admin) = &config.admin {
+        check_admin(path, admin, &mut errors);
+    }
     let prefixes = field_prefixes(config);
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -112,6 +115,45 @@ fn check_process(path: &Path, config: &Config, errors: &mut Vec<ConfigError>) {
             )
             .hint("the check reads every certificate file; 60s is the default"),
         );
+    }
+}
+
+/// The admin endpoint: health checks closed only when there are
+/// credentials to ask for, and the CLI's client certificate complete and
+/// of use.
+fn check_admin(path: &Path, admin: &AdminConfig, errors: &mut Vec<ConfigError>) {
+    let client_ca = admin.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    if admin.health == AdminHealth::Authenticated && admin.token_file.is_none() && !client_ca {
+        errors.push(
+            ConfigError::at(
+                path,
+                "admin.health",
+                "is authenticated, but the admin endpoint has no credentials to ask for",
+            )
+            .hint("set admin.token_file or admin.tls.client_ca, or use health: open"),
+        );
+    }
+    let Some(tls) = &admin.tls else {
+        return;
+    };
+    match (&tls.cli_cert, &tls.cli_key) {
+        (Some(_), None) => errors.push(
+            ConfigError::at(path, "admin.tls.cli_cert", "is set without admin.tls.cli_key")
+                .hint("give the CLI's client certificate and its key together"),
+        ),
+        (None, Some(_)) => errors.push(
+            ConfigError::at(path, "admin.tls.cli_key", "is set without admin.tls.cli_cert")
+                .hint("give the CLI's client certificate and its key together"),
+        ),
+        (Some(_), Some(_)) if !client_ca => errors.push(
+            ConfigError::at(
+                path,
+                "admin.tls.cli_cert",
+                "is set, but without admin.tls.client_ca the admin endpoint asks for no client certificate",
+            )
+            .hint("set admin.tls.client_ca to require client certificates, or remove cli_cert and cli_key"),
+        ),
+        _ => {}
     }
 }
 

@@ -19,10 +19,13 @@
 //!   `source`), `DELETE /bans/{id}`: the ban list; a new ban also closes
 //!   the live sessions it names.
 //!
-//! It binds only where `admin.listen` says. With `admin.token_file`, every
-//! request but `/healthz` and `/readyz` needs `Authorization: Bearer
-//! <token>` (`token`). Without one, `/connections` answers 403 and the rest
-//! is open: keep it on loopback or a private network.
+//! It binds only where `admin.listen` says. With `admin.tls` it speaks
+//! HTTPS (`tls::admin`), and with `admin.tls.client_ca` it wants client
+//! certificates. With `admin.token_file`, requests need `Authorization:
+//! Bearer <token>` (`token`). `/healthz` and `/readyz` need neither while
+//! `admin.health` is `open` (`access` has the rules). Without any
+//! credential, `/connections` and `/bans` answer 403 and the rest is open:
+//! keep it on loopback or a private network.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,16 +35,21 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use super::access::{Access, Verdict};
 use super::connections;
 use super::health::Health;
 use super::reload::{self, ReloadHandle, ReloadOutcome, Trigger};
-use super::token::AdminToken;
+use crate::conn::reasons::HandshakeFailure;
 use crate::conn::registry::{CloseReason, Registry};
 use crate::conn::Context;
+use crate::metrics::labels::AdminReasonLabels;
+use crate::metrics::reason::ByReason;
 use crate::metrics::Metrics;
 use crate::tls::certs::{rfc3339, unix, CertInfo};
 
@@ -57,8 +65,10 @@ pub struct AdminState {
     pub reloader: ReloadHandle,
     /// The live sessions, for `/connections`.
     pub sessions: Arc<Registry>,
-    /// The bearer token every request but the health checks needs.
-    pub token: Option<AdminToken>,
+    /// Who may use which endpoint.
+    pub access: Access,
+    /// HTTPS (`admin.tls`), client certificates as `access` says.
+    pub tls: Option<Arc<ServerConfig>>,
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -147,17 +157,26 @@ pub fn reload_json(outcomes: &[(String, ReloadOutcome)]) -> serde_json::Value {
     serde_json::json!({ "ok": ok, "listeners": listeners })
 }
 
-/// Whether `req` may be served: the health checks always, the rest with
-/// the token when one is configured.
-fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
-    let Some(token) = &state.token else {
-        return true;
-    };
-    if matches!(req.uri().path(), "/healthz" | "/readyz") {
-        return true;
+/// The 401 for a request `access` refused.
+fn unauthorized(state: &AdminState, path: &str, verdict: Verdict) -> Response<Full<Bytes>> {
+    state.metrics.admin_unauthorized.inc();
+    if verdict == Verdict::NeedClientCert {
+        debug!(path, "admin request without a client certificate");
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: this endpoint needs a client certificate issued by admin.tls.client_ca\n",
+        );
     }
-    let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-    token.accepts(header)
+    debug!(path, "admin request without the right token");
+    let mut r = text(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized: send Authorization: Bearer <admin.token_file's token>\n",
+    );
+    r.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"moat\""),
+    );
+    r
 }
 
 /// The trigger `POST /reload` asks for: `?force=true` or nothing.
@@ -289,34 +308,27 @@ fn connection(state: &AdminState, req: &Request<Incoming>, id: &str) -> Response
     }
 }
 
-async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if !authorized(state, req) {
-        state.metrics.admin_unauthorized.inc();
-        debug!(
-            path = req.uri().path(),
-            "admin request without the right token"
-        );
-        let mut r = text(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized: send Authorization: Bearer <admin.token_file's token>\n",
-        );
-        r.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"moat\""),
-        );
-        return r;
-    }
+async fn route(
+    state: &AdminState,
+    req: &Request<Incoming>,
+    client_cert: bool,
+) -> Response<Full<Bytes>> {
     let path = req.uri().path();
+    let header = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    let verdict = state.access.decide(path, header, client_cert);
+    if verdict != Verdict::Allow {
+        return unauthorized(state, path, verdict);
+    }
     let control = ["/connections", "/bans"]
         .iter()
         .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')));
-    if control && state.token.is_none() {
+    if control && !state.access.has_credentials() {
         // Who is connected, and closing them, only for an authenticated
         // operator: an endpoint that was safe to leave open for probes and
         // scrapes does not become a way to disconnect the fleet.
         return text(
             StatusCode::FORBIDDEN,
-            "the connections and bans API needs admin.token_file; set it to list, close and ban sessions\n",
+            "the connections and bans API needs admin.token_file or admin.tls.client_ca; set one to list, close and ban sessions\n",
         );
     }
     if let Some(id) = path.strip_prefix("/connections/") {
@@ -372,9 +384,19 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
 /// Serves the admin endpoint on an already-bound listener until `shutdown`.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
     match listener.local_addr() {
-        Ok(addr) => info!(address = %addr, "admin endpoint listening"),
+        Ok(addr) => info!(address = %addr, tls = state.tls.is_some(), "admin endpoint listening"),
         Err(_) => info!("admin endpoint listening"),
     }
+    let failed: Option<ByReason<HandshakeFailure>> = state.tls.as_ref().map(|_| {
+        ByReason::new(|reason| {
+            state
+                .metrics
+                .admin_handshake_failed
+                .get_or_create_owned(&AdminReasonLabels {
+                    reason: reason.to_string(),
+                })
+        })
+    });
     loop {
         let (stream, _) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -388,19 +410,61 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
             },
         };
         let state = state.clone();
+        let failed = failed.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req).await) }
-            });
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(error = %e, "admin connection error");
+            match (&state.tls, failed) {
+                (Some(config), Some(failed)) => {
+                    let config = config.clone();
+                    match handshake(stream, config).await {
+                        Ok(tls) => {
+                            let client_cert = tls.connection().peer_certificates().is_some();
+                            http(tls, state, client_cert).await;
+                        }
+                        Err(reason) => failed.inc(reason),
+                    }
+                }
+                _ => http(stream, state, false).await,
             }
         });
+    }
+}
+
+/// The TLS handshake of one admin connection, within 10 seconds.
+async fn handshake(
+    stream: TcpStream,
+    config: Arc<ServerConfig>,
+) -> Result<crate::tls::stream::TlsStream, HandshakeFailure> {
+    let done = async {
+        let start = crate::tls::stream::accept(stream).await?;
+        start.finish(config).await
+    };
+    let result = match tokio::time::timeout(std::time::Duration::from_secs(10), done).await {
+        Ok(Ok(tls)) => return Ok(tls),
+        Ok(Err(e)) => {
+            let reason = HandshakeFailure::of(&e);
+            debug!(error = %e, reason = reason.as_str(), "admin TLS handshake failed");
+            reason
+        }
+        Err(_) => HandshakeFailure::Timeout,
+    };
+    Err(result)
+}
+
+/// Serves HTTP/1.1 on one admin connection until it ends.
+async fn http<IO>(io: IO, state: Arc<AdminState>, client_cert: bool)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(route(&state, &req, client_cert).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10))
+        .serve_connection(TokioIo::new(io), service)
+        .await
+    {
+        debug!(error = %e, "admin connection error");
     }
 }

@@ -5,9 +5,11 @@
 //! - `stapling`: the OCSP stapling tasks of every served certificate;
 //! - `tls_series`: the certificate and CRL validity metrics;
 //! - `health`: readiness;
-//! - `admin`: the admin HTTP endpoint; `token` its bearer token, and
-//!   `connections` its listing and closing of live sessions.
+//! - `admin`: the admin HTTP endpoint; `token` its bearer token,
+//!   `access` who may use which endpoint, and `connections` its listing
+//!   and closing of live sessions.
 
+pub mod access;
 pub mod admin;
 mod connections;
 pub mod health;

@@ -29,6 +29,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Labels: a reason only (the admin endpoint's series).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdminReasonLabels {
+    /// A fixed reason value.
+    pub reason: String,
+}
+
 /// Labels of `moat_tls_handshakes_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandshakeLabels {

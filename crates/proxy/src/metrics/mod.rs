@@ -130,7 +130,9 @@ families! {
     /// `moat_connections_closed`.
     connections_closed: Family<ReasonLabels, Counter> = "moat_connections_closed", "Established sessions moat closed on its own, by reason (revoked or no longer trusted after a reload, certificate expired, max_connection_lifetime, kicked through the admin API)", Default::default();
     /// `moat_admin_unauthorized`.
-    admin_unauthorized: Counter = "moat_admin_unauthorized", "Admin API requests refused for a missing or wrong bearer token", Default::default();
+    admin_unauthorized: Counter = "moat_admin_unauthorized", "Admin API requests refused (401) for a missing or wrong bearer token, or a missing client certificate", Default::default();
+    /// `moat_admin_tls_handshake_failures`.
+    admin_handshake_failed: Family<AdminReasonLabels, Counter> = "moat_admin_tls_handshake_failures", "Failed TLS handshakes on the admin endpoint (admin.tls), by reason: no_client_certificate and bad_client_certificate are clients refused for their certificate", Default::default();
     /// `moat_sessions_rechecked`.
     sessions_rechecked: Family<ListenerLabels, Counter> = "moat_sessions_rechecked", "Live sessions whose client certificate a reload verified again against the new CA bundle, CRLs and allow-list", Default::default();
     /// `moat_idle_timeouts`.

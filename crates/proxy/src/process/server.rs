@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use super::sandbox::Landlock;
 use super::systemd;
 use crate::config::ValidConfig;
+use crate::control::access::Access;
 use crate::control::admin::{self, AdminState};
 use crate::control::health::Health;
 use crate::control::reload::{self, ReloadHandle, ReloadTarget, Trigger};
@@ -40,6 +41,14 @@ impl From<BindError> for RunError {
     fn from(e: BindError) -> Self {
         Self(e.0)
     }
+}
+
+/// The admin endpoint's credentials, loaded before anything is bound.
+pub struct AdminSecurity {
+    /// From `admin.token_file`.
+    pub token: Option<AdminToken>,
+    /// From `admin.tls`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The signals moat answers.
@@ -66,7 +75,7 @@ impl Signals {
 pub async fn serve(
     config: ValidConfig,
     prepared: Prepared,
-    admin_token: Option<AdminToken>,
+    admin_security: AdminSecurity,
     mut sockets: Bound,
     (landlock, workers): (Landlock, Arc<Workers>),
 ) -> Result<(), RunError> {
@@ -111,14 +120,15 @@ pub async fn serve(
         &config.config.reload,
         admin_shutdown.clone(),
     );
-    if let Some(socket) = admin_socket {
+    if let (Some(socket), Some(admin)) = (admin_socket, &config.config.admin) {
         let state = Arc::new(AdminState {
             health: health.clone(),
             metrics: metrics.clone(),
             listeners: listeners.all.clone(),
             reloader: reloader.clone(),
             sessions: listeners.sessions.clone(),
-            token: admin_token,
+            access: Access::new(admin, admin_security.token),
+            tls: admin_security.tls,
         });
         // The admin endpoint outlives the listeners, so that /readyz reports
         // the drain and /metrics stays scrapeable until the end.

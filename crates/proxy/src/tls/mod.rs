@@ -10,6 +10,7 @@
 
 //!
 //! - `state`: [`ListenerTls`] and [`Resumption`];
+//! - `admin`: TLS on the admin endpoint, and the CLI's side of it;
 //! - `policy`: versions, suites and groups; weak suites refused. Pure;
 //! - `certs`: reading and checking certificate chains and keys;
 //! - `resolver`: SNI certificate selection, and each certificate's staple;
@@ -20,6 +21,7 @@
 //! - `tickets`: session ticket keys shared between replicas;
 //! - `stream`: one connection's TLS session on rustls' unbuffered API.
 
+pub mod admin;
 pub mod allow;
 pub mod certs;
 pub mod client_auth;

@@ -68,6 +68,44 @@ pub struct AdminConfig {
     /// start-up. Absent, the endpoint has no authentication.
     #[serde(default)]
     pub token_file: Option<std::path::PathBuf>,
+    /// Whether `/healthz` and `/readyz` answer without credentials.
+    #[serde(default)]
+    pub health: AdminHealth,
+    /// HTTPS, and optionally client certificates, on the admin listener.
+    #[serde(default)]
+    pub tls: Option<AdminTlsConfig>,
+}
+
+/// Whether the health checks need the admin credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminHealth {
+    /// `/healthz` and `/readyz` answer anyone (probes, load balancers).
+    #[default]
+    Open,
+    /// They need the same token or client certificate as the rest.
+    Authenticated,
+}
+
+/// TLS on the admin listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTlsConfig {
+    /// The admin endpoint's certificate chain (leaf first).
+    pub cert: std::path::PathBuf,
+    /// Its private key.
+    pub key: std::path::PathBuf,
+    /// CA bundle that client certificates must chain to; absent, no client
+    /// certificate is asked for.
+    #[serde(default)]
+    pub client_ca: Option<std::path::PathBuf>,
+    /// The client certificate moat's own CLI (`moat healthcheck`,
+    /// `moat connections`) presents; `moat run` never reads it.
+    #[serde(default)]
+    pub cli_cert: Option<std::path::PathBuf>,
+    /// The key of `cli_cert`.
+    #[serde(default)]
+    pub cli_key: Option<std::path::PathBuf>,
 }
 
 /// Log output.
