@@ -6,6 +6,7 @@ mod alerts;
 mod bad_input;
 mod certbot;
 mod cli;
+mod client_ocsp;
 mod confinement;
 mod deploy;
 mod device_identity;

@@ -125,6 +125,11 @@ pub async fn establish(
     }
     m.handshake_duration
         .observe(started.elapsed().as_secs_f64());
+    let chain = tls.connection().peer_certificates();
+    if !super::ocsp::admits(&ctx, &live, chain, details.identity.as_ref()).await {
+        close(&mut tls, &[]).await;
+        return None;
+    }
     details.log();
     // The chain is kept only where a reload can re-check it: on listeners
     // that verify clients.
