@@ -126,7 +126,9 @@ pub async fn establish(
     m.handshake_duration
         .observe(started.elapsed().as_secs_f64());
     let chain = tls.connection().peer_certificates();
-    if !super::ocsp::admits(&ctx, &live, chain, details.identity.as_ref()).await {
+    let (settings, cas) = (&live.config.tls.client_auth, &live.tls.client_ca_ders);
+    let identity = details.identity.as_ref();
+    if !super::ocsp::admits(&ctx.ocsp, m, settings, cas, chain, identity).await {
         close(&mut tls, &[]).await;
         return None;
     }

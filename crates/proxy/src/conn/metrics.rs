@@ -9,8 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::ocsp::{CheckResult, QueryResult};
-use super::reasons::{HandshakeFailure, RejectReason};
+use super::reasons::{CheckResult, HandshakeFailure, QueryResult, RejectReason};
 use super::registry::CloseReason;
 use crate::guard::connect::ConnectRefusal;
 use crate::guard::packets::{GuardCounters, SessionClose};

@@ -18,7 +18,8 @@ use tokio::sync::watch;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::cache::{AnswerCache, Lookup, DEFAULT_CAPACITY};
-use super::verdict::{Outcome, QueryResult};
+use super::verdict::Outcome;
+use crate::conn::reasons::QueryResult;
 use crate::metrics::reason::ByReason;
 
 /// Clock difference tolerated with a responder (thisUpdate, nextUpdate),

@@ -18,40 +18,34 @@ use rustls::pki_types::CertificateDer;
 use tracing::info;
 
 pub use checker::OcspChecker;
-pub use verdict::{CheckResult, QueryResult};
 
-use super::context::{Context, Live};
-use crate::config::ClientOcspMode;
+use super::metrics::ConnMetrics;
+use crate::config::{ClientAuthConfig, ClientOcspMode};
 use crate::tls::client_auth::PeerIdentity;
 use verdict::{decide, Decision, Outcome};
 
 /// Whether the device behind `chain` (verified, with `identity`) may go
-/// on, after its OCSP check when the listener asks for one. Counts the
-/// check and a refusal, and logs a refusal, or an admission without a
-/// verified answer, once with the device's subject and fingerprint.
+/// on, after its OCSP check with `checker` when `settings` ask for one
+/// (`cas`: the client CA bundle, where its issuer may be). Counts the
+/// check and a refusal in `m`, and logs a refusal, or an admission without
+/// a verified answer, once with the device's subject and fingerprint.
 pub async fn admits(
-    ctx: &Context,
-    live: &Live,
+    checker: &OcspChecker,
+    m: &ConnMetrics,
+    settings: &ClientAuthConfig,
+    cas: &[CertificateDer<'static>],
     chain: Option<&[CertificateDer<'_>]>,
     identity: Option<&PeerIdentity>,
 ) -> bool {
-    let settings = &live.config.tls.client_auth;
     let mode = settings.ocsp;
     let (ClientOcspMode::Prefer | ClientOcspMode::Require, Some(chain), Some(id)) =
         (mode, chain, identity)
     else {
         return true;
     };
-    let outcome = ctx
-        .ocsp
-        .check(
-            &id.sha256,
-            chain,
-            &live.tls.client_ca_ders,
-            settings.ocsp_timeout(),
-        )
+    let outcome = checker
+        .check(&id.sha256, chain, cas, settings.ocsp_timeout())
         .await;
-    let m = &ctx.metrics;
     m.client_ocsp_checks.inc(outcome.result());
     match decide(mode, &outcome) {
         Decision::Admit => {

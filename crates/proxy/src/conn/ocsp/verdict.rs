@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::config::ClientOcspMode;
-use crate::metrics::reason::reasons;
+use crate::conn::reasons::{CheckResult, QueryResult};
 use crate::tls::client_auth::DenialReason;
 
 /// How long a failed query is remembered, so that a responder outage does
@@ -28,38 +28,6 @@ pub enum Outcome {
     /// The certificate names no OCSP responder (no AIA OCSP URL), or its
     /// issuer is not at hand, so there is no one to ask.
     NoResponder(&'static str),
-}
-
-reasons! {
-    /// What a check found (`moat_client_ocsp_checks_total{result}`).
-    pub enum CheckResult {
-        /// Not revoked.
-        Good => "good",
-        /// Revoked.
-        Revoked => "revoked",
-        /// The responder does not know the certificate.
-        Unknown => "unknown",
-        /// No verified answer (down, timeout, HTTP error, garbage, bad
-        /// signature).
-        ResponderError => "responder_error",
-        /// The certificate names no responder.
-        NoResponder => "no_responder",
-    }
-}
-
-reasons! {
-    /// What a query sent to a responder brought
-    /// (`moat_client_ocsp_queries_total{result}`).
-    pub enum QueryResult {
-        /// A verified "good".
-        Good => "good",
-        /// A verified "revoked".
-        Revoked => "revoked",
-        /// A verified "unknown".
-        Unknown => "unknown",
-        /// No verified answer.
-        Error => "error",
-    }
 }
 
 impl Outcome {
