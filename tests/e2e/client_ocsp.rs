@@ -109,6 +109,15 @@ fn a_good_device_round_trips_and_its_answer_is_cached() {
         s.metric("moat_client_ocsp_cache_entries", "listener=\"mqtts\""),
         1.0
     );
+    // `moat check` reports each listener's setting.
+    let out = moat_check(s.g.path(), "check.yaml", &s.g.yaml);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for needle in [
+        "client OCSP: require (timeout 2s; devices without a verified answer are refused)",
+        "client OCSP: prefer (timeout 2s; devices without a verified answer are admitted)",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle}: {}", out.stdout);
+    }
 }
 
 #[test]
