@@ -89,6 +89,16 @@ impl OcspChecker {
         let Some((leaf, rest)) = chain.split_first() else {
             return Outcome::NoResponder("no client certificate");
         };
+        let limit = timeout + Duration::from_secs(1);
+        // The usual case first, without parsing anything: an answer held,
+        // or a query in flight. (A binding, so the lock is not held while
+        // waiting.)
+        let known = lock(&self.cache).lookup(&key.to_string(), SystemTime::now());
+        match known {
+            Lookup::Answer(outcome) => return outcome,
+            Lookup::InFlight(rx) if !abandoned(&rx) => return wait(rx, limit).await,
+            Lookup::InFlight(_) | Lookup::Miss => {}
+        }
         let url = match responder_url_of(leaf) {
             Ok(Some(url)) => url,
             Ok(None) | Err(_) => {
@@ -102,6 +112,7 @@ impl OcspChecker {
                 "the certificate's issuer is neither in its chain nor in the client CA bundle",
             );
         };
+        // Looked up again: another connection may have started the query.
         let pending = {
             let mut cache = lock(&self.cache);
             match cache.lookup(&key.to_string(), SystemTime::now()) {
@@ -128,7 +139,7 @@ impl OcspChecker {
                 }
             }
         };
-        wait(pending, timeout + Duration::from_secs(1)).await
+        wait(pending, limit).await
     }
 
     /// Runs one query in its own task, stores and publishes its answer.
