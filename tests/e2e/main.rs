@@ -7,6 +7,7 @@ mod alerts;
 mod bad_input;
 mod certbot;
 mod cli;
+mod client_ocsp;
 mod clusters;
 mod confinement;
 mod deploy;

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::prelude::{Engine as _, BASE64_STANDARD};
 use rasn::types::{Integer, OctetString, Oid};
@@ -16,7 +17,7 @@ use reqwest::{StatusCode, Url};
 use x509_parser::num_bigint::BigInt;
 
 use crate::cache::MAX_RESPONSE_SIZE;
-use crate::cert::{key_hash, parse_cert, CertIdHash};
+use crate::cert::{key_hash, parse_cert, responder_url, CertIdHash};
 use crate::config::StaplingConfig;
 
 /// Why a query brought no response to verify.
@@ -117,28 +118,8 @@ fn own_query_url(
 
 impl Fetcher {
     /// Builds the HTTP client with the configured timeouts.
-    ///
-    /// TLS (for the rare https:// responder) uses aws-lc-rs and the Mozilla
-    /// roots explicitly: reqwest would otherwise panic when the process has
-    /// not installed a default rustls `CryptoProvider`.
     pub(crate) fn new(config: &StaplingConfig, aia_url: Option<&str>) -> Result<Self, FetchError> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| FetchError::Internal(format!("TLS client set-up: {e}")))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("moat-stapling/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| FetchError::Internal(format!("HTTP client set-up: {e}")))?;
+        let http = http_client(config.connect_timeout, config.request_timeout)?;
         Ok(Self {
             client: ocsp_stapler::Client::new_with_client(http.clone()),
             http,
@@ -147,75 +128,161 @@ impl Fetcher {
     }
 
     /// Queries the responder about `leaf` and returns the DER response.
-    ///
-    /// ocsp-stapler decodes the response with rasn; it is re-encoded here,
-    /// and these re-encoded bytes are what gets verified and stapled. The
-    /// BasicOCSPResponse (the signed part) is an OCTET STRING inside, so it
-    /// is carried over byte for byte.
     pub(crate) async fn fetch(&self, leaf: &[u8], issuer: &[u8]) -> Result<Vec<u8>, FetchError> {
-        let response = match &self.own_url {
-            Some(url) => self.query_own(url, leaf, issuer).await?,
-            None => self
-                .client
-                .query_raw(leaf, issuer)
-                .await
-                .map_err(classify)?,
-        };
-        rasn::der::encode(&response)
-            .map_err(|e| FetchError::Malformed(format!("cannot re-encode the response: {e}")))
+        query(
+            &self.client,
+            &self.http,
+            self.own_url.as_ref(),
+            leaf,
+            issuer,
+        )
+        .await
     }
+}
 
-    /// The query to a URL ocsp-stapler's `Client` cannot handle (see
-    /// [`own_query_url`]). Its request builder is private, so the request
-    /// is built here the same way (SHA-1 CertID, no nonce: RFC 5019, which
-    /// Let's Encrypt requires) and sent with GET when it fits in 255 bytes
-    /// (base64 then percent-encoded, appended after a '/'), else POST.
-    async fn query_own(
-        &self,
-        url: &Url,
-        leaf: &[u8],
-        issuer: &[u8],
-    ) -> Result<OcspResponse, FetchError> {
-        let request = build_request(leaf, issuer)?;
-        let builder = if request.len() <= 255 && url.query().is_none() {
-            let encoded = BASE64_STANDARD
-                .encode(&request)
-                .replace('+', "%2B")
-                .replace('/', "%2F")
-                .replace('=', "%3D");
-            let mut get = url.as_str().to_owned();
-            if !get.ends_with('/') {
-                get.push('/');
-            }
-            get.push_str(&encoded);
-            let get = Url::parse(&get)
-                .map_err(|e| FetchError::Failed(format!("cannot build the GET URL: {e}")))?;
-            self.http.get(get)
-        } else {
-            self.http
-                .post(url.clone())
-                .header(CONTENT_TYPE, "application/ocsp-request")
-                .body(request)
-        };
-        let mut response = builder.send().await.map_err(from_reqwest)?;
-        if response.status() != StatusCode::OK {
-            return Err(FetchError::HttpStatus(format!(
-                "HTTP {} from {url}",
-                response.status()
+/// Queries a responder about `leaf`: at `own_url` with this module's own
+/// request, else with ocsp-stapler's `Client` at the certificate's URL.
+///
+/// ocsp-stapler decodes the response with rasn; it is re-encoded here,
+/// and these re-encoded bytes are what gets verified and stapled. The
+/// BasicOCSPResponse (the signed part) is an OCTET STRING inside, so it
+/// is carried over byte for byte.
+async fn query(
+    client: &ocsp_stapler::Client,
+    http: &reqwest::Client,
+    own_url: Option<&Url>,
+    leaf: &[u8],
+    issuer: &[u8],
+) -> Result<Vec<u8>, FetchError> {
+    let response = match own_url {
+        Some(url) => query_own(http, url, leaf, issuer).await?,
+        None => client.query_raw(leaf, issuer).await.map_err(classify)?,
+    };
+    rasn::der::encode(&response)
+        .map_err(|e| FetchError::Malformed(format!("cannot re-encode the response: {e}")))
+}
+
+/// The query to a URL ocsp-stapler's `Client` cannot handle (see
+/// [`own_query_url`]). Its request builder is private, so the request
+/// is built here the same way (SHA-1 CertID, no nonce: RFC 5019, which
+/// Let's Encrypt requires) and sent with GET when it fits in 255 bytes
+/// (base64 then percent-encoded, appended after a '/'), else POST.
+async fn query_own(
+    http: &reqwest::Client,
+    url: &Url,
+    leaf: &[u8],
+    issuer: &[u8],
+) -> Result<OcspResponse, FetchError> {
+    let request = build_request(leaf, issuer)?;
+    let builder = if request.len() <= 255 && url.query().is_none() {
+        let encoded = BASE64_STANDARD
+            .encode(&request)
+            .replace('+', "%2B")
+            .replace('/', "%2F")
+            .replace('=', "%3D");
+        let mut get = url.as_str().to_owned();
+        if !get.ends_with('/') {
+            get.push('/');
+        }
+        get.push_str(&encoded);
+        let get = Url::parse(&get)
+            .map_err(|e| FetchError::Failed(format!("cannot build the GET URL: {e}")))?;
+        http.get(get)
+    } else {
+        http.post(url.clone())
+            .header(CONTENT_TYPE, "application/ocsp-request")
+            .body(request)
+    };
+    let mut response = builder.send().await.map_err(from_reqwest)?;
+    if response.status() != StatusCode::OK {
+        return Err(FetchError::HttpStatus(format!(
+            "HTTP {} from {url}",
+            response.status()
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(from_reqwest)? {
+        if (body.len() + chunk.len()) as u64 > MAX_RESPONSE_SIZE {
+            return Err(FetchError::Malformed(format!(
+                "the body is larger than {MAX_RESPONSE_SIZE} bytes"
             )));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(from_reqwest)? {
-            if (body.len() + chunk.len()) as u64 > MAX_RESPONSE_SIZE {
-                return Err(FetchError::Malformed(format!(
-                    "the body is larger than {MAX_RESPONSE_SIZE} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        rasn::der::decode::<OcspResponse>(&body)
-            .map_err(|e| FetchError::Malformed(format!("cannot decode the OCSP response: {e}")))
+        body.extend_from_slice(&chunk);
     }
+    rasn::der::decode::<OcspResponse>(&body)
+        .map_err(|e| FetchError::Malformed(format!("cannot decode the OCSP response: {e}")))
+}
+
+/// The HTTP client responders are queried with.
+///
+/// TLS (for the rare https:// responder) uses aws-lc-rs and the Mozilla
+/// roots explicitly: reqwest would otherwise panic when the process has
+/// not installed a default rustls `CryptoProvider`.
+fn http_client(connect: Duration, request: Duration) -> Result<reqwest::Client, FetchError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| FetchError::Internal(format!("TLS client set-up: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .connect_timeout(connect)
+        .timeout(request)
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .user_agent(concat!("moat-stapling/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| FetchError::Internal(format!("HTTP client set-up: {e}")))
+}
+
+/// Queries the OCSP responders of many certificates, each the one its own
+/// Authority Information Access extension names, over one shared HTTP
+/// client: for checking the certificates clients present, where the
+/// stapler's [`Fetcher`] serves one certificate of our own.
+///
+/// The answer is the DER response, not yet verified: give it to
+/// [`verify_response`](crate::verify_response) with the same certificates.
+pub struct OcspClient {
+    client: ocsp_stapler::Client,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for OcspClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OcspClient").finish_non_exhaustive()
+    }
+}
+
+impl OcspClient {
+    /// A client allowing `connect` to connect to a responder and `request`
+    /// for a whole query.
+    pub fn new(connect: Duration, request: Duration) -> Result<Self, FetchError> {
+        let http = http_client(connect, request)?;
+        Ok(Self {
+            client: ocsp_stapler::Client::new_with_client(http.clone()),
+            http,
+        })
+    }
+
+    /// Queries the responder `leaf` names (its first AIA OCSP URL) about
+    /// it; `issuer` is the certificate that issued it. Fails with
+    /// [`FetchError::NoResponderUrl`] when it names none.
+    pub async fn query(&self, leaf: &[u8], issuer: &[u8]) -> Result<Vec<u8>, FetchError> {
+        let aia = responder_url_of(leaf)?.ok_or(FetchError::NoResponderUrl)?;
+        let own_url = own_query_url(None, Some(&aia))?;
+        query(&self.client, &self.http, own_url.as_ref(), leaf, issuer).await
+    }
+}
+
+/// The first AIA OCSP URL of a DER certificate.
+///
+/// Fails when the certificate cannot be parsed.
+pub fn responder_url_of(leaf: &[u8]) -> Result<Option<String>, FetchError> {
+    let cert = parse_cert(leaf, "leaf").map_err(FetchError::BadCertificate)?;
+    Ok(responder_url(&cert))
 }
 
 /// A DER OCSPRequest for one certificate, with a SHA-1 CertID.
@@ -306,6 +373,18 @@ mod tests {
     fn client_builds_without_a_process_crypto_provider() {
         // Nothing in this unit-test binary installs a default provider.
         Fetcher::new(&StaplingConfig::default(), Some("http://ocsp.example.com")).unwrap();
+    }
+
+    #[test]
+    fn client_for_many_certificates_needs_a_responder_url() {
+        let client = OcspClient::new(Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt.block_on(client.query(b"x", b"y")).unwrap_err();
+        assert_eq!(err.reason(), "bad_certificate");
+        assert!(err.to_string().contains("leaf"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,11 @@
 //!   publishing the current staple wait-free ([`StaplerHandle::current`])
 //!   and reporting events to a [`StapleObserver`] for metrics.
 //!
+//! * **Other certificates' responders** ([`OcspClient`]): the same query
+//!   for many certificates over one HTTP client, each asking the
+//!   responder its own AIA extension names (the proxy checks device
+//!   certificates with it and [`verify_response`]).
+//!
 //! It knows nothing of listeners, rustls configuration or MQTT: the owner
 //! puts [`Staple::der`] into its `CertifiedKey::ocsp`.
 //!
@@ -53,7 +58,7 @@ pub use cache::cache_path;
 pub use cert::{leaf_facts, LeafFacts};
 pub use clock::{Clock, SystemClock};
 pub use config::{ConfigError, StaplingConfig};
-pub use fetch::FetchError;
+pub use fetch::{responder_url_of, FetchError, OcspClient};
 pub use observer::{
     NoopObserver, RefreshError, RefreshRecord, StapleObserver, StapleSource, StapleStatus,
 };

@@ -46,6 +46,9 @@ impl CaOptions {
 pub enum Profile {
     /// A device certificate: extendedKeyUsage clientAuth.
     Client,
+    /// [`Profile::Client`] naming the CA's OCSP URL, if it has one, in
+    /// authorityInfoAccess (for OCSP checks of device certificates).
+    ClientOcsp,
     /// A server certificate for `localhost`, 127.0.0.1 and ::1
     /// (extendedKeyUsage serverAuth), naming the CA's OCSP URL, if it has
     /// one, in authorityInfoAccess.
@@ -63,6 +66,7 @@ impl Profile {
     fn section(self) -> &'static str {
         match self {
             Self::Client => "client_ext",
+            Self::ClientOcsp => "client_ocsp_ext",
             Self::Server => "server_ext",
             Self::MustStaple => "must_staple_ext",
             Self::ServerNoAia => "server_no_aia_ext",
@@ -161,6 +165,11 @@ distinguished_name = dn
 basicConstraints = CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
+[ client_ocsp_ext ]
+basicConstraints = CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = clientAuth
+{aia}
 [ server_ext ]
 {server}{aia}
 [ must_staple_ext ]

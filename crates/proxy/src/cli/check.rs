@@ -187,6 +187,18 @@ pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Str
         if !auth.allow.is_empty() {
             let _ = writeln!(out, "  allow-list: {} rule(s)", auth.allow.len());
         }
+        if auth.ocsp != crate::config::ClientOcspMode::Off {
+            let failure = match auth.ocsp {
+                crate::config::ClientOcspMode::Require => "refused",
+                _ => "admitted",
+            };
+            let _ = writeln!(
+                out,
+                "  client OCSP: {} (timeout {}; devices without a verified answer are {failure})",
+                auth.ocsp,
+                humantime::format_duration(auth.ocsp_timeout())
+            );
+        }
         if l.backend_proxy_protocol != crate::config::ProxyProtocol::None {
             let _ = writeln!(
                 out,

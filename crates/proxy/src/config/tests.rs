@@ -606,3 +606,71 @@ fn admin_tls_bad_combinations_name_the_field() {
         "{e}"
     );
 }
+
+const CLIENT_OCSP: &str = "
+listeners:
+  - name: mqtts
+    listen: 127.0.0.1:8883
+    backend: 127.0.0.1:1883
+    tls:
+      certificates:
+        - cert: tls/server.pem
+          key: tls/server.key
+      client_auth:
+        mode: MODE
+        ca: tls/devices.pem
+        OCSP
+";
+
+fn client_ocsp(mode: &str, ocsp: &str) -> String {
+    let text = CLIENT_OCSP.replace("MODE", mode).replace("OCSP", ocsp);
+    if mode == "none" {
+        text.replace("        ca: tls/devices.pem\n", "")
+    } else {
+        text
+    }
+}
+
+#[test]
+fn client_ocsp_is_off_by_default_and_takes_prefer_or_require() {
+    let c = parse_str(&client_ocsp("required", "")).expect("valid");
+    let ca = &c.config.listeners[0].tls.client_auth;
+    assert_eq!(ca.ocsp, ClientOcspMode::Off);
+    assert_eq!(ca.ocsp_timeout(), Duration::from_secs(3));
+    let c = parse_str(&client_ocsp(
+        "required",
+        "ocsp: require\n        ocsp_timeout: 2s",
+    ))
+    .expect("valid");
+    let ca = &c.config.listeners[0].tls.client_auth;
+    assert_eq!(ca.ocsp, ClientOcspMode::Require);
+    assert_eq!(ca.ocsp_timeout(), Duration::from_secs(2));
+    let c = parse_str(&client_ocsp("optional", "ocsp: prefer")).expect("valid");
+    assert_eq!(
+        c.config.listeners[0].tls.client_auth.ocsp,
+        ClientOcspMode::Prefer
+    );
+}
+
+#[test]
+fn client_ocsp_errors_name_the_field() {
+    let e = error_text(&client_ocsp("none", "ocsp: require"));
+    assert!(e.contains("tls.client_auth.ocsp"), "{e}");
+    assert!(e.contains("client_auth.mode is none"), "{e}");
+    let e = error_text(&client_ocsp("required", "ocsp: sometimes"));
+    assert!(e.contains("ocsp"), "{e}");
+    assert!(e.contains("prefer"), "{e}");
+    let e = error_text(&client_ocsp(
+        "required",
+        "ocsp: require\n        ocsp_timeout: 0s",
+    ));
+    assert!(e.contains("tls.client_auth.ocsp_timeout"), "{e}");
+    assert!(e.contains("longer than zero"), "{e}");
+    let e = error_text(&client_ocsp(
+        "required",
+        "ocsp: prefer\n        ocsp_timeout: 5m",
+    ));
+    assert!(e.contains("at most 30s"), "{e}");
+    let e = error_text(&client_ocsp("required", "ocsp_timeout: 2s"));
+    assert!(e.contains("ocsp is off"), "{e}");
+}

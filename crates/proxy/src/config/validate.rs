@@ -14,8 +14,8 @@ mod limits;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::schema::{
-    AdminConfig, AdminHealth, Balance, ClientAuthMode, ClientIdPolicy, Config, ListenerConfig,
-    MqttConfig, RouteOf, Stapling, TlsProfile, UsernamePolicy,
+    AdminConfig, AdminHealth, Balance, ClientAuthMode, ClientIdPolicy, ClientOcspMode, Config,
+    ListenerConfig, MqttConfig, RouteOf, Stapling, TlsProfile, UsernamePolicy,
 };
 use crate::tls::policy::{self, TlsPolicy};
 
@@ -341,6 +341,7 @@ fn check_client_auth(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut
             }
         }
     }
+    check_client_ocsp(path, prefix, l, errors);
     for (k, rule) in ca.allow.iter().enumerate() {
         for problem in rule.problems() {
             errors.push(
@@ -348,6 +349,57 @@ fn check_client_auth(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut
                     .hint("see docs/device-identity.md for allow-list rules"),
             );
         }
+    }
+}
+
+/// The longest `tls.client_auth.ocsp_timeout`: a device waits this long
+/// for its check, after its handshake.
+const MAX_CLIENT_OCSP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `tls.client_auth.ocsp` needs client certificates; `ocsp_timeout` a
+/// bounded, non-zero time, and only with `ocsp` on.
+fn check_client_ocsp(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
+    let at = |field: &str| format!("{prefix}.tls.client_auth.{field}");
+    let ca = &l.tls.client_auth;
+    if ca.ocsp != ClientOcspMode::Off && ca.mode == ClientAuthMode::None {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("ocsp"),
+                format!(
+                    "ocsp is {} but client_auth.mode is none, so there is no device certificate to check",
+                    ca.ocsp
+                ),
+            )
+            .hint("set client_auth.mode to required (or optional) with a ca bundle, or ocsp: off"),
+        );
+    }
+    let Some(timeout) = ca.ocsp_timeout_setting else {
+        return;
+    };
+    if ca.ocsp == ClientOcspMode::Off {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("ocsp_timeout"),
+                "ocsp_timeout is set but ocsp is off, so it would be ignored",
+            )
+            .hint("set ocsp: prefer or ocsp: require, or remove ocsp_timeout"),
+        );
+    }
+    if timeout.0.is_zero() || timeout.0 > MAX_CLIENT_OCSP_TIMEOUT {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("ocsp_timeout"),
+                format!(
+                    "must be longer than zero and at most {}s, not {}",
+                    MAX_CLIENT_OCSP_TIMEOUT.as_secs(),
+                    humantime::format_duration(timeout.0)
+                ),
+            )
+            .hint("devices wait for their check after the handshake; a few seconds is plenty (default 3s)"),
+        );
     }
 }
 

@@ -1,8 +1,9 @@
 //! What a listener's connections share, and nothing else. Two parts:
 //!
 //! - what is fixed for the life of the process: the name, the admission
-//!   limits, the metric handles, and the registry of live sessions (one
-//!   for the process, shared by every listener);
+//!   limits, the metric handles, the registry of live sessions (one
+//!   for the process, shared by every listener), and the cache of OCSP
+//!   answers about device certificates;
 //! - [`Live`]: everything a reload may change (the settings, the TLS
 //!   state, the way to the broker, the SNI routes), swapped whole. A
 //!   connection loads it once, when it is accepted, and keeps that one for
@@ -18,6 +19,7 @@ use arc_swap::ArcSwap;
 use super::admit::Admission;
 use super::backend::BackendLink;
 use super::metrics::ConnMetrics;
+use super::ocsp::OcspChecker;
 use super::registry::Registry;
 use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
@@ -38,6 +40,9 @@ pub struct Context {
     pub live: ArcSwap<Live>,
     /// The live sessions (of every listener: one registry per process).
     pub sessions: Arc<Registry>,
+    /// OCSP checks of device certificates, with their cache (kept across
+    /// reloads; used only when `tls.client_auth.ocsp` is on).
+    pub ocsp: OcspChecker,
 }
 
 /// Every listener and route in service, each listener followed by its
@@ -97,13 +102,19 @@ impl Context {
         routes: Vec<Route>,
         sessions: Arc<Registry>,
     ) -> Self {
+        let backend = Arc::new(BackendLink::new(config, metrics));
+        let metrics = ConnMetrics::new(metrics, &config.name);
         Self {
             sessions,
             name: config.name.clone(),
             admission: Admission::new(config),
-            metrics: ConnMetrics::new(metrics, &config.name),
+            ocsp: OcspChecker::new(
+                metrics.client_ocsp_queries.clone(),
+                metrics.client_ocsp_cache_entries.clone(),
+            ),
+            metrics,
             live: ArcSwap::from_pointee(Live {
-                backend: Arc::new(BackendLink::new(config, metrics)),
+                backend,
                 config: config.clone(),
                 policy,
                 tls: Arc::new(tls),

@@ -136,6 +136,13 @@ pub async fn establish(
     }
     m.handshake_duration
         .observe(started.elapsed().as_secs_f64());
+    let chain = tls.connection().peer_certificates();
+    let (settings, cas) = (&live.config.tls.client_auth, &live.tls.client_ca_ders);
+    let identity = details.identity.as_ref();
+    if !super::ocsp::admits(&ctx.ocsp, m, settings, cas, chain, identity).await {
+        close(&mut tls, &[]).await;
+        return None;
+    }
     details.log();
     // The chain is kept only where a reload can re-check it: on listeners
     // that verify clients.

@@ -10,12 +10,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::reasons::{HandshakeFailure, RejectReason};
+use super::reasons::{CheckResult, HandshakeFailure, QueryResult, RejectReason};
 use super::registry::CloseReason;
 use crate::guard::connect::ConnectRefusal;
 use crate::guard::packets::{GuardCounters, SessionClose};
 use crate::metrics::labels::{
-    DirectionLabels, HandshakeLabels, ListenerLabels, ProtocolLabels, ReasonLabels,
+    DirectionLabels, HandshakeLabels, ListenerLabels, ProtocolLabels, ReasonLabels, ResultLabels,
 };
 use crate::metrics::reason::ByReason;
 use crate::metrics::Metrics;
@@ -41,6 +41,12 @@ pub struct ConnMetrics {
     pub resumed: Counter,
     /// `moat_client_auth_denied_total`, by reason.
     pub client_auth_denied: ByReason<DenialReason>,
+    /// `moat_client_ocsp_checks_total`, by result.
+    pub client_ocsp_checks: ByReason<CheckResult>,
+    /// `moat_client_ocsp_queries_total`, by result.
+    pub client_ocsp_queries: ByReason<QueryResult>,
+    /// `moat_client_ocsp_cache_entries`.
+    pub client_ocsp_cache_entries: Gauge,
     /// `moat_backend_connect_failures_total`.
     pub backend_failures: Counter,
     /// `moat_relayed_bytes_total{direction="client_to_backend"}`.
@@ -60,6 +66,20 @@ pub struct ConnMetrics {
     /// `moat_mqtt_throttled_total` and `moat_mqtt_throttle_seconds_total`.
     pub throttle: ThrottleCounters,
     mqtt_connections: Family<ProtocolLabels, Counter>,
+}
+
+/// The counters of `family` (labelled `result`) for `listener`, one per
+/// value of `R`.
+fn by_result<R: crate::metrics::reason::Reason>(
+    family: &Family<ResultLabels, Counter>,
+    listener: &str,
+) -> ByReason<R> {
+    ByReason::new(|result| {
+        family.get_or_create_owned(&ResultLabels {
+            listener: listener.to_string(),
+            result: result.to_string(),
+        })
+    })
 }
 
 /// The counters of `family` for `listener`, one per value of `R`.
@@ -107,6 +127,9 @@ impl ConnMetrics {
             handshake_duration: metrics.handshake_duration.get_or_create_owned(&l),
             resumed: metrics.sessions_resumed.get_or_create_owned(&l),
             client_auth_denied: by_reason(&metrics.client_auth_denied, name),
+            client_ocsp_checks: by_result(&metrics.client_ocsp_checks, name),
+            client_ocsp_queries: by_result(&metrics.client_ocsp_queries, name),
+            client_ocsp_cache_entries: metrics.client_ocsp_cache_entries.get_or_create_owned(&l),
             backend_failures: metrics.backend_connect_failures.get_or_create_owned(&l),
             to_backend: metrics
                 .relayed_bytes

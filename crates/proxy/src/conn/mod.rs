@@ -8,9 +8,12 @@
 //! 2. `handshake`: TLS against the listener's current state (loaded once,
 //!    wait-free), the SNI route, the re-check of a resumed session,
 //!    bounded by the handshake timeout;
-//! 3. `identity`: the verified peer, logged once, and what the PROXY header
+//! 3. `ocsp`: with `tls.client_auth.ocsp`, the verified device certificate
+//!    checked with its OCSP responder (cached per certificate); a refused
+//!    device gets a TLS close before anything reaches the broker;
+//! 4. `identity`: the verified peer, logged once, and what the PROXY header
 //!    will say about it;
-//! 4. the session: `opaque` (backend, then bytes) or `mqtt` (CONNECT
+//! 5. the session: `opaque` (backend, then bytes) or `mqtt` (CONNECT
 //!    checked first, then the guard on every packet), each connecting the
 //!    broker through `backend` and ending through `finish`.
 //!
@@ -29,6 +32,7 @@ mod handshake;
 mod identity;
 pub mod metrics;
 mod mqtt;
+mod ocsp;
 mod opaque;
 pub mod reasons;
 pub mod registry;

@@ -1,5 +1,6 @@
 //! Why a connection ended before its session: refused at admission, or its
-//! TLS handshake failed. Each is a closed set of metric label values, and
+//! TLS handshake failed; and what an OCSP check of its client certificate
+//! found. Each is a closed set of metric label values, and
 //! a handshake error is classified into one.
 
 use std::io;
@@ -60,6 +61,38 @@ reasons! {
         ClientReset => "client_reset",
         /// Another I/O error.
         IoError => "io_error",
+    }
+}
+
+reasons! {
+    /// What a check found (`moat_client_ocsp_checks_total{result}`).
+    pub enum CheckResult {
+        /// Not revoked.
+        Good => "good",
+        /// Revoked.
+        Revoked => "revoked",
+        /// The responder does not know the certificate.
+        Unknown => "unknown",
+        /// No verified answer (down, timeout, HTTP error, garbage, bad
+        /// signature).
+        ResponderError => "responder_error",
+        /// The certificate names no responder.
+        NoResponder => "no_responder",
+    }
+}
+
+reasons! {
+    /// What a query sent to a responder brought
+    /// (`moat_client_ocsp_queries_total{result}`).
+    pub enum QueryResult {
+        /// A verified "good".
+        Good => "good",
+        /// A verified "revoked".
+        Revoked => "revoked",
+        /// A verified "unknown".
+        Unknown => "unknown",
+        /// No verified answer.
+        Error => "error",
     }
 }
 

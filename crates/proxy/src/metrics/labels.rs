@@ -87,7 +87,8 @@ pub struct CrlLabels {
 pub struct ResultLabels {
     /// Listener name.
     pub listener: String,
-    /// `success`, `failure` or `unchanged`.
+    /// The result: `success`, `failure` or `unchanged` for reloads; what an
+    /// OCSP check or query of a device certificate found.
     pub result: String,
 }
 

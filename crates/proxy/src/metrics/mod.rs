@@ -99,6 +99,12 @@ families! {
     config_reload_pending: Gauge = "moat_config_reload_pending", "1 while the configuration file differs from the configuration in service because it was refused", Default::default();
     /// `moat_client_auth_denied`.
     client_auth_denied: Family<ReasonLabels, Counter> = "moat_client_auth_denied", "Client certificates refused, by reason (not on the allow-list, revoked, unknown CA, ...)", Default::default();
+    /// `moat_client_ocsp_checks`.
+    client_ocsp_checks: Family<ResultLabels, Counter> = "moat_client_ocsp_checks", "OCSP checks of device certificates (tls.client_auth.ocsp), by what they found, whether from the cache or a query", Default::default();
+    /// `moat_client_ocsp_queries`.
+    client_ocsp_queries: Family<ResultLabels, Counter> = "moat_client_ocsp_queries", "OCSP queries sent to device certificates' responders, by result (error: no verified answer)", Default::default();
+    /// `moat_client_ocsp_cache_entries`.
+    client_ocsp_cache_entries: Family<ListenerLabels, Gauge> = "moat_client_ocsp_cache_entries", "Device certificates whose OCSP answer (or query in flight) the listener holds", Default::default();
     /// `moat_crl_next_update_timestamp_seconds`.
     crl_next_update: Family<CrlLabels, Gauge> = "moat_crl_next_update_timestamp_seconds", "nextUpdate of each client-certificate CRL (stays after it passes)", Default::default();
     /// `moat_crl_this_update_timestamp_seconds`.

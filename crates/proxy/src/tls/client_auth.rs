@@ -38,6 +38,8 @@ pub struct ClientAuth {
     pub verifier: Option<Arc<DeviceVerifier>>,
     /// The CA certificates in the bundle.
     pub cas: Vec<CertInfo>,
+    /// The same certificates, DER (the issuers an OCSP check asks about).
+    pub ca_ders: Vec<CertificateDer<'static>>,
     /// The CRLs in use.
     pub crls: Vec<CrlInfo>,
 }
@@ -127,6 +129,7 @@ pub fn build(
         return Ok(ClientAuth {
             verifier: None,
             cas: Vec::new(),
+            ca_ders: Vec::new(),
             crls: Vec::new(),
         });
     };
@@ -134,7 +137,9 @@ pub fn build(
     let bundle = parse_ca_bundle(ca_path, &ca.bytes)?;
     let mut roots = RootCertStore::empty();
     let mut cas = Vec::new();
+    let mut ca_ders = Vec::new();
     for (i, (der, info)) in bundle.into_iter().enumerate() {
+        ca_ders.push(der.clone());
         roots.add(der).map_err(|e| CertError {
             file: ca_path.to_path_buf(),
             message: format!(
@@ -185,6 +190,7 @@ pub fn build(
             allow: config.allow.clone(),
         })),
         cas,
+        ca_ders,
         crls,
     })
 }
@@ -228,6 +234,10 @@ reasons! {
         WrongPurpose => "wrong_purpose",
         /// Anything else wrong with it.
         BadCertificate => "bad_certificate",
+        /// Its OCSP responder says it is revoked (`client_auth.ocsp`).
+        OcspRevoked => "ocsp_revoked",
+        /// `client_auth.ocsp: require` and no verified "good" answer.
+        OcspUnverified => "ocsp_unverified",
     }
 }
 

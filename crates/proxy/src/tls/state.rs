@@ -35,6 +35,9 @@ pub struct ListenerTls {
     pub certs: Vec<LoadedCert>,
     /// The client CA bundle (empty without mutual TLS).
     pub client_cas: Vec<CertInfo>,
+    /// The client CA bundle, DER, in the same order (the issuers OCSP
+    /// checks of device certificates need).
+    pub client_ca_ders: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// The client CA bundle file, if any.
     pub client_ca_path: Option<PathBuf>,
     /// The CRLs for client certificates.
@@ -239,6 +242,7 @@ pub fn build_from(
         server_order_config,
         certs: loaded,
         client_cas: client_auth.cas,
+        client_ca_ders: client_auth.ca_ders,
         client_ca_path: listener.tls.client_auth.ca.clone(),
         crls: client_auth.crls,
         resolver,

@@ -22,8 +22,8 @@ pub use listener::{
 };
 pub use mqtt::{ClientIdPolicy, IdentitySource, MqttConfig, MqttLimits, OnDeny, UsernamePolicy};
 pub use tls::{
-    CertificateConfig, ClientAuthConfig, ClientAuthMode, ExpiredCrlPolicy, OcspConfig, Stapling,
-    TlsConfig, TlsProfile,
+    CertificateConfig, ClientAuthConfig, ClientAuthMode, ClientOcspMode, ExpiredCrlPolicy,
+    OcspConfig, Stapling, TlsConfig, TlsProfile,
 };
 pub use values::{HumanDuration, OneOrMany};
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::values::OneOrMany;
+use super::values::{HumanDuration, OneOrMany};
 use crate::tls::allow::AllowRule;
 
 /// TLS settings of a listener.
@@ -180,6 +180,49 @@ pub struct ClientAuthConfig {
     /// What to do with a CRL past its nextUpdate.
     #[serde(default)]
     pub expired_crl: ExpiredCrlPolicy,
+    /// Ask each device certificate's OCSP responder (its AIA URL) whether
+    /// it is revoked, after the handshake and before the broker.
+    #[serde(default)]
+    pub ocsp: ClientOcspMode,
+    /// Time allowed for one OCSP query of a device certificate
+    /// ([`ClientAuthConfig::ocsp_timeout`] gives the default).
+    #[serde(rename = "ocsp_timeout")]
+    pub ocsp_timeout_setting: Option<HumanDuration>,
+}
+
+impl ClientAuthConfig {
+    /// The default of `ocsp_timeout`.
+    pub const DEFAULT_OCSP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+    /// `ocsp_timeout`, or its default.
+    pub fn ocsp_timeout(&self) -> std::time::Duration {
+        self.ocsp_timeout_setting
+            .map_or(Self::DEFAULT_OCSP_TIMEOUT, |d| d.0)
+    }
+}
+
+/// Whether device certificates are checked with their OCSP responder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientOcspMode {
+    /// No OCSP check (the default).
+    #[default]
+    Off,
+    /// Refuse a device its responder says is revoked; let it in when the
+    /// responder cannot be asked or gives no usable answer (fail open).
+    Prefer,
+    /// Let a device in only on a verified "good" answer (fail closed).
+    Require,
+}
+
+impl fmt::Display for ClientOcspMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Off => "off",
+            Self::Prefer => "prefer",
+            Self::Require => "require",
+        })
+    }
 }
 
 /// What to do when a CRL is past its nextUpdate.
