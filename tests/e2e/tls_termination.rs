@@ -7,33 +7,13 @@ use moat_testkit::*;
 
 #[test]
 fn ecdsa_round_trip_through_moat_to_mosquitto() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost", "127.0.0.1"]),
-    );
-    let (port, admin) = (free_port(), free_port());
-    let moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            Some(admin),
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                "",
-                "",
-            )],
-        ),
-        Some(admin),
-    );
-    let tls = Tls::ca(&ca.cert);
+    let s = Gateway::new()
+        .server_sans(&["localhost", "127.0.0.1"])
+        .start();
+    let (ca, port, moat) = (s.ca(), s.port, &s.moat);
+    let tls = s.tls();
     // Subscribe through moat, publish through moat.
-    let got = round_trip(dir.path(), port, Some(&tls), port, Some(&tls));
+    let got = round_trip(s.path(), port, Some(&tls), port, Some(&tls));
     assert!(got.starts_with("hello-"), "got {got:?}");
     assert!(
         moat.logs().contains("tls.version=\"TLSv1_3\""),
@@ -42,14 +22,11 @@ fn ecdsa_round_trip_through_moat_to_mosquitto() {
     );
     // TLS 1.2 carries MQTT too (mosquitto_pub cannot be held to TLS 1.2).
     let cfg = rustls_client_with(&ca.cert, None, &[&rustls::version::TLS12]);
-    let mut c = RustlsConn::connect(port, "localhost", cfg).expect("TLS 1.2 handshake");
+    let c = mqtt_session(port, cfg, "tls12-client").expect("TLS 1.2 session");
     assert_eq!(
         c.conn.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)
     );
-    c.write_all(&mqtt_connect_v311("tls12-client"))
-        .expect("CONNECT");
-    assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x00]);
     assert!(moat.wait_for_log("tls.version=\"TLSv1_2\"", Duration::from_secs(5)));
     assert!(
         moat.metric(
@@ -68,51 +45,26 @@ fn ecdsa_round_trip_through_moat_to_mosquitto() {
 
 #[test]
 fn rsa_certificate_with_pkcs1_key_round_trip() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::with_alg(dir.path(), "ca", "RSA CA", KeyAlg::Rsa2048);
-    let mut server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]).alg(KeyAlg::Rsa2048),
-    );
-    server.key = to_traditional_key(&server.key);
-    let key_text = std::fs::read_to_string(&server.key).expect("key");
+    let s = Gateway::new()
+        .ca_named("ca", "RSA CA")
+        .ca_alg(KeyAlg::Rsa2048)
+        .server_alg(KeyAlg::Rsa2048)
+        .traditional_key()
+        .no_admin()
+        .start();
+    let key_text = std::fs::read_to_string(&s.server.key).expect("key");
     assert!(
         key_text.contains("BEGIN RSA PRIVATE KEY"),
         "expected PKCS#1: {key_text}"
     );
-    let port = free_port();
-    let _moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            None,
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                "",
-                "",
-            )],
-        ),
-        None,
-    );
-    let tls = Tls::ca(&ca.cert);
-    let got = round_trip(dir.path(), port, Some(&tls), broker.port, None);
+    let tls = s.tls();
+    let got = round_trip(s.path(), s.port, Some(&tls), s.broker().port, None);
     assert!(got.starts_with("hello-"), "got {got:?}");
-    let (ok, out) = s_client(
-        port,
-        &[
-            "-CAfile",
-            ca.cert.to_str().unwrap(),
-            "-servername",
-            "localhost",
-            "-tls1_2",
-        ],
-        "",
+    let out = s_client_ok(
+        s.port,
+        &s.ca().cert,
+        &["-servername", "localhost", "-tls1_2"],
     );
-    assert!(ok && handshake_ok(&out), "{out}");
     assert!(
         out.contains("ECDHE-RSA-AES256-GCM-SHA384")
             || out.contains("ECDHE-RSA-AES128-GCM-SHA256")
@@ -124,10 +76,8 @@ fn rsa_certificate_with_pkcs1_key_round_trip() {
 #[test]
 fn every_key_type_and_encoding_serves() {
     let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
     let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let mut listeners = Vec::new();
-    let mut ports = Vec::new();
+    let mut certs = Vec::new();
     for (name, alg, traditional) in [
         ("p256-pkcs8", KeyAlg::EcdsaP256, false),
         ("p256-sec1", KeyAlg::EcdsaP256, true),
@@ -148,12 +98,20 @@ fn every_key_type_and_encoding_serves() {
                 "expected SEC1: {text}"
             );
         }
-        let port = free_port();
-        ports.push((name, port));
-        listeners.push(listener_yaml(name, port, broker.port, &[&c], "", ""));
+        certs.push((name, c));
     }
-    let _moat = Moat::start(dir.path(), &config_yaml(None, &listeners), None);
-    for (name, port) in ports {
+    let (first, rest) = certs.split_first().expect("certificates");
+    let mut g = Gateway::new()
+        .in_dir(dir)
+        .cert(first.1.clone())
+        .listener(first.0)
+        .no_admin();
+    for (name, c) in rest {
+        g = g.also_listener(name, &[c], "");
+    }
+    let s = g.start();
+    let ports = std::iter::once(s.port).chain(s.ports.iter().copied());
+    for ((name, _), port) in certs.iter().zip(ports) {
         let (ok, out) = s_client(
             port,
             &[
@@ -171,7 +129,6 @@ fn every_key_type_and_encoding_serves() {
 #[test]
 fn sni_chooses_among_certificates_and_no_sni_gets_the_first() {
     let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
     let ca = Ca::new(dir.path(), "ca", "Test CA");
     let a = ca.issue(
         dir.path(),
@@ -188,28 +145,14 @@ fn sni_chooses_among_certificates_and_no_sni_gets_the_first() {
         "w",
         &Issue::server("wildcard", &["*.devices.example"]),
     );
-    let port = free_port();
-    let _moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            None,
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&a, &b, &w],
-                "",
-                "",
-            )],
-        ),
-        None,
-    );
-    let cafile = ca.cert.to_str().unwrap();
+    let s = Gateway::new()
+        .in_dir(dir)
+        .cert(a)
+        .more_certs(&[&b, &w])
+        .no_admin()
+        .start();
     let subject = |args: &[&str]| {
-        let mut all = vec!["-CAfile", cafile];
-        all.extend_from_slice(args);
-        let (ok, out) = s_client(port, &all, "");
-        assert!(ok && handshake_ok(&out), "{args:?}: {out}");
+        let out = s_client_ok(s.port, &ca.cert, args);
         out.lines()
             .find(|l| l.starts_with("subject="))
             .unwrap_or_default()
@@ -228,30 +171,8 @@ fn sni_chooses_among_certificates_and_no_sni_gets_the_first() {
 
 #[test]
 fn post_quantum_hybrid_group_is_negotiated_when_offered_and_x25519_otherwise() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let port = free_port();
-    let moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            None,
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                "",
-                "",
-            )],
-        ),
-        None,
-    );
+    let s = Gateway::new().no_admin().start();
+    let (ca, port, moat) = (s.ca(), s.port, &s.moat);
     let cfg = rustls_client(&ca.cert, None);
     let c = RustlsConn::connect(port, "localhost", cfg).expect("handshake");
     let group = c
@@ -262,17 +183,7 @@ fn post_quantum_hybrid_group_is_negotiated_when_offered_and_x25519_otherwise() {
     assert_eq!(group, rustls::NamedGroup::X25519MLKEM768);
     assert!(moat.wait_for_log("tls.group=\"X25519MLKEM768\"", Duration::from_secs(5)));
     // OpenSSL 3.0 offers no hybrid: classic X25519.
-    let (ok, out) = s_client(
-        port,
-        &[
-            "-CAfile",
-            ca.cert.to_str().unwrap(),
-            "-servername",
-            "localhost",
-        ],
-        "",
-    );
-    assert!(ok && handshake_ok(&out), "{out}");
+    let out = s_client_ok(port, &ca.cert, &["-servername", "localhost"]);
     assert!(out.contains("Server Temp Key: X25519"), "{out}");
 }
 
@@ -284,13 +195,9 @@ fn session_tickets_resume() {
     let moat = &s.moat;
     let cfg = rustls_client(&ca.cert, None);
     for i in 0..3 {
-        let mut c = RustlsConn::connect(port, "localhost", cfg.clone()).expect("handshake");
         // Send a CONNECT so that the TLS 1.3 tickets (sent after the
         // handshake) are read, and get the CONNACK back.
-        c.write_all(&mqtt_connect_v311(&format!("resume-{i}")))
-            .expect("send CONNECT");
-        let connack = c.read_exact(4).expect("CONNACK");
-        assert_eq!(connack, [0x20, 0x02, 0x00, 0x00]);
+        let c = mqtt_session(port, cfg.clone(), &format!("resume-{i}")).expect("session");
         let kind = c.conn.handshake_kind();
         if i == 0 {
             assert_eq!(kind, Some(rustls::HandshakeKind::Full));
@@ -304,13 +211,6 @@ fn session_tickets_resume() {
 #[test]
 fn shared_ticket_keys_let_a_device_resume_on_another_replica_and_rotate() {
     let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
     let key = |seed: &str| {
         openssl(dir.path(), &["rand", "-base64", "48"])
             .trim()
@@ -319,30 +219,16 @@ fn shared_ticket_keys_let_a_device_resume_on_another_replica_and_rotate() {
     };
     let (k1, k2) = (key(""), key(""));
     let keys = dir.write("tickets/keys", format!("{k1}\n"));
-    let replica = |name: &str, port: u16| {
-        let yaml = config_yaml(
-            None,
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                &format!("session_ticket_keys: {}", keys.display()),
-                "",
-            )],
-        );
-        Moat::start(&dir.join(name), &yaml, None)
-    };
-    std::fs::create_dir_all(dir.join("a")).expect("mkdir");
-    std::fs::create_dir_all(dir.join("b")).expect("mkdir");
-    let (pa, pb) = (free_port(), free_port());
-    let a = replica("a", pa);
-    let b = replica("b", pb);
+    let s = Gateway::new()
+        .in_dir(dir)
+        .tls_yaml(&format!("session_ticket_keys: {}", keys.display()))
+        .no_admin()
+        .start();
+    let (a, pa) = (&s.moat, s.port);
+    let (b, pb) = s.replica("b");
+    let ca = s.ca();
     let connect = |port: u16, cfg: &std::sync::Arc<rustls::ClientConfig>| {
-        let mut c = RustlsConn::connect(port, "localhost", cfg.clone()).expect("handshake");
-        c.write_all(&mqtt_connect_v311("roaming-device"))
-            .expect("CONNECT");
-        assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x00]);
+        let c = mqtt_session(port, cfg.clone(), "roaming-device").expect("session");
         c.conn.handshake_kind()
     };
     let cfg = rustls_client(&ca.cert, None);
@@ -390,39 +276,10 @@ fn shared_ticket_keys_let_a_device_resume_on_another_replica_and_rotate() {
 
 #[test]
 fn without_shared_keys_another_replica_cannot_resume() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let (pa, pb) = (free_port(), free_port());
-    std::fs::create_dir_all(dir.join("a")).expect("mkdir");
-    std::fs::create_dir_all(dir.join("b")).expect("mkdir");
-    let _a = Moat::start(
-        &dir.join("a"),
-        &config_yaml(
-            None,
-            &[listener_yaml("mqtts", pa, broker.port, &[&server], "", "")],
-        ),
-        None,
-    );
-    let _b = Moat::start(
-        &dir.join("b"),
-        &config_yaml(
-            None,
-            &[listener_yaml("mqtts", pb, broker.port, &[&server], "", "")],
-        ),
-        None,
-    );
-    let cfg = rustls_client(&ca.cert, None);
-    let mut c = RustlsConn::connect(pa, "localhost", cfg.clone()).expect("handshake");
-    c.write_all(&mqtt_connect_v311("d")).expect("CONNECT");
-    c.read_exact(4).expect("CONNACK");
-    let mut c = RustlsConn::connect(pb, "localhost", cfg).expect("handshake");
-    c.write_all(&mqtt_connect_v311("d")).expect("CONNECT");
-    c.read_exact(4).expect("CONNACK");
+    let s = Gateway::new().no_admin().start();
+    let (_b, pb) = s.replica("b");
+    let cfg = rustls_client(&s.ca().cert, None);
+    mqtt_session(s.port, cfg.clone(), "d").expect("session on A");
+    let c = mqtt_session(pb, cfg, "d").expect("session on B");
     assert_eq!(c.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
 }

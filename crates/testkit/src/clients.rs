@@ -448,3 +448,43 @@ pub fn norm_serial(s: &str) -> String {
         t.to_string()
     }
 }
+
+/// `openssl s_client` to 127.0.0.1:`port` trusting `ca`, asking for
+/// `localhost`, presenting `client` if given, sending `x` and waiting for
+/// the server to close (`-ign_eof`): the output shows the alert it sent.
+pub fn s_client_alert(port: u16, ca: &Path, client: Option<&crate::pki::CertFiles>) -> String {
+    let ca = ca.display().to_string();
+    let mut args = vec!["-CAfile", &ca, "-servername", "localhost", "-ign_eof"];
+    let files = client.map(|c| (c.cert.display().to_string(), c.key.display().to_string()));
+    if let Some((cert, key)) = &files {
+        args.extend(["-cert", cert, "-key", key]);
+    }
+    s_client(port, &args, "x").1
+}
+
+/// `openssl s_client` to 127.0.0.1:`port` trusting `ca`, with `args`
+/// after (`-servername ...`); asserts the handshake completed and returns
+/// the output.
+pub fn s_client_ok(port: u16, ca: &Path, args: &[&str]) -> String {
+    let ca = ca.display().to_string();
+    let mut all = vec!["-CAfile", &ca];
+    all.extend_from_slice(args);
+    let (ok, out) = s_client(port, &all, "");
+    assert!(ok && handshake_ok(&out), "{args:?}: {out}");
+    out
+}
+
+/// A TLS connection to 127.0.0.1:`port` (name `localhost`) that has sent
+/// an MQTT 3.1.1 CONNECT as `client_id` and read back an accepting
+/// CONNACK (asserted); an error if the handshake or the exchange failed.
+pub fn mqtt_session(
+    port: u16,
+    cfg: Arc<rustls::ClientConfig>,
+    client_id: &str,
+) -> std::io::Result<RustlsConn> {
+    let mut c = RustlsConn::connect(port, "localhost", cfg)?;
+    c.write_all(&mqtt_connect_v311(client_id))?;
+    let ack = c.read_exact(4)?;
+    assert_eq!(ack, [0x20, 0x02, 0x00, 0x00], "CONNACK of {client_id}");
+    Ok(c)
+}

@@ -14,7 +14,7 @@ use std::path::Path;
 
 use crate::config::{config_yaml, listener_yaml};
 use crate::dir::TestDir;
-use crate::pki::{Ca, CertFiles, Issue};
+use crate::pki::{to_traditional_key, Ca, CertFiles, Issue, KeyAlg};
 use crate::ports::free_port;
 use crate::procs::{Moat, Mosquitto};
 
@@ -37,6 +37,17 @@ pub struct Gateway {
     admin: bool,
     admin_yaml: String,
     more: Vec<(String, Vec<CertFiles>, String)>,
+    server: ServerCert,
+    extra_certs: Vec<CertFiles>,
+}
+
+/// How the issued server certificate differs from the default one.
+#[derive(Default)]
+struct ServerCert {
+    sans: Option<Vec<String>>,
+    alg: Option<KeyAlg>,
+    ca_alg: Option<KeyAlg>,
+    traditional: bool,
 }
 
 impl Default for Gateway {
@@ -66,6 +77,8 @@ impl Gateway {
             admin: true,
             admin_yaml: String::new(),
             more: Vec::new(),
+            server: ServerCert::default(),
+            extra_certs: Vec::new(),
         }
     }
 
@@ -189,14 +202,19 @@ impl Gateway {
         let ca = match (self.ca, &self.cert) {
             (Some(ca), _) => Some(ca),
             (None, Some(_)) => None,
-            (None, None) => Some(Ca::new(dir.path(), &self.ca_name.0, &self.ca_name.1)),
+            (None, None) => Some(Ca::with_alg(
+                dir.path(),
+                &self.ca_name.0,
+                &self.ca_name.1,
+                self.server.ca_alg.unwrap_or(KeyAlg::EcdsaP256),
+            )),
         };
         let server = self.cert.unwrap_or_else(|| {
             let (sub, stem) = &self.cert_at;
             let out = dir.path().join(sub);
             std::fs::create_dir_all(&out).expect("mkdir");
             let ca = ca.as_ref().expect("a CA");
-            ca.issue(&out, stem, &Issue::server("localhost", &["localhost"]))
+            self.server.issue(ca, &out, stem)
         });
         let devices = self
             .client_auth
@@ -215,11 +233,13 @@ impl Gateway {
             .expect("a backend");
         let port = free_port();
         let admin = self.admin.then(free_port);
+        let mut served = vec![&server];
+        served.extend(self.extra_certs.iter());
         let mut listeners = vec![listener_yaml(
             &self.listener,
             port,
             backend,
-            &[&server],
+            &served,
             &tls_yaml,
             &self.listener_yaml,
         )];
@@ -253,6 +273,57 @@ impl Gateway {
         let prepared = self.prepare();
         let moat = prepared.start_moat();
         Running { prepared, moat }
+    }
+
+    /// The issued server certificate's subject alternative names (the
+    /// common name stays `localhost`); the default is `localhost` alone.
+    pub fn server_sans(mut self, sans: &[&str]) -> Self {
+        self.server.sans = Some(sans.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    /// The issued server certificate's key algorithm (ECDSA P-256 unless
+    /// set).
+    pub fn server_alg(mut self, alg: KeyAlg) -> Self {
+        self.server.alg = Some(alg);
+        self
+    }
+
+    /// The key algorithm of the CA the gateway makes (ECDSA P-256 unless
+    /// set).
+    pub fn ca_alg(mut self, alg: KeyAlg) -> Self {
+        self.server.ca_alg = Some(alg);
+        self
+    }
+
+    /// The issued server key in its traditional encoding (PKCS#1 for RSA,
+    /// SEC1 for EC) instead of PKCS#8.
+    pub fn traditional_key(mut self) -> Self {
+        self.server.traditional = true;
+        self
+    }
+
+    /// More certificates on the main listener, after the server
+    /// certificate (which stays the first, the one served without SNI).
+    pub fn more_certs(mut self, certs: &[&CertFiles]) -> Self {
+        self.extra_certs.extend(certs.iter().map(|c| (*c).clone()));
+        self
+    }
+}
+
+impl ServerCert {
+    /// Issues the server certificate `<out>/<stem>` from `ca`.
+    fn issue(&self, ca: &Ca, out: &Path, stem: &str) -> CertFiles {
+        let sans: Vec<&str> = match &self.sans {
+            Some(s) => s.iter().map(String::as_str).collect(),
+            None => vec!["localhost"],
+        };
+        let opts = Issue::server("localhost", &sans).alg(self.alg.unwrap_or(KeyAlg::EcdsaP256));
+        let mut cert = ca.issue(out, stem, &opts);
+        if self.traditional {
+            cert.key = to_traditional_key(&cert.key);
+        }
+        cert
     }
 }
 
@@ -314,6 +385,23 @@ impl Prepared {
     /// `mosquitto_*` TLS options that trust the CA.
     pub fn tls(&self) -> crate::clients::Tls {
         crate::clients::Tls::ca(&self.ca().cert)
+    }
+
+    /// Another moat with the same configuration, run in the subdirectory
+    /// `name` with its main listener on a new port: a second replica
+    /// behind the same load balancer. Returns it and that port. Only for
+    /// a scene without an admin port (two processes cannot share it).
+    pub fn replica(&self, name: &str) -> (Moat, u16) {
+        assert!(self.admin.is_none(), "a replica needs Gateway::no_admin");
+        let port = free_port();
+        let yaml = self.yaml.replacen(
+            &format!("listen: 127.0.0.1:{}\n", self.port),
+            &format!("listen: 127.0.0.1:{port}\n"),
+            1,
+        );
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir replica");
+        (Moat::start(&dir, &yaml, None), port)
     }
 }
 
