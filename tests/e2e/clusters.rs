@@ -18,10 +18,6 @@ struct Cluster {
 fn cluster() -> Cluster {
     let dir = TestDir::new();
     let nodes: Vec<Mosquitto> = (0..3).map(|_| Mosquitto::start(dir.path())).collect();
-    let list: String = nodes
-        .iter()
-        .map(|n| format!("\n      - 127.0.0.1:{}", n.port))
-        .collect();
     let mut prepared = Gateway::new()
         .in_dir(dir)
         .backend(nodes[0].port)
@@ -29,9 +25,7 @@ fn cluster() -> Cluster {
         // MQTT-aware (a bare `mqtt:`), and a short hold-down.
         .listener_yaml("mqtt:\nbackend_health:\n  hold_down: 1s")
         .prepare();
-    let one = format!("backend: 127.0.0.1:{}\n", nodes[0].port);
-    assert!(prepared.yaml.contains(&one), "{}", prepared.yaml);
-    prepared.yaml = prepared.yaml.replace(&one, &format!("backend:{list}\n"));
+    prepared.cluster_of(&nodes.iter().map(|n| n.port).collect::<Vec<_>>());
     let moat = prepared.start_moat();
     Cluster {
         s: Running { prepared, moat },

@@ -14,6 +14,7 @@ mod deploy;
 mod device_identity;
 mod faults;
 mod hardening;
+mod health_checks;
 mod lifecycle;
 mod live_control;
 mod mqtt_awareness;

@@ -92,6 +92,20 @@ pub struct ClientCertDetails {
     pub common_name: Option<String>,
 }
 
+/// The header of a connection the proxy makes for itself (a health
+/// check): v1 `UNKNOWN`, v2 `LOCAL`; `None` for [`ProxyProtocol::None`].
+pub fn encode_local(mode: ProxyProtocol) -> Option<Vec<u8>> {
+    match mode {
+        ProxyProtocol::None => None,
+        ProxyProtocol::V1 => Some(b"PROXY UNKNOWN\r\n".to_vec()),
+        ProxyProtocol::V2 => Some(
+            v2::Builder::new(v2::Version::Two | v2::Command::Local, 0)
+                .build()
+                .unwrap_or_default(),
+        ),
+    }
+}
+
 /// Encodes the header for `mode`; `None` for [`ProxyProtocol::None`].
 pub fn encode(
     mode: ProxyProtocol,

@@ -353,6 +353,25 @@ impl Prepared {
         Moat::start(self.dir.path(), &self.yaml, self.admin)
     }
 
+    /// Makes the listener's backend the list of brokers on `ports` (a
+    /// cluster), in place of the one broker [`Gateway::backend`] gave.
+    pub fn cluster_of(&mut self, ports: &[u16]) {
+        let one = self
+            .yaml
+            .lines()
+            .find(|l| l.trim_start().starts_with("backend: 127.0.0.1:"))
+            .expect("a listener with one backend")
+            .to_string();
+        let indent = &one[..one.len() - one.trim_start().len()];
+        let list: String = ports
+            .iter()
+            .map(|p| format!("\n{indent}  - 127.0.0.1:{p}"))
+            .collect();
+        self.yaml = self
+            .yaml
+            .replacen(&one, &format!("{indent}backend:{list}"), 1);
+    }
+
     /// The directory's path.
     pub fn path(&self) -> &Path {
         self.dir.path()

@@ -126,6 +126,18 @@ pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Str
             })
             .collect();
         let _ = writeln!(out, "listener {:?}: {} -> {}", l.name, l.listen, l.backend);
+        let h = &l.backend_health;
+        if h.check != crate::config::HealthCheck::Off {
+            let _ = writeln!(
+                out,
+                "  health check: {} every {} (timeout {}, rise {}, fall {})",
+                h.check.as_str(),
+                humantime::format_duration(h.interval.0),
+                humantime::format_duration(h.timeout.0),
+                h.rise,
+                h.fall
+            );
+        }
         let _ = writeln!(
             out,
             "  TLS {}; client certificates: {}",

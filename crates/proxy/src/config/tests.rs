@@ -524,6 +524,61 @@ fn a_backend_list_with_weights_backups_and_a_balancing_rule() {
     assert!(error_text(&backups).contains("every backend is a backup"));
 }
 
+#[test]
+fn active_health_checks_parse_and_bad_numbers_are_refused_by_field() {
+    let health = "    backend_health:\n      check: mqtt\n      interval: 1s\n      timeout: 500ms\n      rise: 3\n      fall: 1\n";
+    let text = MINIMAL.replace(
+        "    backend: 127.0.0.1:1883\n",
+        &format!("    backend: 127.0.0.1:1883\n{health}"),
+    );
+    let c = parse_str(&text).expect("valid");
+    let h = &c.config.listeners[0].backend_health;
+    assert_eq!(h.check, crate::config::HealthCheck::Mqtt);
+    assert_eq!((h.rise, h.fall), (3, 1));
+    assert_eq!(h.timeout.0, std::time::Duration::from_millis(500));
+    let d = &parse_str(MINIMAL).expect("valid").config.listeners[0].backend_health;
+    assert_eq!(d.check, crate::config::HealthCheck::Off);
+    let refused = |from: &str, to: &str, field: &str, says: &str| {
+        let e = error_text(&text.replace(from, to));
+        assert!(
+            e.contains(field) && e.contains(says),
+            "{field} / {says}: {e}"
+        );
+    };
+    let at = "listeners[0].backend_health";
+    refused(
+        "interval: 1s",
+        "interval: 10ms",
+        &format!("{at}.interval"),
+        "between 100ms and 1h",
+    );
+    refused(
+        "timeout: 500ms",
+        "timeout: 2s",
+        &format!("{at}.timeout"),
+        "at most the interval",
+    );
+    refused(
+        "rise: 3",
+        "rise: 0",
+        &format!("{at}.rise"),
+        "between 1 and 100",
+    );
+    refused(
+        "fall: 1",
+        "fall: 101",
+        &format!("{at}.fall"),
+        "between 1 and 100",
+    );
+    refused(
+        "check: mqtt",
+        "check: http",
+        &format!("{at}.check"),
+        "unknown variant",
+    );
+    refused("rise: 3", "rize: 3", at, "rize");
+}
+
 /// `MINIMAL` with `admin` set to `admin` (YAML, indented two spaces).
 fn with_admin(admin: &str) -> String {
     format!("admin:\n{admin}{MINIMAL}")

@@ -10,11 +10,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+mod backends;
 mod limits;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::schema::{
-    AdminConfig, AdminHealth, Balance, ClientAuthMode, ClientIdPolicy, ClientOcspMode, Config,
+    AdminConfig, AdminHealth, ClientAuthMode, ClientIdPolicy, ClientOcspMode, Config,
     ListenerConfig, MqttConfig, RouteOf, Stapling, TlsProfile, UsernamePolicy,
 };
 use crate::tls::policy::{self, TlsPolicy};
@@ -246,7 +247,7 @@ fn check_naming<'a>(
 /// backlog and timeouts.
 fn check_limits(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
     let at = |field: &str| format!("{prefix}.{field}");
-    check_backends(path, prefix, l, errors);
+    backends::check_backends(path, prefix, l, errors);
     if l.tls.certificates.is_empty() {
         errors.push(
             ConfigError::at(
@@ -684,80 +685,7 @@ pub fn addresses_clash(a: SocketAddr, b: SocketAddr) -> bool {
 }
 
 /// Checks `host:port` syntax (the host is resolved at connect time).
-/// The backend list: not empty, no duplicates, valid addresses and
-/// weights, not only backups; and a balancing rule the listener can key.
-fn check_backends(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
-    let nodes = l.backend.nodes();
-    let field = format!("{prefix}.backend");
-    let mut push = |at: String, msg: String, hint: &str| {
-        errors.push(ConfigError::at(path, at, msg).hint(hint));
-    };
-    if nodes.is_empty() {
-        push(
-            field.clone(),
-            "the backend list is empty".into(),
-            "list at least one broker as host:port",
-        );
-    }
-    for (i, n) in nodes.iter().enumerate() {
-        let at = if l.backend.is_cluster() {
-            format!("{field}[{i}]")
-        } else {
-            field.clone()
-        };
-        if let Err(msg) = check_host_port(&n.address) {
-            push(
-                at.clone(),
-                msg,
-                "write the broker as host:port, e.g. 127.0.0.1:1883",
-            );
-        }
-        if nodes[..i].iter().any(|m| m.address == n.address) {
-            push(
-                at.clone(),
-                format!("{} is listed twice", n.address),
-                "list each broker once; give it a weight to send it more connections",
-            );
-        }
-        if n.weight == 0 {
-            push(
-                format!("{at}.weight"),
-                "must be at least 1".into(),
-                "remove the node, or mark it `backup: true`",
-            );
-        }
-    }
-    if !nodes.is_empty() && nodes.iter().all(|n| n.backup) {
-        push(
-            field,
-            "every backend is a backup".into(),
-            "leave `backup: true` off the nodes that should take connections normally",
-        );
-    }
-    let client_certs = l.tls.client_auth.mode != ClientAuthMode::None;
-    match l.balance {
-        Some(Balance::Identity) if !client_certs => push(
-            format!("{prefix}.balance"),
-            "balance: identity needs client certificates".into(),
-            "set tls.client_auth.mode to required (or optional), or balance on client_id or source",
-        ),
-        Some(Balance::ClientId) if l.mqtt.is_none() => push(
-            format!("{prefix}.balance"),
-            "balance: client_id needs an MQTT-aware listener".into(),
-            "add `mqtt: {}` to the listener, or balance on identity or source",
-        ),
-        _ => {}
-    }
-    if l.backend_health.hold_down.0 > Duration::from_secs(3600) {
-        push(
-            format!("{prefix}.backend_health.hold_down"),
-            "must be at most 1h".into(),
-            "a node that failed is tried again after this long; 10s is the default",
-        );
-    }
-}
-
-fn check_host_port(s: &str) -> Result<(), String> {
+pub(super) fn check_host_port(s: &str) -> Result<(), String> {
     if s.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }

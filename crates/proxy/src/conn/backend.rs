@@ -12,23 +12,36 @@
 //! fails is held down for `backend_health.hold_down` (tried last while it
 //! is), so its devices go to their next node and a flapping node does not
 //! make them thrash.
+//!
+//! With `backend_health.check` (`tcp` or `mqtt`), a prober task per link
+//! checks every node each `interval` (`probe` does one check, `checks`
+//! counts them): a node that fails `fall` checks in a row leaves rotation
+//! (tried last, like a held-down node) until it passes `rise` in a row.
+//! A node is in rotation only while its checks are good and it is not
+//! held down. The task holds the link weakly and ends with it.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use super::balance::{self, NodeView};
+use super::checks::{Checks, Transition};
 use super::metrics::ConnMetrics;
-use crate::config::{Backends, Balance, ClientAuthMode, ListenerConfig, ProxyProtocol};
-use crate::metrics::labels::BackendLabels;
+use super::probe;
+use crate::config::{
+    BackendHealthConfig, Backends, Balance, ClientAuthMode, HealthCheck, ListenerConfig,
+    ProxyProtocol,
+};
+use crate::metrics::labels::{BackendCheckLabels, BackendLabels};
 use crate::metrics::Metrics;
 use crate::proxy_protocol::{self, TlsDetails};
 
@@ -41,6 +54,10 @@ pub struct BackendLink {
     nodes: Vec<Node>,
     balance: Balance,
     hold_down: Duration,
+    /// The active check's settings.
+    checks: BackendHealthConfig,
+    check_counts: Family<BackendCheckLabels, Counter>,
+    listener: String,
     /// When the link was made: hold-downs count from it.
     base: Instant,
     turn: AtomicU64,
@@ -59,6 +76,8 @@ struct Node {
     backup: bool,
     /// Milliseconds since `base` until which the node is held down.
     down_until: AtomicU64,
+    /// Out of rotation by its active checks.
+    checked_down: AtomicBool,
     open: Arc<Open>,
     up: Gauge,
     selected: Counter,
@@ -131,6 +150,7 @@ impl BackendLink {
                     weight: n.weight,
                     backup: n.backup,
                     down_until: AtomicU64::new(0),
+                    checked_down: AtomicBool::new(false),
                     open: Arc::new(Open {
                         count: AtomicUsize::new(0),
                         gauge: metrics.backend_connections.get_or_create_owned(&l),
@@ -146,6 +166,9 @@ impl BackendLink {
             nodes,
             balance: Self::balance_of(listener),
             hold_down: listener.backend_health.hold_down.0,
+            checks: listener.backend_health.clone(),
+            check_counts: metrics.backend_health_checks.clone(),
+            listener: listener.name.clone(),
             base: Instant::now(),
             turn: AtomicU64::new(0),
             timeout: listener.timeouts.connect.0,
@@ -154,6 +177,68 @@ impl BackendLink {
                 listener.name.clone(),
                 listener.unready_after_backend_failures,
             ),
+        }
+    }
+
+    /// The link of `listener`, with its prober running when
+    /// `backend_health.check` is on (and a runtime is there to run it).
+    pub fn start(listener: &ListenerConfig, metrics: &Metrics) -> Arc<Self> {
+        let link = Arc::new(Self::new(listener, metrics));
+        if link.checks.check != HealthCheck::Off {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(probe_loop(Arc::downgrade(&link), link.probe_plan()));
+            }
+        }
+        link
+    }
+
+    /// What the prober needs, taken once so that it holds the link only
+    /// while it applies results.
+    fn probe_plan(&self) -> ProbePlan {
+        let pid = std::process::id();
+        ProbePlan {
+            targets: self.nodes.iter().map(|n| n.target.clone()).collect(),
+            ids: (0..self.nodes.len())
+                .map(|i| format!("moat-health-{pid}-{i}"))
+                .collect(),
+            config: self.checks.clone(),
+            proxy: self.proxy_protocol,
+        }
+    }
+
+    /// Applies one round of check results: counts them, moves nodes in
+    /// and out of rotation, logs each change once.
+    fn apply_checks(
+        &self,
+        states: &mut [Checks],
+        results: Vec<(usize, Result<(), probe::Failure>)>,
+    ) {
+        for (i, r) in results {
+            let (node, state) = (&self.nodes[i], &mut states[i]);
+            let result = r.as_ref().map_or_else(|f| f.result, |()| "ok");
+            self.check_counts
+                .get_or_create(&BackendCheckLabels {
+                    listener: self.listener.clone(),
+                    backend: node.address.clone(),
+                    result: result.to_string(),
+                })
+                .inc();
+            match state.record(r.is_ok()) {
+                Transition::None => {}
+                Transition::Down => {
+                    node.checked_down.store(true, Ordering::Relaxed);
+                    node.up.set(0);
+                    let reason = r.err().map(|f| f.reason).unwrap_or_default();
+                    warn!(listener = %self.listener, backend = %node.address, fall = self.checks.fall, "backend node down: {reason}; new connections go to the other nodes");
+                }
+                Transition::Up => {
+                    node.checked_down.store(false, Ordering::Relaxed);
+                    if node.down_until.load(Ordering::Relaxed) <= self.now_ms() {
+                        node.up.set(1);
+                    }
+                    info!(listener = %self.listener, backend = %node.address, "backend node up again after {} good checks", self.checks.rise);
+                }
+            }
         }
     }
 
@@ -228,7 +313,9 @@ impl BackendLink {
         if let [node] = self.nodes.as_slice() {
             return match node.target.connect(self.timeout).await {
                 Ok(s) => {
-                    node.up.set(1);
+                    if !node.checked_down.load(Ordering::Relaxed) {
+                        node.up.set(1);
+                    }
                     Ok((s, self.took(node)))
                 }
                 Err(e) => {
@@ -246,7 +333,8 @@ impl BackendLink {
                 address: &n.address,
                 weight: n.weight,
                 backup: n.backup,
-                down: n.down_until.load(Ordering::Relaxed) > now,
+                down: n.down_until.load(Ordering::Relaxed) > now
+                    || n.checked_down.load(Ordering::Relaxed),
                 active: n.open.count.load(Ordering::Relaxed),
             })
             .collect();
@@ -264,7 +352,9 @@ impl BackendLink {
             let node = &self.nodes[i];
             match node.target.connect_once(share.min(left)).await {
                 Ok(s) => {
-                    if node.down_until.swap(0, Ordering::Relaxed) > 0 {
+                    if node.down_until.swap(0, Ordering::Relaxed) > 0
+                        && !node.checked_down.load(Ordering::Relaxed)
+                    {
                         node.up.set(1);
                         info!(backend = %node.address, "backend node reachable again; back in rotation");
                     }
@@ -290,6 +380,39 @@ impl BackendLink {
         node.open.count.fetch_add(1, Ordering::Relaxed);
         node.open.gauge.inc();
         Lease(node.open.clone())
+    }
+}
+
+/// The nodes to check and how, for [`probe_loop`].
+struct ProbePlan {
+    targets: Vec<Backend>,
+    ids: Vec<String>,
+    config: BackendHealthConfig,
+    proxy: ProxyProtocol,
+}
+
+/// Checks every node of the link each interval, all at once, until the
+/// link is dropped (a reload that changed it, or the listener closed).
+async fn probe_loop(link: Weak<BackendLink>, plan: ProbePlan) {
+    let mut states = vec![Checks::new(plan.config.rise, plan.config.fall); plan.targets.len()];
+    let mut tick = tokio::time::interval(plan.config.interval.0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mut round = tokio::task::JoinSet::new();
+        for (i, (target, id)) in plan.targets.iter().zip(&plan.ids).enumerate() {
+            let (target, id) = (target.clone(), id.clone());
+            let (kind, timeout, proxy) = (plan.config.check, plan.config.timeout.0, plan.proxy);
+            round.spawn(async move { (i, probe::check(&target, kind, timeout, proxy, &id).await) });
+        }
+        let mut results = Vec::with_capacity(plan.targets.len());
+        while let Some(r) = round.join_next().await {
+            if let Ok(r) = r {
+                results.push(r);
+            }
+        }
+        let Some(link) = link.upgrade() else { return };
+        link.apply_checks(&mut states, results);
     }
 }
 
@@ -389,7 +512,7 @@ impl Backend {
     }
 
     /// One attempt: every resolved address in turn, within `timeout`.
-    async fn connect_once(&self, timeout: Duration) -> io::Result<TcpStream> {
+    pub(super) async fn connect_once(&self, timeout: Duration) -> io::Result<TcpStream> {
         let attempt = async {
             let stream = match self {
                 Self::Addr(a) => TcpStream::connect(a).await?,

@@ -102,7 +102,7 @@ impl Context {
         routes: Vec<Route>,
         sessions: Arc<Registry>,
     ) -> Self {
-        let backend = Arc::new(BackendLink::new(config, metrics));
+        let backend = BackendLink::start(config, metrics);
         let metrics = ConnMetrics::new(metrics, &config.name);
         Self {
             sessions,

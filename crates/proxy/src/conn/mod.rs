@@ -26,6 +26,7 @@ pub mod admit;
 pub mod backend;
 mod balance;
 pub mod bans;
+mod checks;
 pub mod context;
 mod finish;
 mod handshake;
@@ -34,6 +35,7 @@ pub mod metrics;
 mod mqtt;
 mod ocsp;
 mod opaque;
+mod probe;
 pub mod reasons;
 pub mod registry;
 

@@ -20,6 +20,17 @@ pub struct BackendLabels {
     pub backend: String,
 }
 
+/// Labels: one node of a listener's backend and a health check result.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendCheckLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The node's address, as configured.
+    pub backend: String,
+    /// A fixed result value.
+    pub result: String,
+}
+
 /// Labels: listener and a reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {

@@ -70,7 +70,9 @@ families! {
     /// `moat_mqtt_throttle_seconds`.
     mqtt_throttle_seconds: Family<ListenerLabels, Counter<f64, std::sync::atomic::AtomicU64>> = "moat_mqtt_throttle_seconds", "Time devices over mqtt.limits spent with their reads paused", Default::default();
     /// `moat_backend_up`.
-    backend_up: Family<BackendLabels, Gauge> = "moat_backend_up", "1 while a backend node is in rotation, 0 while it is held down after a failed connect (backend_health.hold_down)", Default::default();
+    backend_up: Family<BackendLabels, Gauge> = "moat_backend_up", "1 while a backend node is in rotation, 0 while it is held down after a failed connect (backend_health.hold_down) or out by its active checks", Default::default();
+    /// `moat_backend_health_checks_total`.
+    backend_health_checks: Family<BackendCheckLabels, Counter> = "moat_backend_health_checks", "Active health checks of each backend node (backend_health.check), by result: ok, connect_failed, timeout, rejected (CONNACK code not 0), bad_reply", Default::default();
     /// `moat_backend_connections`.
     backend_connections: Family<BackendLabels, Gauge> = "moat_backend_connections", "Open connections to each backend node", Default::default();
     /// `moat_backend_selected`.

@@ -1,7 +1,8 @@
 //! Where a listener's connections go: `backend:` as one broker
 //! (`host:port`) or as a list of nodes of a cluster, each with an optional
 //! weight and `backup`; `balance:`, which node a connection goes to; and
-//! `backend_health:`, how long a node that failed stays out of rotation.
+//! `backend_health:`, how long a node that failed stays out of rotation
+//! and how it is checked actively.
 
 use std::fmt;
 
@@ -152,16 +153,78 @@ pub struct BackendHealthConfig {
     /// again, so that a flapping node does not make devices thrash.
     #[serde(default = "default_hold_down")]
     pub hold_down: HumanDuration,
+    /// The active check: none (`off`), a TCP connect, or an MQTT
+    /// CONNECT that must be accepted.
+    #[serde(default)]
+    pub check: HealthCheck,
+    /// Time between two checks of a node.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// How long one check may take.
+    #[serde(default = "default_check_timeout")]
+    pub timeout: HumanDuration,
+    /// Good checks in a row that bring a node that failed its checks back.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Bad checks in a row that take a node out of rotation.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+/// The kind of active health check.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheck {
+    /// No active check: only failed connects (passive) count.
+    #[default]
+    Off,
+    /// A TCP connect, closed at once.
+    Tcp,
+    /// An MQTT 3.1.1 CONNECT with its own client id; good only when the
+    /// broker answers CONNACK with return code 0.
+    Mqtt,
+}
+
+impl HealthCheck {
+    /// The name, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Tcp => "tcp",
+            Self::Mqtt => "mqtt",
+        }
+    }
 }
 
 fn default_hold_down() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(10))
 }
 
+fn default_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(5))
+}
+
+fn default_check_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(2))
+}
+
+fn default_rise() -> u32 {
+    2
+}
+
+fn default_fall() -> u32 {
+    3
+}
+
 impl Default for BackendHealthConfig {
     fn default() -> Self {
         Self {
             hold_down: default_hold_down(),
+            check: HealthCheck::Off,
+            interval: default_interval(),
+            timeout: default_check_timeout(),
+            rise: default_rise(),
+            fall: default_fall(),
         }
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use backend::{BackendHealthConfig, BackendNode, Backends, Balance};
+pub use backend::{BackendHealthConfig, BackendNode, Backends, Balance, HealthCheck};
 pub use listener::{
     LimitsConfig, ListenerConfig, ProxyProtocol, RouteConfig, RouteOf, TimeoutsConfig,
     DEFAULT_MAX_CONNECTIONS,

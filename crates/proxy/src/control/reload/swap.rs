@@ -252,7 +252,7 @@ impl ReloadTarget {
             // A new link (and fresh failure counts) only when how the broker
             // is reached changed.
             backend: if BackendLink::settings_differ(config, &live.config) {
-                Arc::new(BackendLink::new(config, &self.metrics))
+                BackendLink::start(config, &self.metrics)
             } else {
                 live.backend.clone()
             },

@@ -1,0 +1,123 @@
+//! The checks of a listener's (or route's) backend: the node list, the
+//! balancing rule, the hold-down, and the active health check's interval,
+//! timeout and rise/fall counts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::super::error::ConfigError;
+use super::super::schema::{Balance, ClientAuthMode, ListenerConfig};
+use super::check_host_port;
+
+/// The backend list: not empty, no duplicates, valid addresses and
+/// weights, not only backups; and a balancing rule the listener can key.
+pub(super) fn check_backends(
+    path: &Path,
+    prefix: &str,
+    l: &ListenerConfig,
+    errors: &mut Vec<ConfigError>,
+) {
+    let nodes = l.backend.nodes();
+    let field = format!("{prefix}.backend");
+    let mut push = |at: String, msg: String, hint: &str| {
+        errors.push(ConfigError::at(path, at, msg).hint(hint));
+    };
+    if nodes.is_empty() {
+        push(
+            field.clone(),
+            "the backend list is empty".into(),
+            "list at least one broker as host:port",
+        );
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        let at = if l.backend.is_cluster() {
+            format!("{field}[{i}]")
+        } else {
+            field.clone()
+        };
+        if let Err(msg) = check_host_port(&n.address) {
+            push(
+                at.clone(),
+                msg,
+                "write the broker as host:port, e.g. 127.0.0.1:1883",
+            );
+        }
+        if nodes[..i].iter().any(|m| m.address == n.address) {
+            push(
+                at.clone(),
+                format!("{} is listed twice", n.address),
+                "list each broker once; give it a weight to send it more connections",
+            );
+        }
+        if n.weight == 0 {
+            push(
+                format!("{at}.weight"),
+                "must be at least 1".into(),
+                "remove the node, or mark it `backup: true`",
+            );
+        }
+    }
+    if !nodes.is_empty() && nodes.iter().all(|n| n.backup) {
+        push(
+            field,
+            "every backend is a backup".into(),
+            "leave `backup: true` off the nodes that should take connections normally",
+        );
+    }
+    let client_certs = l.tls.client_auth.mode != ClientAuthMode::None;
+    match l.balance {
+        Some(Balance::Identity) if !client_certs => push(
+            format!("{prefix}.balance"),
+            "balance: identity needs client certificates".into(),
+            "set tls.client_auth.mode to required (or optional), or balance on client_id or source",
+        ),
+        Some(Balance::ClientId) if l.mqtt.is_none() => push(
+            format!("{prefix}.balance"),
+            "balance: client_id needs an MQTT-aware listener".into(),
+            "add `mqtt: {}` to the listener, or balance on identity or source",
+        ),
+        _ => {}
+    }
+    if l.backend_health.hold_down.0 > Duration::from_secs(3600) {
+        push(
+            format!("{prefix}.backend_health.hold_down"),
+            "must be at most 1h".into(),
+            "a node that failed is tried again after this long; 10s is the default",
+        );
+    }
+    check_health(l, prefix, &mut push);
+}
+
+/// The active health check's numbers: an interval the probes can keep, a
+/// timeout shorter than it, and rise/fall counts that make sense.
+fn check_health(l: &ListenerConfig, prefix: &str, push: &mut impl FnMut(String, String, &str)) {
+    let h = &l.backend_health;
+    let at = |f: &str| format!("{prefix}.backend_health.{f}");
+    let interval = h.interval.0;
+    if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&interval) {
+        push(
+            at("interval"),
+            "must be between 100ms and 1h".into(),
+            "each node is checked this often; 5s is the default",
+        );
+    }
+    if h.timeout.0.is_zero() || h.timeout.0 > interval {
+        push(
+            at("timeout"),
+            format!(
+                "must be above 0 and at most the interval ({})",
+                humantime::format_duration(interval)
+            ),
+            "one check may take this long; 2s is the default",
+        );
+    }
+    for (name, n) in [("rise", h.rise), ("fall", h.fall)] {
+        if !(1..=100).contains(&n) {
+            push(
+                at(name),
+                "must be between 1 and 100".into(),
+                "checks in a row that change a node's state (rise 2, fall 3 by default)",
+            );
+        }
+    }
+}
