@@ -683,20 +683,3 @@ pub fn addresses_clash(a: SocketAddr, b: SocketAddr) -> bool {
     };
     ia == ib || covers(ia, ib) || covers(ib, ia)
 }
-
-/// Checks `host:port` syntax (the host is resolved at connect time).
-pub(super) fn check_host_port(s: &str) -> Result<(), String> {
-    if s.parse::<SocketAddr>().is_ok() {
-        return Ok(());
-    }
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("{s:?} has no port"));
-    };
-    if host.is_empty() || host.contains(':') && !host.starts_with('[') {
-        return Err(format!("{s:?} is not a valid host:port"));
-    }
-    match port.parse::<u16>() {
-        Ok(0) | Err(_) => Err(format!("{s:?} has an invalid port {port:?}")),
-        Ok(_) => Ok(()),
-    }
-}

@@ -403,7 +403,12 @@ async fn probe_loop(link: Weak<BackendLink>, plan: ProbePlan) {
         for (i, (target, id)) in plan.targets.iter().zip(&plan.ids).enumerate() {
             let (target, id) = (target.clone(), id.clone());
             let (kind, timeout, proxy) = (plan.config.check, plan.config.timeout.0, plan.proxy);
-            round.spawn(async move { (i, probe::check(&target, kind, timeout, proxy, &id).await) });
+            round.spawn(async move {
+                (
+                    i,
+                    probe::check(target.connect_once(timeout), kind, timeout, proxy, &id).await,
+                )
+            });
         }
         let mut results = Vec::with_capacity(plan.targets.len());
         while let Some(r) = round.join_next().await {

@@ -11,12 +11,13 @@
 //! packets but has no encoder for a fresh CONNECT); the CONNACK header is
 //! parsed with moat-mqtt.
 
+use std::future::Future;
+use std::io;
 use std::time::Duration;
 
 use moat_mqtt::{FixedHeader, PacketType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::backend::Backend;
 use crate::config::{HealthCheck, ProxyProtocol};
 use crate::proxy_protocol;
 
@@ -38,17 +39,17 @@ impl Failure {
     }
 }
 
-/// Checks `target` once, within `timeout`.
+/// Checks a node once, within `timeout`: `connect` is the node's own
+/// connect attempt (the caller's, so that this module needs no backend).
 pub async fn check(
-    target: &Backend,
+    connect: impl Future<Output = io::Result<tokio::net::TcpStream>>,
     kind: HealthCheck,
     timeout: Duration,
     proxy: ProxyProtocol,
     client_id: &str,
 ) -> Result<(), Failure> {
     let run = async {
-        let mut s = target
-            .connect_once(timeout)
+        let mut s = connect
             .await
             .map_err(|e| Failure::new("connect_failed", e.to_string()))?;
         if kind != HealthCheck::Mqtt {

@@ -2,12 +2,12 @@
 //! balancing rule, the hold-down, and the active health check's interval,
 //! timeout and rise/fall counts.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use super::super::error::ConfigError;
 use super::super::schema::{Balance, ClientAuthMode, ListenerConfig};
-use super::check_host_port;
 
 /// The backend list: not empty, no duplicates, valid addresses and
 /// weights, not only backups; and a balancing rule the listener can key.
@@ -119,5 +119,22 @@ fn check_health(l: &ListenerConfig, prefix: &str, push: &mut impl FnMut(String, 
                 "checks in a row that change a node's state (rise 2, fall 3 by default)",
             );
         }
+    }
+}
+
+/// Checks `host:port` syntax (the host is resolved at connect time).
+fn check_host_port(s: &str) -> Result<(), String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} has no port"));
+    };
+    if host.is_empty() || host.contains(':') && !host.starts_with('[') {
+        return Err(format!("{s:?} is not a valid host:port"));
+    }
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("{s:?} has an invalid port {port:?}")),
+        Ok(_) => Ok(()),
     }
 }
