@@ -11,6 +11,7 @@
 //! - `control`: reloads, OCSP stapling, readiness, the admin endpoint;
 //! - `listen`: sockets, workers and accept loops;
 //! - `conn`: one connection: admission, handshake, identity, session;
+//! - `transport`: raw MQTT or MQTT in WebSocket frames, on the TLS stream;
 //! - `relay`, `guard`, `tls`, [`proxy_protocol`]: moving bytes, MQTT
 //!   policy, TLS, the PROXY header;
 //! - [`config`], `metrics`, `pool`: the configuration, the metric registry,
@@ -33,5 +34,6 @@ mod process;
 pub mod proxy_protocol;
 mod relay;
 mod tls;
+mod transport;
 
 pub use cli::main;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod backends;
 mod limits;
+mod websocket;
 
 use super::error::{ConfigError, ConfigErrors};
 use super::schema::{
@@ -41,6 +42,7 @@ pub fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigEr
         }
         check_ocsp(path, prefix, l, &mut errors);
         check_tls(path, prefix, l, &mut errors);
+        websocket::check(path, prefix, l, &mut errors);
         if let Some(p) = tls_policy(path, prefix, l, &mut errors) {
             policies.push(p);
         }

@@ -6,13 +6,13 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::info;
 
 use super::metrics::ConnMetrics;
 use super::registry::{CloseReason, Session};
 use crate::relay::mqtt::End;
-use crate::tls::stream::TlsStream;
+use crate::transport::ProtocolError;
 
 /// How long a closing connection waits for the TLS close_notify (after a
 /// last reply) to reach the client.
@@ -20,7 +20,7 @@ pub const CLOSE_NOTIFY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Writes `bytes` to the client, then closes the TLS session, giving up
 /// after [`CLOSE_NOTIFY_TIMEOUT`].
-pub async fn close(tls: &mut TlsStream, bytes: &[u8]) {
+pub async fn close<S: AsyncWrite + Unpin>(tls: &mut S, bytes: &[u8]) {
     let _ = tokio::time::timeout(CLOSE_NOTIFY_TIMEOUT, async {
         if !bytes.is_empty() {
             tls.write_all(bytes).await?;
@@ -46,6 +46,13 @@ pub fn finish(
         .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
     {
         m.idle_timeouts.inc();
+    }
+    let violation = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.get_ref()?.downcast_ref::<ProtocolError>());
+    if let Some(v) = violation {
+        m.websocket_closed.inc(v.0);
     }
     let secs = started.elapsed().as_secs_f64();
     match result {

@@ -28,11 +28,12 @@ use super::registry::{NewSession, Registered};
 use crate::tls::client_auth::DenialReason;
 use crate::tls::stream::TlsStream;
 use crate::tls::ListenerTls;
+use crate::transport::ClientStream;
 
 /// What a session owns once the handshake is done.
 pub struct Established {
-    /// The TLS stream.
-    pub tls: TlsStream,
+    /// The client's byte stream: TLS, or WebSocket frames over it.
+    pub tls: ClientStream,
     /// The client's address.
     pub peer: SocketAddr,
     /// The address the client connected to.
@@ -144,13 +145,14 @@ pub async fn establish(
         return None;
     }
     details.log();
+    let tls = Box::pin(super::websocket::negotiate(tls, &live, m)).await?;
     // The chain is kept only where a reload can re-check it: on listeners
     // that verify clients.
     let chain = live
         .tls
         .client_verifier
         .as_ref()
-        .and(tls.connection().peer_certificates())
+        .and(tls.tls().connection().peer_certificates())
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
     let registered = ctx.sessions.register(NewSession {
         id,

@@ -16,10 +16,12 @@ use crate::guard::connect::ConnectRefusal;
 use crate::guard::packets::{GuardCounters, SessionClose};
 use crate::metrics::labels::{
     DirectionLabels, HandshakeLabels, ListenerLabels, ProtocolLabels, ReasonLabels, ResultLabels,
+    TransportLabels,
 };
 use crate::metrics::reason::ByReason;
 use crate::metrics::Metrics;
 use crate::tls::client_auth::DenialReason;
+use crate::transport::{Transport, UpgradeResult, Violation};
 
 /// Pre-resolved metric handles for one listener (or route).
 #[derive(Clone)]
@@ -66,6 +68,13 @@ pub struct ConnMetrics {
     /// `moat_mqtt_throttled_total` and `moat_mqtt_throttle_seconds_total`.
     pub throttle: ThrottleCounters,
     mqtt_connections: Family<ProtocolLabels, Counter>,
+    /// `moat_websocket_upgrades_total`, by result.
+    pub websocket_upgrades: ByReason<UpgradeResult>,
+    /// `moat_websocket_closed_total`, by reason.
+    pub websocket_closed: ByReason<Violation>,
+    /// `moat_connections_by_transport_total{transport="mqtt"}` and
+    /// `{transport="websocket"}`.
+    by_transport: [Counter; 2],
 }
 
 /// The counters of `family` (labelled `result`) for `listener`, one per
@@ -150,7 +159,26 @@ impl ConnMetrics {
                 paused: metrics.mqtt_throttle_seconds.get_or_create_owned(&l),
             },
             mqtt_connections: metrics.mqtt_connections.clone(),
+            websocket_upgrades: by_result(&metrics.websocket_upgrades, name),
+            websocket_closed: by_reason(&metrics.websocket_closed, name),
+            by_transport: ["mqtt", "websocket"].map(|t| {
+                metrics
+                    .connections_by_transport
+                    .get_or_create_owned(&TransportLabels {
+                        listener: name.to_string(),
+                        transport: t.to_string(),
+                    })
+            }),
         }
+    }
+
+    /// Counts a connection that starts its session over `transport`.
+    pub fn transport(&self, transport: Transport) {
+        let i = match transport {
+            Transport::Mqtt => 0,
+            Transport::WebSocket => 1,
+        };
+        self.by_transport[i].inc();
     }
 
     /// Counts an MQTT session accepted at CONNECT, by protocol version.

@@ -12,7 +12,9 @@
 //!    checked with its OCSP responder (cached per certificate); a refused
 //!    device gets a TLS close before anything reaches the broker;
 //! 4. `identity`: the verified peer, logged once, and what the PROXY header
-//!    will say about it;
+//!    will say about it; then `websocket`: on listeners with `websocket:`,
+//!    raw MQTT or an HTTP upgrade to WebSocket frames (`crate::transport`),
+//!    whose byte stream the session reads exactly as raw TLS;
 //! 5. the session: `opaque` (backend, then bytes) or `mqtt` (CONNECT
 //!    checked first, then the guard on every packet), each connecting the
 //!    broker through `backend` and ending through `finish`.
@@ -38,6 +40,7 @@ mod opaque;
 mod probe;
 pub mod reasons;
 pub mod registry;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

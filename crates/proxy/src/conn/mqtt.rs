@@ -21,7 +21,7 @@ use crate::guard::packets::PacketGuard;
 use crate::relay::throttle::Throttle;
 use crate::relay::{self, mqtt};
 use crate::tls::allow::DeviceFacts;
-use crate::tls::stream::TlsStream;
+use crate::transport::ClientStream;
 
 /// A CONNECT that was accepted: what to send the broker, and the session.
 struct Accepted {
@@ -176,7 +176,7 @@ fn refusal(
 /// session the new ACL no longer allows a subscription it holds must end
 /// (the broker would go on delivering on it): that reason comes back.
 fn reload_policy(
-    pump: &mut mqtt::MqttRelay<'_, TlsStream, tokio::net::TcpStream>,
+    pump: &mut mqtt::MqttRelay<'_, ClientStream, tokio::net::TcpStream>,
     live: &crate::conn::context::Live,
     subject: &Subject<'_>,
 ) -> Option<CloseReason> {
@@ -198,7 +198,7 @@ fn reload_policy(
 /// Reads the CONNECT and decides on it. A refused one gets its reply (a
 /// CONNACK, or nothing) and the close, and `None` comes back.
 async fn connect_phase(
-    tls: &mut TlsStream,
+    tls: &mut ClientStream,
     mqtt: &MqttConfig,
     m: &super::metrics::ConnMetrics,
 ) -> Option<Accepted> {
@@ -215,6 +215,7 @@ async fn connect_phase(
         }
     };
     let facts = tls
+        .tls()
         .connection()
         .peer_certificates()
         .and_then(|c| c.first())
@@ -248,7 +249,7 @@ async fn connect_phase(
 /// Reads the first packet, which must be a CONNECT, within the MQTT
 /// connect timeout. Returns the bytes read (CONNECT first) and its length.
 async fn read_connect(
-    tls: &mut TlsStream,
+    tls: &mut ClientStream,
     mqtt: &MqttConfig,
 ) -> Result<(Vec<u8>, usize), ConnectRefusal> {
     let deadline = tokio::time::Instant::now() + mqtt.connect_timeout.0;

@@ -151,3 +151,12 @@ pub struct ProtocolLabels {
     /// `3.1`, `3.1.1` or `5`.
     pub protocol: String,
 }
+
+/// Labels: listener and the transport a session used.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabels {
+    /// Listener name.
+    pub listener: String,
+    /// `mqtt` (raw MQTT on TLS) or `websocket`.
+    pub transport: String,
+}

@@ -113,6 +113,12 @@ families! {
     crl_this_update: Family<CrlLabels, Gauge> = "moat_crl_this_update_timestamp_seconds", "thisUpdate of each client-certificate CRL", Default::default();
     /// `moat_mqtt_connections`.
     mqtt_connections: Family<ProtocolLabels, Counter> = "moat_mqtt_connections", "MQTT sessions accepted on MQTT-aware listeners, by protocol version", Default::default();
+    /// `moat_connections_by_transport`.
+    connections_by_transport: Family<TransportLabels, Counter> = "moat_connections_by_transport", "Established connections by transport: mqtt (raw MQTT on TLS) or websocket", Default::default();
+    /// `moat_websocket_upgrades`.
+    websocket_upgrades: Family<ResultLabels, Counter> = "moat_websocket_upgrades", "WebSocket upgrade requests, by result (ok, or why refused)", Default::default();
+    /// `moat_websocket_closed`.
+    websocket_closed: Family<ReasonLabels, Counter> = "moat_websocket_closed", "WebSocket sessions moat closed on a protocol violation, by reason", Default::default();
     /// `moat_mqtt_connect_rejected`.
     mqtt_connect_rejected: Family<ReasonLabels, Counter> = "moat_mqtt_connect_rejected", "MQTT connections refused at CONNECT, by reason", Default::default();
     /// `moat_mqtt_publish_denied`.

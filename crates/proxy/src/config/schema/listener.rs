@@ -10,6 +10,7 @@ use super::backend::{BackendHealthConfig, Backends, Balance};
 use super::mqtt::MqttConfig;
 use super::tls::TlsConfig;
 use super::values::HumanDuration;
+use super::websocket::WebSocketConfig;
 
 /// Default listener connection cap.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 50_000;
@@ -56,6 +57,11 @@ pub struct ListenerConfig {
     /// `mqtt:` turns it on with the defaults.
     #[serde(default, deserialize_with = "super::mqtt::mqtt_section")]
     pub mqtt: Option<MqttConfig>,
+    /// MQTT over WebSockets on this port as well as raw MQTT; absent, an
+    /// HTTP request is not answered. A bare `websocket:` turns it on with
+    /// the defaults. SNI routes share their listener's.
+    #[serde(default, deserialize_with = "super::websocket::websocket_section")]
+    pub websocket: Option<WebSocketConfig>,
     /// SNI routes to other backends, each with its own TLS settings; the
     /// listener's own `backend` and `tls` serve every other name.
     #[serde(default)]

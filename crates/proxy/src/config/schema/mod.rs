@@ -9,6 +9,7 @@ mod listener;
 mod mqtt;
 mod tls;
 mod values;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub use tls::{
     OcspConfig, Stapling, TlsConfig, TlsProfile,
 };
 pub use values::{HumanDuration, OneOrMany};
+pub use websocket::WebSocketConfig;
 
 /// The whole configuration file, as written.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

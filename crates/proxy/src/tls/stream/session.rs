@@ -314,6 +314,25 @@ impl TlsStream {
     }
 }
 
+impl TlsStream {
+    /// The first byte of plaintext from the client, left unread (for the
+    /// transport choice on a port that serves raw MQTT and WebSockets);
+    /// `None` when the session ended first.
+    pub async fn peek_first(&mut self) -> io::Result<Option<u8>> {
+        if let Some(&b) = self.plaintext.data().first() {
+            return Ok(Some(b));
+        }
+        let mut one = [0u8; 1];
+        if tokio::io::AsyncReadExt::read(self, &mut one).await? == 0 {
+            return Ok(None);
+        }
+        // Back in front of whatever else the record held.
+        self.plaintext.compact();
+        self.plaintext.vec().insert(0, one[0]);
+        Ok(Some(one[0]))
+    }
+}
+
 impl AsyncRead for TlsStream {
     fn poll_read(
         self: Pin<&mut Self>,
