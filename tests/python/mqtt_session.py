@@ -3,9 +3,10 @@
 tests of settings that reach live sessions.
 
 Usage:
-  mqtt_session.py PORT CAFILE CERT KEY VERSION CLIENT_ID
+  mqtt_session.py PORT CAFILE CERT KEY VERSION CLIENT_ID [WS_PATH]
 
-VERSION is 311 or 5. Commands, one per line on standard input:
+VERSION is 311 or 5. With WS_PATH (e.g. /mqtt), paho connects over
+WebSockets (wss://localhost:PORT/WS_PATH) instead of raw TLS. Commands, one per line on standard input:
 
   subscribe FILTER            prints {"suback": [codes]}
   unsubscribe FILTER          prints {"unsuback": true}
@@ -14,7 +15,8 @@ VERSION is 311 or 5. Commands, one per line on standard input:
 
 Events, one JSON object per line on standard output, as they happen:
 {"connack": code}, {"message": [topic, payload]}, {"disconnect": code}
-(code -1 when the connection closed without a DISCONNECT).
+(code -1 when the connection closed without a DISCONNECT), and
+{"connect_error": text} when the connection could not be made.
 """
 
 import json
@@ -25,6 +27,7 @@ import threading
 import paho.mqtt.client as mqtt
 
 port, cafile, cert, key, version, client_id = sys.argv[1:7]
+ws_path = sys.argv[7] if len(sys.argv) > 7 else None
 v5 = version == "5"
 out = threading.Lock()
 
@@ -43,7 +46,10 @@ c = mqtt.Client(
     mqtt.CallbackAPIVersion.VERSION2,
     client_id=client_id,
     protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+    transport="websockets" if ws_path else "tcp",
 )
+if ws_path:
+    c.ws_set_options(path=ws_path)
 c.tls_set(ca_certs=cafile, certfile=cert, keyfile=key)
 c.reconnect_delay_set(min_delay=3600, max_delay=3600)
 
@@ -81,7 +87,11 @@ c.on_subscribe = on_subscribe
 c.on_unsubscribe = on_unsubscribe
 c.on_publish = on_publish
 c.on_message = on_message
-c.connect("localhost", int(port), keepalive=60)
+try:
+    c.connect("localhost", int(port), keepalive=60)
+except Exception as e:  # noqa: BLE001 - reported to the test, which decides
+    emit({"connect_error": str(e)})
+    sys.exit(0)
 c.loop_start()
 
 for line in sys.stdin:

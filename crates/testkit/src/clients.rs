@@ -401,6 +401,21 @@ impl RustlsConn {
         Ok(out)
     }
 
+    /// Reads until the peer closes, or an error: what came before it, and
+    /// the error if there was one.
+    pub fn read_until_close(&mut self) -> (Vec<u8>, Option<std::io::Error>) {
+        let mut s = rustls::Stream::new(&mut self.conn, &mut self.sock);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (out, None),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => return (out, Some(e)),
+            }
+        }
+    }
+
     /// Reads up to `n` bytes.
     pub fn read_exact(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
         let mut s = rustls::Stream::new(&mut self.conn, &mut self.sock);

@@ -28,6 +28,7 @@ pub mod procs;
 pub mod prometheus;
 pub mod require;
 pub mod wait;
+pub mod websocket;
 
 pub use binary::*;
 pub use clients::*;
@@ -44,3 +45,4 @@ pub use procs::*;
 pub use prometheus::*;
 pub use require::*;
 pub use wait::*;
+pub use websocket::*;

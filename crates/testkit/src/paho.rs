@@ -30,6 +30,36 @@ impl PahoSession {
         client_id: &str,
         v5: bool,
     ) -> Self {
+        let session = Self::open(port, ca, device, (client_id, v5), None);
+        session.expect(r#"{"connack": 0}"#);
+        session
+    }
+
+    /// As [`PahoSession::connect`], over WebSockets to
+    /// `wss://localhost:port{path}` (paho's `websockets` transport).
+    pub fn connect_ws(
+        port: u16,
+        ca: &Path,
+        device: (&Path, &Path),
+        client_id: &str,
+        path: &str,
+    ) -> Self {
+        let session = Self::open(port, ca, device, (client_id, true), Some(path));
+        session.expect(r#"{"connack": 0}"#);
+        session
+    }
+
+    /// Starts the session without waiting for its outcome: the test reads
+    /// `{"connack": code}` or `{"connect_error": text}` from
+    /// [`PahoSession::events`]. `who` is the client id and whether it
+    /// speaks MQTT 5; `ws_path` connects over WebSockets.
+    pub fn open(
+        port: u16,
+        ca: &Path,
+        device: (&Path, &Path),
+        (client_id, v5): (&str, bool),
+        ws_path: Option<&str>,
+    ) -> Self {
         require("python3", "python3");
         let mut child = Command::new("python3")
             .arg(workspace_root().join("tests/python/mqtt_session.py"))
@@ -37,6 +67,7 @@ impl PahoSession {
             .args([ca, device.0, device.1])
             .arg(if v5 { "5" } else { "311" })
             .arg(client_id)
+            .args(ws_path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -51,13 +82,11 @@ impl PahoSession {
                 sink.lock().expect("events").push(line);
             }
         });
-        let session = Self {
+        Self {
             child,
             stdin,
             events,
-        };
-        session.expect(r#"{"connack": 0}"#);
-        session
+        }
     }
 
     /// Sends one command (`subscribe F`, `unsubscribe F`, `publish T P`).

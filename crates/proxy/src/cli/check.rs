@@ -111,6 +111,19 @@ fn describe(out: &mut String, indent: &str, c: &CertInfo, now: SystemTime) {
     );
 }
 
+/// What `moat check` says of a listener's `websocket:`.
+fn websocket_line(ws: &crate::config::WebSocketConfig) -> String {
+    let origins = if ws.origins.is_empty() {
+        "any Origin".to_string()
+    } else {
+        format!("Origins {}", ws.origins.join(", "))
+    };
+    format!(
+        "  WebSocket on {} ({origins}; frames up to {} bytes) beside raw MQTT",
+        ws.path, ws.max_frame_size
+    )
+}
+
 /// The human-readable description of every listener and certificate.
 pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> String {
     use std::fmt::Write;
@@ -137,6 +150,9 @@ pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Str
                 h.rise,
                 h.fall
             );
+        }
+        if let Some(ws) = &l.websocket {
+            let _ = writeln!(out, "{}", websocket_line(ws));
         }
         let _ = writeln!(
             out,

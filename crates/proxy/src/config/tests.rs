@@ -729,3 +729,53 @@ fn client_ocsp_errors_name_the_field() {
     let e = error_text(&client_ocsp("required", "ocsp_timeout: 2s"));
     assert!(e.contains("ocsp is off"), "{e}");
 }
+
+#[test]
+fn websocket_section_defaults_and_bad_values_named_by_field() {
+    let on = format!("{MINIMAL}    websocket:\n");
+    let c = parse_str(&on).expect("a bare websocket: is valid");
+    let ws = c.config.listeners[0].websocket.as_ref().expect("on");
+    assert_eq!(ws.path, "/mqtt");
+    assert!(ws.origins.is_empty());
+    assert!(parse_str(MINIMAL).expect("valid").config.listeners[0]
+        .websocket
+        .is_none());
+    let refused = |section: &str, field: &str, says: &str| {
+        let e = error_text(&format!("{MINIMAL}{section}"));
+        assert!(
+            e.contains(field) && e.contains(says),
+            "{field} / {says}: {e}"
+        );
+    };
+    let at = "listeners[0].websocket";
+    refused(
+        "    websocket:\n      path: mqtt\n",
+        &format!("{at}.path"),
+        "does not start with /",
+    );
+    refused(
+        "    websocket:\n      origins: [\"dash.example.com\"]\n",
+        &format!("{at}.origins[0]"),
+        "has no scheme",
+    );
+    refused(
+        "    websocket:\n      max_frame_size: 1\n",
+        &format!("{at}.max_frame_size"),
+        "at least 2",
+    );
+    refused(
+        "    websocket:\n      max_frame_size: 4096\n      max_message_size: 1024\n",
+        &format!("{at}.max_message_size"),
+        "smaller than max_frame_size",
+    );
+    refused("    websocket:\n      paht: /x\n", "paht", "path");
+    let alpn = |list: &str| {
+        on.replace(
+            "          key: tls/server.key\n",
+            &format!("          key: tls/server.key\n      alpn: {list}\n"),
+        )
+    };
+    assert!(error_text(&alpn("[mqtt]")).contains("does not list http/1.1"));
+    assert!(error_text(&alpn("[h2, http/1.1]")).contains("lists h2"));
+    assert!(parse_str(&alpn("[mqtt, http/1.1]")).is_ok());
+}

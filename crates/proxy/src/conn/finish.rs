@@ -12,7 +12,6 @@ use tracing::info;
 use super::metrics::ConnMetrics;
 use super::registry::{CloseReason, Session};
 use crate::relay::mqtt::End;
-use crate::transport::ProtocolError;
 
 /// How long a closing connection waits for the TLS close_notify (after a
 /// last reply) to reach the client.
@@ -46,13 +45,6 @@ pub fn finish(
         .is_err_and(|e| e.kind() == io::ErrorKind::TimedOut)
     {
         m.idle_timeouts.inc();
-    }
-    let violation = result
-        .as_ref()
-        .err()
-        .and_then(|e| e.get_ref()?.downcast_ref::<ProtocolError>());
-    if let Some(v) = violation {
-        m.websocket_closed.inc(v.0);
     }
     let secs = started.elapsed().as_secs_f64();
     match result {

@@ -71,7 +71,7 @@ pub struct ConnMetrics {
     /// `moat_websocket_upgrades_total`, by result.
     pub websocket_upgrades: ByReason<UpgradeResult>,
     /// `moat_websocket_closed_total`, by reason.
-    pub websocket_closed: ByReason<Violation>,
+    pub websocket_closed: Arc<ByReason<Violation>>,
     /// `moat_connections_by_transport_total{transport="mqtt"}` and
     /// `{transport="websocket"}`.
     by_transport: [Counter; 2],
@@ -160,7 +160,7 @@ impl ConnMetrics {
             },
             mqtt_connections: metrics.mqtt_connections.clone(),
             websocket_upgrades: by_result(&metrics.websocket_upgrades, name),
-            websocket_closed: by_reason(&metrics.websocket_closed, name),
+            websocket_closed: Arc::new(by_reason(&metrics.websocket_closed, name)),
             by_transport: ["mqtt", "websocket"].map(|t| {
                 metrics
                     .connections_by_transport

@@ -36,7 +36,7 @@ pub async fn negotiate(mut tls: TlsStream, live: &Live, m: &ConnMetrics) -> Opti
     if transport == Transport::Mqtt {
         return Some(ClientStream::Tls(tls));
     }
-    match upgrade(tls, ws, timeout).await {
+    match upgrade(tls, ws, timeout, m.websocket_closed.clone()).await {
         Ok(stream) => {
             m.websocket_upgrades.inc(UpgradeResult::Accepted);
             debug!("WebSocket session started");

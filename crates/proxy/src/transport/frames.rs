@@ -29,7 +29,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
-use crate::metrics::reason::reasons;
+use std::sync::Arc;
+
+use crate::metrics::reason::{reasons, ByReason};
 use crate::pool::{self, FreeList, PollReadable};
 
 /// The most payload moat puts in one frame to the client: one frame per
@@ -100,13 +102,15 @@ impl std::fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-/// The limits a listener's `websocket:` sets.
-#[derive(Debug, Clone, Copy)]
+/// The limits a listener's `websocket:` sets, and where violations are
+/// counted (`moat_websocket_closed_total`, shared by the listener).
 pub struct Limits {
     /// Largest frame payload accepted.
     pub max_frame: u64,
     /// Largest message (frames up to the final one) accepted.
     pub max_message: u64,
+    /// One counter per violation.
+    pub violations: Arc<ByReason<Violation>>,
 }
 
 /// Where the reader is in the client's frames.
@@ -265,6 +269,7 @@ impl<S> WsStream<S> {
 
     /// Ends the reads on `v`: the close frame saying why is owed.
     fn fail(&mut self, v: Violation) {
+        self.limits.violations.inc(v);
         self.violation = Some(v);
         self.close.get_or_insert(v.close_code());
         self.read = Read::Closed;

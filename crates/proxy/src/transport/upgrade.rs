@@ -1,91 +1,97 @@
 //! The HTTP/1.1 upgrade that starts a WebSocket session (RFC 6455 §4.2),
 //! served by hyper over the client's TLS stream: one request, answered
 //! with 101 and the stream handed back, or with a short refusal and a
-//! close. hyper's buffers live only for the request; the stream it hands
+//! close. hyper's upgrade API (`with_upgrades`) is not used: it hands the
+//! stream back boxed behind a trait object, and after some refusals (an
+//! upgrade request answered 404) closes it without a close_notify. hyper's buffers live only for the request; the stream it hands
 //! back is moat's own, so the WebSocket session holds no buffer while idle.
 
 use std::convert::Infallible;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
-use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use super::choose::{accept_key, decide, Decision, Policy, UpgradeResult};
-use super::frames::{Limits, WsStream};
+use super::frames::{Limits, Violation, WsStream};
 use crate::config::WebSocketConfig;
+use crate::metrics::reason::ByReason;
 use crate::tls::stream::TlsStream;
 
 /// The smallest read buffer hyper allows: a request's line and headers
 /// must fit in it.
 const MAX_REQUEST_HEAD: usize = 8192;
 
+/// How long a refused request's close_notify may take to go out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Serves the upgrade request on `tls` under `timeout`: the WebSocket
-/// stream, or how the request was refused (the answer has been sent and
+/// stream (counting its violations in `violations`), or how the request
+/// was refused (the answer has been sent and
 /// the TLS session closed).
 pub async fn upgrade(
     tls: TlsStream,
     ws: &WebSocketConfig,
     timeout: Duration,
+    violations: Arc<ByReason<Violation>>,
 ) -> Result<WsStream<TlsStream>, UpgradeResult> {
     let policy = Policy {
         path: &ws.path,
         allowed_origins: &ws.origins,
     };
-    let slot: Mutex<Option<OnUpgrade>> = Mutex::new(None);
     let verdict = Mutex::new(UpgradeResult::Broken);
-    let service = hyper::service::service_fn(|mut req: Request<Incoming>| {
-        let (decision, key) = {
-            let h = req.headers();
-            let request = super::choose::Request {
-                method: req.method().as_str(),
-                path: req.uri().path(),
-                upgrade: header(h, "upgrade"),
-                origin: header(h, "origin"),
-                protocols: header(h, "sec-websocket-protocol"),
-                key: header(h, "sec-websocket-key"),
-                version: header(h, "sec-websocket-version"),
-            };
-            (decide(&request, &policy), request.key.map(accept_key))
+    let service = hyper::service::service_fn(|req: Request<Incoming>| {
+        let h = req.headers();
+        let request = super::choose::Request {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            upgrade: header(h, "upgrade"),
+            origin: header(h, "origin"),
+            protocols: header(h, "sec-websocket-protocol"),
+            key: header(h, "sec-websocket-key"),
+            version: header(h, "sec-websocket-version"),
         };
-        let response = match (decision, key) {
-            (Decision::Accept(protocol), Some(accept)) => {
-                lock(&slot).replace(hyper::upgrade::on(&mut req));
+        let response = match (decide(&request, &policy), request.key) {
+            (Decision::Accept(protocol), Some(key)) => {
                 *lock(&verdict) = UpgradeResult::Accepted;
-                switching(&accept, protocol)
+                switching(&accept_key(key), protocol)
             }
             (Decision::Accept(_), None) => refusal(UpgradeResult::BadRequest, &verdict),
             (Decision::Reject(why), _) => refusal(why, &verdict),
         };
         std::future::ready(Ok::<_, Infallible>(response))
     });
+    // Without shutdown: hyper hands the stream back once it has answered
+    // (after a 101 as after a refusal), so that moat sends the close_notify
+    // after a refusal, and keeps the stream after a 101.
     let conn = http1::Builder::new()
         .keep_alive(false)
         .max_buf_size(MAX_REQUEST_HEAD)
         .serve_connection(TokioIo::new(tls), service)
-        .with_upgrades();
-    if tokio::time::timeout(timeout, conn).await.is_err() {
-        return Err(UpgradeResult::Timeout);
-    }
-    let pending = lock(&slot).take();
-    let outcome = *lock(&verdict);
-    let Some(pending) = pending else {
-        return Err(outcome);
+        .without_shutdown();
+    let parts = match tokio::time::timeout(timeout, conn).await {
+        Err(_) => return Err(UpgradeResult::Timeout),
+        Ok(Err(_)) => return Err(UpgradeResult::Broken),
+        Ok(Ok(parts)) => parts,
     };
-    let upgraded = pending.await.map_err(|_| UpgradeResult::Broken)?;
-    let parts = upgraded
-        .downcast::<TokioIo<TlsStream>>()
-        .map_err(|_| UpgradeResult::Broken)?;
+    let outcome = *lock(&verdict);
+    let mut tls = parts.io.into_inner();
+    if outcome != UpgradeResult::Accepted {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, tls.shutdown()).await;
+        return Err(outcome);
+    }
     let limits = Limits {
         max_frame: u64::from(ws.max_frame_size),
         max_message: u64::from(ws.max_message_size),
+        violations,
     };
-    Ok(WsStream::new(parts.io.into_inner(), parts.read_buf, limits))
+    Ok(WsStream::new(tls, parts.read_buf, limits))
 }
 
 /// The lock's value; a panic elsewhere while it was held cannot leave it

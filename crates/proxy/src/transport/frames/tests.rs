@@ -7,12 +7,20 @@ use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
 use super::{Limits, ProtocolError, Violation, WsStream};
-use hyper::body::Bytes;
+use std::sync::Arc;
 
-const LIMITS: Limits = Limits {
-    max_frame: 64,
-    max_message: 100,
-};
+use hyper::body::Bytes;
+use prometheus_client::metrics::counter::Counter;
+
+use crate::metrics::reason::ByReason;
+
+fn limits() -> Limits {
+    Limits {
+        max_frame: 64,
+        max_message: 100,
+        violations: Arc::new(ByReason::new(|_| Counter::default())),
+    }
+}
 
 /// A client frame: masked unless `mask` is `None`.
 fn frame(opcode: OpCode, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
@@ -38,7 +46,7 @@ fn binary(fin: bool, payload: &[u8]) -> Vec<u8> {
 
 fn pair() -> (WsStream<DuplexStream>, DuplexStream) {
     let (server, client) = duplex(64 * 1024);
-    (WsStream::new(server, Bytes::new(), LIMITS), client)
+    (WsStream::new(server, Bytes::new(), limits()), client)
 }
 
 /// Everything the server side reads until EOF or an error.
@@ -145,6 +153,7 @@ async fn refused(wire: Vec<u8>, want: Violation, code: u16) {
     let (_, err) = read_all(&mut ws).await;
     let err = err.expect("the read fails");
     assert_eq!(violation(&err), want, "{err}");
+    assert_eq!(ws.limits.violations.get(want).get(), 1, "counted once");
     assert_eq!(
         next_frame(&mut client).await,
         (0x88, code.to_be_bytes().to_vec())
@@ -215,7 +224,7 @@ async fn shutdown_sends_a_normal_close() {
 async fn bytes_behind_the_request_are_read_first() {
     let (server, mut client) = duplex(1024);
     let early = Bytes::from(binary(true, b"ab"));
-    let mut ws = WsStream::new(server, early, LIMITS);
+    let mut ws = WsStream::new(server, early, limits());
     client.write_all(&binary(true, b"cd")).await.unwrap();
     drop(client);
     let (got, err) = read_all(&mut ws).await;
