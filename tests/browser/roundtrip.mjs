@@ -73,6 +73,7 @@ watchdog.unref();
 
 const bundle = readFileSync(join(here, 'node_modules/mqtt/dist/mqtt.min.js'));
 const indexHtml = '<!doctype html><meta charset="utf-8"><title>moat browser peer</title>'
+  + '<link rel="icon" href="data:,">'
   + '<script src="/mqtt.min.js"></script>';
 
 function servePage(port) {
