@@ -28,3 +28,4 @@ mod scanners;
 mod stapling;
 mod tls_policy;
 mod tls_termination;
+mod websockets_browser;
