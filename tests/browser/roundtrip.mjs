@@ -182,6 +182,8 @@ async function main() {
         `--ignore-certificate-errors-spki-list=${opts.spki}`,
         '--disable-gpu',
         '--disable-quic',
+        // Containers often give /dev/shm only 64 MiB.
+        '--disable-dev-shm-usage',
         '--no-first-run',
         // No calls home: this machine's network is closed.
         '--disable-background-networking',
