@@ -29,3 +29,4 @@ mod stapling;
 mod tls_policy;
 mod tls_termination;
 mod websockets;
+mod websockets_browser;

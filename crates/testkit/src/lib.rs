@@ -2,9 +2,10 @@
 //!
 //! Every test starts what it needs on 127.0.0.1 with free ports: a real
 //! Mosquitto, the real `moat` binary, and real clients (`mosquitto_pub`,
-//! `mosquitto_sub`, `openssl s_client`, sslyze), and an OCSP responder
-//! whose answers `openssl ocsp` makes. Certificates are generated at test
-//! time with rcgen or openssl; no private key is ever committed.
+//! `mosquitto_sub`, `openssl s_client`, sslyze, MQTT.js in headless
+//! Chromium), and an OCSP responder whose answers `openssl ocsp` makes.
+//! Certificates are generated at test time with rcgen or openssl; no
+//! private key is ever committed.
 //!
 //! A missing peer fails the test with the Debian package to install; it is
 //! never skipped. `scripts/test` installs them all.
@@ -14,6 +15,7 @@
 //! certificate and moat in front of the broker) in one expression.
 
 pub mod binary;
+pub mod browser;
 pub mod clients;
 pub mod config;
 pub mod dir;
@@ -31,6 +33,7 @@ pub mod wait;
 pub mod websocket;
 
 pub use binary::*;
+pub use browser::*;
 pub use clients::*;
 pub use config::*;
 pub use dir::*;
