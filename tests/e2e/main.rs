@@ -10,6 +10,7 @@ mod cli;
 mod client_ocsp;
 mod clusters;
 mod confinement;
+mod crl_distribution_points;
 mod deploy;
 mod device_identity;
 mod faults;

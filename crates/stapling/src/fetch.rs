@@ -200,17 +200,72 @@ async fn query_own(
             response.status()
         )));
     }
+    let body = read_body(&mut response, MAX_RESPONSE_SIZE).await?;
+    rasn::der::decode::<OcspResponse>(&body)
+        .map_err(|e| FetchError::Malformed(format!("cannot decode the OCSP response: {e}")))
+}
+
+/// The body of `response`, refused past `limit` bytes.
+async fn read_body(response: &mut reqwest::Response, limit: u64) -> Result<Vec<u8>, FetchError> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(from_reqwest)? {
-        if (body.len() + chunk.len()) as u64 > MAX_RESPONSE_SIZE {
+        if (body.len() + chunk.len()) as u64 > limit {
             return Err(FetchError::Malformed(format!(
-                "the body is larger than {MAX_RESPONSE_SIZE} bytes"
+                "the body is larger than {limit} bytes"
             )));
         }
         body.extend_from_slice(&chunk);
     }
-    rasn::der::decode::<OcspResponse>(&body)
-        .map_err(|e| FetchError::Malformed(format!("cannot decode the OCSP response: {e}")))
+    Ok(body)
+}
+
+/// The largest CRL fetched: a CA with a million revoked certificates
+/// publishes about 40 MB; device CAs are far smaller.
+pub const MAX_CRL_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Fetches certificate revocation lists over HTTP(S) by URL (a device
+/// certificate's CRL distribution points), for the proxy's client
+/// certificate checks. The bytes are returned as served (DER or PEM), not
+/// yet parsed or verified.
+#[derive(Clone)]
+pub struct CrlClient {
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for CrlClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrlClient").finish_non_exhaustive()
+    }
+}
+
+impl CrlClient {
+    /// A client allowing `connect` to connect and `request` for a whole
+    /// download.
+    pub fn new(connect: Duration, request: Duration) -> Result<Self, FetchError> {
+        Ok(Self {
+            http: http_client(connect, request)?,
+        })
+    }
+
+    /// GETs the CRL at `url`: the body of a 200 answer, at most
+    /// [`MAX_CRL_SIZE`] bytes.
+    pub async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        let url =
+            Url::parse(url).map_err(|e| FetchError::Failed(format!("bad CRL URL {url:?}: {e}")))?;
+        let mut response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(from_reqwest)?;
+        if response.status() != StatusCode::OK {
+            return Err(FetchError::HttpStatus(format!(
+                "HTTP {} from {url}",
+                response.status()
+            )));
+        }
+        read_body(&mut response, MAX_CRL_SIZE).await
+    }
 }
 
 /// The HTTP client responders are queried with.

@@ -58,7 +58,7 @@ pub use cache::cache_path;
 pub use cert::{leaf_facts, LeafFacts};
 pub use clock::{Clock, SystemClock};
 pub use config::{ConfigError, StaplingConfig};
-pub use fetch::{responder_url_of, FetchError, OcspClient};
+pub use fetch::{responder_url_of, CrlClient, FetchError, OcspClient, MAX_CRL_SIZE};
 pub use observer::{
     NoopObserver, RefreshError, RefreshRecord, StapleObserver, StapleSource, StapleStatus,
 };

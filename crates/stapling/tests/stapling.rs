@@ -46,6 +46,7 @@ fn pki(ocsp_url: &str) -> (Arc<OpensslCa>, CertFiles) {
         &CaOptions {
             alg: KeyAlg::Rsa2048,
             ocsp_url: Some(ocsp_url.into()),
+            crl_url: None,
         },
     );
     let server = issue(&ca, "server", Profile::Server);

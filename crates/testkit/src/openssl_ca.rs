@@ -19,6 +19,11 @@ pub struct CaOptions {
     /// authorityInfoAccess, e.g. [`Responder::url`](crate::Responder::url);
     /// `None` for no authorityInfoAccess.
     pub ocsp_url: Option<String>,
+    /// The CRL distribution point URL device certificates
+    /// ([`Profile::Client`], [`Profile::ClientOcsp`]) name, e.g. a
+    /// [`Responder::url`](crate::Responder::url) serving
+    /// [`OpensslCa::gencrl`]'s output; `None` for none.
+    pub crl_url: Option<String>,
 }
 
 impl Default for CaOptions {
@@ -26,11 +31,21 @@ impl Default for CaOptions {
         Self {
             alg: KeyAlg::EcdsaP256,
             ocsp_url: None,
+            crl_url: None,
         }
     }
 }
 
 impl CaOptions {
+    /// An ECDSA P-256 CA whose device certificates name `url` as their CRL
+    /// distribution point.
+    pub fn crl(url: impl Into<String>) -> Self {
+        Self {
+            crl_url: Some(url.into()),
+            ..Self::default()
+        }
+    }
+
     /// An ECDSA P-256 CA whose server certificates name `url` as their
     /// OCSP responder.
     pub fn ocsp(url: impl Into<String>) -> Self {
@@ -134,6 +149,11 @@ impl OpensslCa {
             .as_deref()
             .map(|url| format!("authorityInfoAccess = OCSP;URI:{url}\n"))
             .unwrap_or_default();
+        let cdp = opts
+            .crl_url
+            .as_deref()
+            .map(|url| format!("crlDistributionPoints = URI:{url}\n"))
+            .unwrap_or_default();
         let server = "basicConstraints = critical, CA:FALSE\n\
                       keyUsage = critical, digitalSignature\n\
                       extendedKeyUsage = serverAuth\n\
@@ -165,11 +185,12 @@ distinguished_name = dn
 basicConstraints = CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
+{cdp}
 [ client_ocsp_ext ]
 basicConstraints = CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
-{aia}
+{aia}{cdp}
 [ server_ext ]
 {server}{aia}
 [ must_staple_ext ]

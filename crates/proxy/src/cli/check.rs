@@ -111,6 +111,34 @@ fn describe(out: &mut String, indent: &str, c: &CertInfo, now: SystemTime) {
     );
 }
 
+/// What `moat check` says of a listener's OCSP and CRL distribution point
+/// checks of device certificates.
+fn revocation_lines(auth: &crate::config::ClientAuthConfig) -> String {
+    use crate::config::ClientOcspMode;
+    let failure = |mode| match mode {
+        ClientOcspMode::Require => "refused",
+        _ => "admitted",
+    };
+    let mut out = String::new();
+    if auth.ocsp != ClientOcspMode::Off {
+        out.push_str(&format!(
+            "  client OCSP: {} (timeout {}; devices without a verified answer are {})\n",
+            auth.ocsp,
+            humantime::format_duration(auth.ocsp_timeout()),
+            failure(auth.ocsp)
+        ));
+    }
+    let crl = auth.crl_distribution_points;
+    if crl != ClientOcspMode::Off {
+        out.push_str(&format!(
+            "  CRL distribution points: {crl} (timeout {}; devices whose CRL cannot be had are {})\n",
+            humantime::format_duration(auth.crl_fetch_timeout()),
+            failure(crl)
+        ));
+    }
+    out
+}
+
 /// What `moat check` says of a listener's `websocket:`.
 fn websocket_line(ws: &crate::config::WebSocketConfig) -> String {
     let origins = if ws.origins.is_empty() {
@@ -215,18 +243,7 @@ pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Str
         if !auth.allow.is_empty() {
             let _ = writeln!(out, "  allow-list: {} rule(s)", auth.allow.len());
         }
-        if auth.ocsp != crate::config::ClientOcspMode::Off {
-            let failure = match auth.ocsp {
-                crate::config::ClientOcspMode::Require => "refused",
-                _ => "admitted",
-            };
-            let _ = writeln!(
-                out,
-                "  client OCSP: {} (timeout {}; devices without a verified answer are {failure})",
-                auth.ocsp,
-                humantime::format_duration(auth.ocsp_timeout())
-            );
-        }
+        out.push_str(&revocation_lines(auth));
         if l.backend_proxy_protocol != crate::config::ProxyProtocol::None {
             let _ = writeln!(
                 out,

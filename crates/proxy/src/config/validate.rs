@@ -359,50 +359,75 @@ fn check_client_auth(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut
 /// for its check, after its handshake.
 const MAX_CLIENT_OCSP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// `tls.client_auth.ocsp` needs client certificates; `ocsp_timeout` a
-/// bounded, non-zero time, and only with `ocsp` on.
+/// The longest `tls.client_auth.crl_fetch_timeout`.
+const MAX_CRL_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `tls.client_auth.ocsp` and `crl_distribution_points` need client
+/// certificates; their timeouts a bounded, non-zero time, and only with
+/// their check on.
 fn check_client_ocsp(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
-    let at = |field: &str| format!("{prefix}.tls.client_auth.{field}");
     let ca = &l.tls.client_auth;
-    if ca.ocsp != ClientOcspMode::Off && ca.mode == ClientAuthMode::None {
-        errors.push(
-            ConfigError::at(
-                path,
-                at("ocsp"),
-                format!(
-                    "ocsp is {} but client_auth.mode is none, so there is no device certificate to check",
-                    ca.ocsp
-                ),
-            )
-            .hint("set client_auth.mode to required (or optional) with a ca bundle, or ocsp: off"),
-        );
-    }
-    let Some(timeout) = ca.ocsp_timeout_setting else {
-        return;
-    };
-    if ca.ocsp == ClientOcspMode::Off {
-        errors.push(
-            ConfigError::at(
-                path,
-                at("ocsp_timeout"),
-                "ocsp_timeout is set but ocsp is off, so it would be ignored",
-            )
-            .hint("set ocsp: prefer or ocsp: require, or remove ocsp_timeout"),
-        );
-    }
-    if timeout.0.is_zero() || timeout.0 > MAX_CLIENT_OCSP_TIMEOUT {
-        errors.push(
-            ConfigError::at(
-                path,
-                at("ocsp_timeout"),
-                format!(
-                    "must be longer than zero and at most {}s, not {}",
-                    MAX_CLIENT_OCSP_TIMEOUT.as_secs(),
-                    humantime::format_duration(timeout.0)
-                ),
-            )
-            .hint("devices wait for their check after the handshake; a few seconds is plenty (default 3s)"),
-        );
+    let at = |field: &str| format!("{prefix}.tls.client_auth.{field}");
+    let checks = [
+        (
+            "ocsp",
+            ca.ocsp,
+            "ocsp_timeout",
+            ca.ocsp_timeout_setting,
+            MAX_CLIENT_OCSP_TIMEOUT,
+            "3s",
+        ),
+        (
+            "crl_distribution_points",
+            ca.crl_distribution_points,
+            "crl_fetch_timeout",
+            ca.crl_fetch_timeout_setting,
+            MAX_CRL_FETCH_TIMEOUT,
+            "5s",
+        ),
+    ];
+    for (name, mode, timeout_name, timeout, max, default) in checks {
+        if mode != ClientOcspMode::Off && ca.mode == ClientAuthMode::None {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at(name),
+                    format!(
+                        "{name} is {mode} but client_auth.mode is none, so there is no device certificate to check"
+                    ),
+                )
+                .hint(format!("set client_auth.mode to required (or optional) with a ca bundle, or {name}: off")),
+            );
+        }
+        let Some(timeout) = timeout else {
+            continue;
+        };
+        if mode == ClientOcspMode::Off {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at(timeout_name),
+                    format!("{timeout_name} is set but {name} is off, so it would be ignored"),
+                )
+                .hint(format!(
+                    "set {name}: prefer or {name}: require, or remove {timeout_name}"
+                )),
+            );
+        }
+        if timeout.0.is_zero() || timeout.0 > max {
+            errors.push(
+                ConfigError::at(
+                    path,
+                    at(timeout_name),
+                    format!(
+                        "must be longer than zero and at most {}s, not {}",
+                        max.as_secs(),
+                        humantime::format_duration(timeout.0)
+                    ),
+                )
+                .hint(format!("devices wait for their check after the handshake; a few seconds is plenty (default {default})")),
+            );
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use arc_swap::ArcSwap;
 
 use super::admit::Admission;
 use super::backend::BackendLink;
+use super::crl::CrlChecker;
 use super::metrics::ConnMetrics;
 use super::ocsp::OcspChecker;
 use super::registry::Registry;
@@ -43,6 +44,9 @@ pub struct Context {
     /// OCSP checks of device certificates, with their cache (kept across
     /// reloads; used only when `tls.client_auth.ocsp` is on).
     pub ocsp: OcspChecker,
+    /// Its CRL distribution point checks of device certificates, with
+    /// their per-URL cache.
+    pub crl: CrlChecker,
 }
 
 /// Every listener and route in service, each listener followed by its
@@ -112,6 +116,7 @@ impl Context {
                 metrics.client_ocsp_queries.clone(),
                 metrics.client_ocsp_cache_entries.clone(),
             ),
+            crl: CrlChecker::new(metrics.client_crl_fetches.clone()),
             metrics,
             live: ArcSwap::from_pointee(Live {
                 backend,

@@ -140,7 +140,9 @@ pub async fn establish(
     let chain = tls.connection().peer_certificates();
     let (settings, cas) = (&live.config.tls.client_auth, &live.tls.client_ca_ders);
     let identity = details.identity.as_ref();
-    if !super::ocsp::admits(&ctx.ocsp, m, settings, cas, chain, identity).await {
+    if !super::ocsp::admits(&ctx.ocsp, m, settings, cas, chain, identity).await
+        || !super::crl::admits(&ctx.crl, m, settings, cas, chain, identity).await
+    {
         close(&mut tls, &[]).await;
         return None;
     }

@@ -10,7 +10,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::reasons::{CheckResult, HandshakeFailure, QueryResult, RejectReason};
+use super::reasons::{
+    CheckResult, CrlCheck, CrlFetch, HandshakeFailure, QueryResult, RejectReason,
+};
 use super::registry::CloseReason;
 use crate::guard::connect::ConnectRefusal;
 use crate::guard::packets::{GuardCounters, SessionClose};
@@ -47,6 +49,10 @@ pub struct ConnMetrics {
     pub client_ocsp_checks: ByReason<CheckResult>,
     /// `moat_client_ocsp_queries_total`, by result.
     pub client_ocsp_queries: ByReason<QueryResult>,
+    /// `moat_client_crl_checks_total`, by result.
+    pub client_crl_checks: ByReason<CrlCheck>,
+    /// `moat_client_crl_fetches_total`, by result.
+    pub client_crl_fetches: ByReason<CrlFetch>,
     /// `moat_client_ocsp_cache_entries`.
     pub client_ocsp_cache_entries: Gauge,
     /// `moat_backend_connect_failures_total`.
@@ -138,6 +144,8 @@ impl ConnMetrics {
             client_auth_denied: by_reason(&metrics.client_auth_denied, name),
             client_ocsp_checks: by_result(&metrics.client_ocsp_checks, name),
             client_ocsp_queries: by_result(&metrics.client_ocsp_queries, name),
+            client_crl_checks: by_result(&metrics.client_crl_checks, name),
+            client_crl_fetches: by_result(&metrics.client_crl_fetches, name),
             client_ocsp_cache_entries: metrics.client_ocsp_cache_entries.get_or_create_owned(&l),
             backend_failures: metrics.backend_connect_failures.get_or_create_owned(&l),
             to_backend: metrics

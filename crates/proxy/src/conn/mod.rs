@@ -10,7 +10,9 @@
 //!    bounded by the handshake timeout;
 //! 3. `ocsp`: with `tls.client_auth.ocsp`, the verified device certificate
 //!    checked with its OCSP responder (cached per certificate); a refused
-//!    device gets a TLS close before anything reaches the broker;
+//!    device gets a TLS close before anything reaches the broker; and
+//!    `crl`: with `tls.client_auth.crl_distribution_points`, the same
+//!    against the CRL the certificate names;
 //! 4. `identity`: the verified peer, logged once, and what the PROXY header
 //!    will say about it; then `websocket`: on listeners with `websocket:`,
 //!    raw MQTT or an HTTP upgrade to WebSocket frames (`crate::transport`),
@@ -25,11 +27,13 @@
 //! a reload, an operator or a deadline can close one.
 
 pub mod admit;
+mod answers;
 pub mod backend;
 mod balance;
 pub mod bans;
 mod checks;
 pub mod context;
+pub mod crl;
 mod finish;
 mod handshake;
 mod identity;

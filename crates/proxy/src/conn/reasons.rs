@@ -96,6 +96,31 @@ reasons! {
     }
 }
 
+reasons! {
+    /// What a check of a device certificate's CRL distribution points
+    /// found (`moat_client_crl_checks_total{result}`).
+    pub enum CrlCheck {
+        /// No CRL it names revokes it.
+        Good => "good",
+        /// Revoked.
+        Revoked => "revoked",
+        /// A CRL could not be fetched, did not verify, or is stale.
+        Unavailable => "unavailable",
+        /// The certificate names no HTTP distribution point.
+        NoDistributionPoint => "no_distribution_point",
+    }
+}
+
+reasons! {
+    /// How a CRL download went (`moat_client_crl_fetches_total{result}`).
+    pub enum CrlFetch {
+        /// A CRL that verified.
+        Ok => "ok",
+        /// No usable CRL (unreachable, HTTP error, garbage, bad signature).
+        Error => "error",
+    }
+}
+
 impl HandshakeFailure {
     /// The reason for a failed handshake's error.
     pub fn of(e: &io::Error) -> Self {

@@ -105,6 +105,10 @@ families! {
     client_ocsp_checks: Family<ResultLabels, Counter> = "moat_client_ocsp_checks", "OCSP checks of device certificates (tls.client_auth.ocsp), by what they found, whether from the cache or a query", Default::default();
     /// `moat_client_ocsp_queries`.
     client_ocsp_queries: Family<ResultLabels, Counter> = "moat_client_ocsp_queries", "OCSP queries sent to device certificates' responders, by result (error: no verified answer)", Default::default();
+    /// `moat_client_crl_checks`.
+    client_crl_checks: Family<ResultLabels, Counter> = "moat_client_crl_checks", "Checks of device certificates against the CRL they name (tls.client_auth.crl_distribution_points), by what they found", Default::default();
+    /// `moat_client_crl_fetches`.
+    client_crl_fetches: Family<ResultLabels, Counter> = "moat_client_crl_fetches", "CRL downloads from device certificates' distribution points, by result (error: no verified, current CRL)", Default::default();
     /// `moat_client_ocsp_cache_entries`.
     client_ocsp_cache_entries: Family<ListenerLabels, Gauge> = "moat_client_ocsp_cache_entries", "Device certificates whose OCSP answer (or query in flight) the listener holds", Default::default();
     /// `moat_crl_next_update_timestamp_seconds`.

@@ -188,11 +188,30 @@ pub struct ClientAuthConfig {
     /// ([`ClientAuthConfig::ocsp_timeout`] gives the default).
     #[serde(rename = "ocsp_timeout")]
     pub ocsp_timeout_setting: Option<HumanDuration>,
+    /// Download the CRL each device certificate names (its CRL
+    /// distribution points, over HTTP) and refuse a revoked device, after
+    /// the handshake; the same modes as `ocsp` (`prefer`: fail open,
+    /// `require`: fail closed).
+    #[serde(default)]
+    pub crl_distribution_points: ClientOcspMode,
+    /// Time allowed for one CRL download
+    /// ([`ClientAuthConfig::crl_fetch_timeout`] gives the default).
+    #[serde(rename = "crl_fetch_timeout")]
+    pub crl_fetch_timeout_setting: Option<HumanDuration>,
 }
 
 impl ClientAuthConfig {
     /// The default of `ocsp_timeout`.
     pub const DEFAULT_OCSP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+    /// The default of `crl_fetch_timeout`.
+    pub const DEFAULT_CRL_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// `crl_fetch_timeout`, or its default.
+    pub fn crl_fetch_timeout(&self) -> std::time::Duration {
+        self.crl_fetch_timeout_setting
+            .map_or(Self::DEFAULT_CRL_FETCH_TIMEOUT, |d| d.0)
+    }
 
     /// `ocsp_timeout`, or its default.
     pub fn ocsp_timeout(&self) -> std::time::Duration {

@@ -17,8 +17,8 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::watch;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use super::cache::{AnswerCache, Lookup, DEFAULT_CAPACITY};
 use super::verdict::Outcome;
+use crate::conn::answers::{AnswerCache, Lookup, DEFAULT_CAPACITY};
 use crate::conn::reasons::QueryResult;
 use crate::metrics::reason::ByReason;
 

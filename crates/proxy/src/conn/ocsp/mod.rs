@@ -7,17 +7,17 @@
 //!
 //! - `verdict`: what a check found, how long to keep it, the decision
 //!   (pure);
-//! - `cache`: answers per certificate, bounded, with single flight (pure);
+//! - `conn::answers`: answers per certificate, bounded, with single
+//!   flight (pure);
 //! - `checker`: the queries, their verification, and the shared cache.
 
-mod cache;
 mod checker;
 mod verdict;
 
 use rustls::pki_types::CertificateDer;
 use tracing::info;
 
-pub use checker::OcspChecker;
+pub use checker::{find_issuer, OcspChecker};
 
 use super::metrics::ConnMetrics;
 use crate::config::{ClientAuthConfig, ClientOcspMode};

@@ -1,8 +1,8 @@
-//! The per-certificate cache of OCSP answers about device certificates,
-//! and its single-flight bookkeeping. Pure: no I/O, no clock of its own
-//! (every call is given `now`), no channel (a query in flight is
-//! represented by whatever `P` the caller stores: a receiver for the
-//! answer in moat, a number in the tests).
+//! Answers kept per key (OCSP answers per device certificate, CRLs per
+//! distribution point URL), and their single-flight bookkeeping. Pure: no
+//! I/O, no clock of its own (every call is given `now`), no channel (a
+//! query in flight is represented by whatever `P` the caller stores: a
+//! receiver for the answer in moat, a number in the tests).
 //!
 //! An entry is either an answer held until it expires (a verified answer
 //! until its nextUpdate, a failure for a few seconds) or a query in
