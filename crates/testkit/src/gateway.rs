@@ -138,9 +138,13 @@ impl Gateway {
         self
     }
 
-    /// Lines under the listener.
+    /// Lines under the listener, after any given before (by an earlier
+    /// call or [`Gateway::mqtt_aware`]): calls add up, none replaces.
     pub fn listener_yaml(mut self, yaml: &str) -> Self {
-        self.listener_yaml = yaml.into();
+        if !self.listener_yaml.is_empty() && !self.listener_yaml.ends_with('\n') {
+            self.listener_yaml.push('\n');
+        }
+        self.listener_yaml.push_str(yaml);
         self
     }
 
@@ -489,5 +493,28 @@ impl std::ops::Deref for Running {
 impl std::ops::DerefMut for Running {
     fn deref_mut(&mut self) -> &mut Prepared {
         &mut self.prepared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gateway;
+
+    #[test]
+    fn listener_yaml_calls_add_up_after_mqtt_aware() {
+        let g = Gateway::new()
+            .mqtt_aware("max_packet_size: 1024")
+            .listener_yaml("limits: { per_ip_connections: 2 }")
+            .listener_yaml("backend_proxy_protocol: v2");
+        assert_eq!(
+            g.listener_yaml,
+            "mqtt:\n  max_packet_size: 1024\nlimits: { per_ip_connections: 2 }\nbackend_proxy_protocol: v2"
+        );
+    }
+
+    #[test]
+    fn one_listener_yaml_call_is_kept_as_given() {
+        let g = Gateway::new().listener_yaml("a: 1");
+        assert_eq!(g.listener_yaml, "a: 1");
     }
 }
