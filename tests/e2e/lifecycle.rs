@@ -269,7 +269,7 @@ fn sd_notify_reports_ready_reloading_and_stopping() {
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     let port = g.port;
-    let config = g.dir.write("moat.yaml", &g.yaml);
+    let config = g.write_config();
     let mut moat = Moat::spawn_config(
         &config,
         None,

@@ -426,6 +426,13 @@ impl Prepared {
         std::fs::create_dir_all(&dir).expect("mkdir replica");
         (Moat::start(&dir, &yaml, None), port)
     }
+
+    /// Writes [`Prepared::yaml`] to `moat.yaml` in the directory and
+    /// returns its path, for a test that starts moat its own way (another
+    /// environment, a shell with limits).
+    pub fn write_config(&self) -> std::path::PathBuf {
+        self.dir.write("moat.yaml", &self.yaml)
+    }
 }
 
 /// A running scene: [`Prepared`] (through `Deref`) and moat.
