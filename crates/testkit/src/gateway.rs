@@ -39,6 +39,7 @@ pub struct Gateway {
     more: Vec<(String, Vec<CertFiles>, String)>,
     server: ServerCert,
     extra_certs: Vec<CertFiles>,
+    port: Option<u16>,
 }
 
 /// How the issued server certificate differs from the default one.
@@ -79,6 +80,7 @@ impl Gateway {
             more: Vec::new(),
             server: ServerCert::default(),
             extra_certs: Vec::new(),
+            port: None,
         }
     }
 
@@ -235,7 +237,7 @@ impl Gateway {
             .backend
             .or(broker.as_ref().map(|b| b.port))
             .expect("a backend");
-        let port = free_port();
+        let port = self.port.unwrap_or_else(free_port);
         let admin = self.admin.then(free_port);
         let mut served = vec![&server];
         served.extend(self.extra_certs.iter());
@@ -311,6 +313,13 @@ impl Gateway {
     /// certificate (which stays the first, the one served without SNI).
     pub fn more_certs(mut self, certs: &[&CertFiles]) -> Self {
         self.extra_certs.extend(certs.iter().map(|c| (*c).clone()));
+        self
+    }
+
+    /// The main listener on `port` (say, one below 1024) instead of a
+    /// free one the kit picks.
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.port = Some(port);
         self
     }
 }
