@@ -89,11 +89,7 @@ fn a_revoked_device_is_refused_once_the_new_crl_is_in_place() {
     let stolen = devices.issue_client(dir.path(), "stolen", "/CN=stolen-device", None);
     let crl = dir.join("devices.crl.pem");
     devices.gencrl(&crl);
-    let client_auth = format!(
-        "client_auth:\n  mode: required\n  ca: {}\n  crl: {}",
-        devices.cert.display(),
-        crl.display()
-    );
+    let client_auth = devices.client_auth_with_crl(&crl);
     let s = start(dir, &client_auth, "");
     assert!(
         s.moat.metric(
@@ -150,11 +146,7 @@ fn a_revoked_device_cannot_get_back_in_by_resuming_an_old_session() {
     let stolen = devices.issue_client(dir.path(), "stolen", "/CN=stolen-device", None);
     let crl = dir.join("devices.crl.pem");
     devices.gencrl(&crl);
-    let client_auth = format!(
-        "client_auth:\n  mode: required\n  ca: {}\n  crl: {}",
-        devices.cert.display(),
-        crl.display()
-    );
+    let client_auth = devices.client_auth_with_crl(&crl);
     let s = start(dir, &client_auth, "");
 
     let cfg = rustls_client(&s.ca().cert, Some((&stolen.cert, &stolen.key)));
@@ -261,6 +253,13 @@ fn proxy_backend(dir: &TestDir) -> (u16, std::path::PathBuf, std::process::Child
     (port, out, child)
 }
 
+/// What the PROXY-protocol backend wrote to `json` once its one
+/// connection ended.
+fn backend_saw(child: &mut std::process::Child, json: &std::path::Path) -> serde_json::Value {
+    let _ = child.wait();
+    serde_json::from_str(&std::fs::read_to_string(json).expect("backend output")).expect("JSON")
+}
+
 /// Whether something listens on 127.0.0.1:`port` (without connecting: the
 /// backend accepts exactly one connection).
 fn port_open_listening(port: u16) -> bool {
@@ -297,10 +296,7 @@ fn proxy_protocol_v2_carries_address_tls_details_and_the_device_cn() {
         [0x20, 0x02, 0x00, 0x00]
     );
     let local_port = c.sock.local_addr().expect("addr").port();
-    let _ = child.wait();
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("backend output"))
-            .expect("JSON");
+    let v = backend_saw(&mut child, &json_path);
     assert_eq!(v["source"], serde_json::json!(["127.0.0.1", local_port]));
     assert_eq!(v["dest"], serde_json::json!(["127.0.0.1", port]));
     assert_eq!(v["authority"], "localhost");
@@ -334,10 +330,7 @@ fn proxy_protocol_v1_carries_the_client_address() {
         .expect("CONNECT");
     assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x00]);
     let local_port = c.sock.local_addr().expect("addr").port();
-    let _ = child.wait();
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("backend output"))
-            .expect("JSON");
+    let v = backend_saw(&mut child, &json_path);
     let header = format!("PROXY TCP4 127.0.0.1 127.0.0.1 {local_port} {port}\r\n");
     let hex: String = header.bytes().map(|b| format!("{b:02x}")).collect();
     assert_eq!(v["header_hex"], hex);

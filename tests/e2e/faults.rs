@@ -83,11 +83,7 @@ fn an_unreadable_crl_keeps_the_last_good_one() {
     devices.revoke(&stolen.cert);
     let crl = dir.join("devices.crl.pem");
     devices.gencrl(&crl);
-    let client_auth = format!(
-        "client_auth:\n  mode: required\n  ca: {}\n  crl: {}",
-        devices.cert.display(),
-        crl.display()
-    );
+    let client_auth = devices.client_auth_with_crl(&crl);
     let s = Gateway::new()
         .in_dir(dir)
         .ca_named("server-ca", "Server CA")

@@ -478,6 +478,16 @@ subjectKeyIdentifier = hash
         self.revoke(cert);
         self.publish_crl(crl);
     }
+
+    /// The listener's `client_auth:` lines (under `tls:`) that require a
+    /// certificate from this CA and check it against the CRL `crl`.
+    pub fn client_auth_with_crl(&self, crl: &Path) -> String {
+        format!(
+            "client_auth:\n  mode: required\n  ca: {}\n  crl: {}",
+            self.cert.display(),
+            crl.display()
+        )
+    }
 }
 
 /// Makes a self-signed CA `dir/<stem>.pem` and `.key` with the `v3_ca`
