@@ -158,23 +158,12 @@ fn certbot_renewal_reaches_moat_without_restart_or_dropped_connections() {
     };
     let first_serial = norm_serial(&leaf.serial());
 
-    let broker = Mosquitto::start(dir.path());
-    let (port, admin) = (free_port(), free_port());
-    let moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            Some(admin),
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&served],
-                "server_names: [test.example.com]",
-                "",
-            )],
-        ),
-        Some(admin),
-    );
+    let s = Gateway::new()
+        .in_dir(dir)
+        .cert(served)
+        .tls_yaml("server_names: [test.example.com]")
+        .start();
+    let (dir, port, moat, broker) = (&s.dir, s.port, &s.moat, s.broker());
     assert_eq!(
         norm_serial(&served_serial(port, "test.example.com")),
         first_serial
@@ -183,7 +172,7 @@ fn certbot_renewal_reaches_moat_without_restart_or_dropped_connections() {
     // A device stays connected across the renewal (it trusts pebble's
     // root; the name test.example.com does not resolve here, hence
     // --insecure, which skips only the host name check).
-    let root = pebble_root(&dir, &acme);
+    let root = pebble_root(dir, &acme);
     let sub = std::process::Command::new("mosquitto_sub")
         .args([
             "-h",
@@ -208,7 +197,7 @@ fn certbot_renewal_reaches_moat_without_restart_or_dropped_connections() {
 
     // certbot sleeps up to 8 minutes before a non-interactive renewal.
     certbot(
-        &dir,
+        dir,
         &acme,
         &["renew", "--force-renewal", "--no-random-sleep-on-renew"],
     );

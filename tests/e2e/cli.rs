@@ -262,28 +262,20 @@ fn quickstart_generates_dev_certificates_and_logs_a_command_that_connects() {
 
 #[test]
 fn json_logs_are_one_object_per_line_with_structured_fields() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
+    let mut g = Gateway::new().no_admin().prepare();
+    g.yaml = g.yaml.replacen(
+        "log:\n  level: debug\n",
+        "log:\n  format: json\n  level: info\n",
+        1,
     );
-    let port = free_port();
-    let yaml = format!(
-        "log:\n  format: json\n  level: info\nlisteners:\n{}",
-        listener_yaml("mqtts", port, broker.port, &[&server], "", "")
-    );
-    let config = dir.write("moat.yaml", yaml);
+    let config = g.write_config();
     let moat = Moat::spawn_config(&config, None, &[]);
     assert!(
         moat.wait_for_log("\"ready\"", Duration::from_secs(15)),
         "{}",
         moat.logs()
     );
-    let tls = Tls::ca(&ca.cert);
-    round_trip(dir.path(), port, Some(&tls), broker.port, None);
+    round_trip(g.path(), g.port, Some(&g.tls()), g.broker().port, None);
     assert!(moat.wait_for_log("connection closed", Duration::from_secs(5)));
     let mut connected = None;
     for line in moat.logs().lines() {

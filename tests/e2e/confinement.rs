@@ -42,31 +42,15 @@ fn chmod(path: &std::path::Path, mode: u32) {
 
 #[test]
 fn binds_a_privileged_port_as_root_then_every_thread_runs_as_the_user() {
-    let dir = TestDir::new();
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
     if !is_root() {
         // Without root there is nothing to switch from: moat says so and
         // does not start.
-        let yaml = format!(
-            "user: root\n{}",
-            config_yaml(
-                None,
-                &[listener_yaml(
-                    "mqtts",
-                    free_port(),
-                    1883,
-                    &[&server],
-                    "",
-                    ""
-                )]
-            )
-        );
-        let mut moat = Moat::spawn(dir.path(), "moat.yaml", &yaml, None);
+        let g = Gateway::new()
+            .backend(1883)
+            .no_admin()
+            .top_yaml("user: root\n")
+            .prepare();
+        let mut moat = Moat::spawn(g.path(), "moat.yaml", &g.yaml, None);
         let status = moat.wait_exit(Duration::from_secs(10)).expect("moat exits");
         assert_eq!(status.code(), Some(1), "{}", moat.logs());
         assert!(
@@ -76,30 +60,18 @@ fn binds_a_privileged_port_as_root_then_every_thread_runs_as_the_user() {
         );
         return;
     }
-    let broker = Mosquitto::start(dir.path());
+    let g = Gateway::new()
+        .listen_port(free_privileged_port())
+        .top_yaml("user: nobody\n")
+        .prepare();
+    let (dir, port, ca, server) = (&g.dir, g.port, g.ca(), &g.server);
     let (uid, gid) = (id(&["-u", "nobody"]), id(&["-g", "nobody"]));
     // The files belong to the user, the key readable by it alone, as an
     // operator would set them up.
     chmod(dir.path(), 0o755);
     std::os::unix::fs::chown(&server.key, Some(uid), Some(gid)).expect("chown key");
     chmod(&server.key, 0o600);
-    let port = free_privileged_port();
-    let admin = free_port();
-    let yaml = format!(
-        "user: nobody\n{}",
-        config_yaml(
-            Some(admin),
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                "",
-                ""
-            )]
-        )
-    );
-    let moat = Moat::start(dir.path(), &yaml, Some(admin));
+    let moat = g.start_moat();
     assert!(
         moat.logs().contains("running as an unprivileged user"),
         "{}",
@@ -186,33 +158,13 @@ fn binds_a_privileged_port_as_root_then_every_thread_runs_as_the_user() {
 
 #[test]
 fn landlock_confines_reads_to_the_configured_directories() {
-    let dir = TestDir::new();
     let outside = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let tls_dir = dir.join("tls");
-    std::fs::create_dir(&tls_dir).expect("mkdir");
-    let server = ca.issue(
-        &tls_dir,
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let (port, control_port, admin) = (free_port(), free_port(), free_port());
-    let yaml = format!(
-        "sandbox:\n  landlock: required\n{}",
-        config_yaml(
-            Some(admin),
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                "",
-                ""
-            )]
-        )
-    );
-    let moat = Moat::start(dir.path(), &yaml, Some(admin));
+    let s = Gateway::new()
+        .cert_at("tls", "server")
+        .top_yaml("sandbox:\n  landlock: required\n")
+        .start();
+    let (moat, port, ca, server) = (&s.moat, s.port, s.ca(), &s.server);
+    let tls_dir = s.dir.join("tls");
     assert_eq!(
         moat.metric("moat_landlock_enforced", ""),
         1.0,
@@ -276,22 +228,17 @@ fn landlock_confines_reads_to_the_configured_directories() {
     assert_eq!(norm_serial(&served_serial(port, "localhost")), want);
 
     // Control: without the sandbox the same files load.
-    let control_yaml = config_yaml(
-        None,
-        &[listener_yaml(
-            "mqtts",
-            control_port,
-            broker.port,
-            &[&server],
-            "",
-            "",
-        )],
-    );
-    let control = Moat::start(outside.path(), &control_yaml, None);
+    let control = Gateway::new()
+        .in_dir(outside)
+        .backend(s.broker().port)
+        .cert(server.clone())
+        .no_admin()
+        .start();
+    let control_port = control.port;
     assert_eq!(
         norm_serial(&served_serial(control_port, "localhost")),
         norm_serial(&far.serial()),
         "{}",
-        control.logs()
+        control.moat.logs()
     );
 }

@@ -18,35 +18,6 @@ fn start(dir: TestDir, client_auth: &str, extra: &str) -> Running {
         .start()
 }
 
-/// What the device tests ask of a running gateway.
-trait Devices {
-    fn tls(&self, device: &CertFiles) -> Tls;
-    fn connack(
-        &self,
-        cfg: std::sync::Arc<rustls::ClientConfig>,
-        id: &str,
-    ) -> std::io::Result<RustlsConn>;
-}
-
-impl Devices for Running {
-    fn tls(&self, device: &CertFiles) -> Tls {
-        Tls::ca(&self.ca().cert).with_client(&device.cert, &device.key)
-    }
-
-    /// CONNECT/CONNACK through moat with a rustls client presenting `device`.
-    fn connack(
-        &self,
-        cfg: std::sync::Arc<rustls::ClientConfig>,
-        id: &str,
-    ) -> std::io::Result<RustlsConn> {
-        let mut c = RustlsConn::connect(self.port, "localhost", cfg)?;
-        c.write_all(&mqtt_connect_v311(id))?;
-        let ack = c.read_exact(4)?;
-        assert_eq!(ack, [0x20, 0x02, 0x00, 0x00]);
-        Ok(c)
-    }
-}
-
 #[test]
 fn allow_list_admits_by_common_name_san_and_pin_and_refuses_the_rest() {
     let dir = TestDir::new();
@@ -82,30 +53,16 @@ fn allow_list_admits_by_common_name_san_and_pin_and_refuses_the_rest() {
             s.broker().port,
             None,
             s.port,
-            Some(&s.tls(device)),
+            Some(&s.device_tls(device)),
         );
         assert!(got.starts_with("hello-"), "{name}: {got}");
     }
-    let out = mosquitto_pub("localhost", s.port, Some(&s.tls(&rogue)), "t", "m");
+    let out = mosquitto_pub("localhost", s.port, Some(&s.device_tls(&rogue)), "t", "m");
     assert!(
         !out.status.success(),
         "a device matching no rule must be refused"
     );
-    let (_, text) = s_client(
-        s.port,
-        &[
-            "-CAfile",
-            s.ca().cert.to_str().unwrap(),
-            "-servername",
-            "localhost",
-            "-ign_eof",
-            "-cert",
-            rogue.cert.to_str().unwrap(),
-            "-key",
-            rogue.key.to_str().unwrap(),
-        ],
-        "x",
-    );
+    let text = s_client_alert(s.port, &s.ca().cert, Some(&rogue));
     assert!(text.contains("alert access denied"), "{text}");
     let logs = s.moat.logs();
     assert!(logs.contains("client certificate refused"), "{logs}");
@@ -132,11 +89,7 @@ fn a_revoked_device_is_refused_once_the_new_crl_is_in_place() {
     let stolen = devices.issue_client(dir.path(), "stolen", "/CN=stolen-device", None);
     let crl = dir.join("devices.crl.pem");
     devices.gencrl(&crl);
-    let client_auth = format!(
-        "client_auth:\n  mode: required\n  ca: {}\n  crl: {}",
-        devices.cert.display(),
-        crl.display()
-    );
+    let client_auth = devices.client_auth_with_crl(&crl);
     let s = start(dir, &client_auth, "");
     assert!(
         s.moat.metric(
@@ -144,13 +97,16 @@ fn a_revoked_device_is_refused_once_the_new_crl_is_in_place() {
             "issuer=\"CN=devices\""
         ) > 0.0
     );
-    let out = mosquitto_pub("localhost", s.port, Some(&s.tls(&stolen)), "t", "before");
+    let out = mosquitto_pub(
+        "localhost",
+        s.port,
+        Some(&s.device_tls(&stolen)),
+        "t",
+        "before",
+    );
     assert!(out.status.success(), "{out:?}");
 
-    devices.revoke(&stolen.cert);
-    let tmp = s.dir.join("devices.crl.pem.new");
-    devices.gencrl(&tmp);
-    std::fs::rename(&tmp, &crl).expect("CRL into place");
+    devices.revoke_and_publish(&stolen.cert, &crl);
     assert!(
         s.moat
             .wait_for_log("certificates reloaded", Duration::from_secs(5)),
@@ -158,30 +114,28 @@ fn a_revoked_device_is_refused_once_the_new_crl_is_in_place() {
         s.moat.logs()
     );
 
-    let out = mosquitto_pub("localhost", s.port, Some(&s.tls(&stolen)), "t", "after");
-    assert!(!out.status.success(), "the revoked device got in");
-    let (_, text) = s_client(
+    let out = mosquitto_pub(
+        "localhost",
         s.port,
-        &[
-            "-CAfile",
-            s.ca().cert.to_str().unwrap(),
-            "-servername",
-            "localhost",
-            "-ign_eof",
-            "-cert",
-            stolen.cert.to_str().unwrap(),
-            "-key",
-            stolen.key.to_str().unwrap(),
-        ],
-        "x",
+        Some(&s.device_tls(&stolen)),
+        "t",
+        "after",
     );
+    assert!(!out.status.success(), "the revoked device got in");
+    let text = s_client_alert(s.port, &s.ca().cert, Some(&stolen));
     assert!(text.contains("alert certificate revoked"), "{text}");
     assert!(
         s.moat
             .metric_reaching("moat_client_auth_denied_total", "reason=\"revoked\"", 2.0)
             >= 2.0
     );
-    let out = mosquitto_pub("localhost", s.port, Some(&s.tls(&good)), "t", "still fine");
+    let out = mosquitto_pub(
+        "localhost",
+        s.port,
+        Some(&s.device_tls(&good)),
+        "t",
+        "still fine",
+    );
     assert!(out.status.success(), "{out:?}");
 }
 
@@ -192,37 +146,28 @@ fn a_revoked_device_cannot_get_back_in_by_resuming_an_old_session() {
     let stolen = devices.issue_client(dir.path(), "stolen", "/CN=stolen-device", None);
     let crl = dir.join("devices.crl.pem");
     devices.gencrl(&crl);
-    let client_auth = format!(
-        "client_auth:\n  mode: required\n  ca: {}\n  crl: {}",
-        devices.cert.display(),
-        crl.display()
-    );
+    let client_auth = devices.client_auth_with_crl(&crl);
     let s = start(dir, &client_auth, "");
 
     let cfg = rustls_client(&s.ca().cert, Some((&stolen.cert, &stolen.key)));
-    let first = s
-        .connack(cfg.clone(), "stolen")
-        .expect("accepted before revocation");
+    let first = mqtt_session(s.port, cfg.clone(), "stolen").expect("accepted before revocation");
     drop(first);
     // Control: before the revocation, the ticket resumes.
-    let again = s.connack(cfg.clone(), "stolen").expect("resumes");
+    let again = mqtt_session(s.port, cfg.clone(), "stolen").expect("resumes");
     assert_eq!(
         again.conn.handshake_kind(),
         Some(rustls::HandshakeKind::Resumed)
     );
     drop(again);
 
-    devices.revoke(&stolen.cert);
-    let tmp = s.dir.join("devices.crl.pem.new");
-    devices.gencrl(&tmp);
-    std::fs::rename(&tmp, &crl).expect("CRL into place");
+    devices.revoke_and_publish(&stolen.cert, &crl);
     assert!(s
         .moat
         .wait_for_log("certificates reloaded", Duration::from_secs(5)));
 
     // The client still holds a ticket; the TLS layer resumes, and moat
     // refuses before a byte reaches the broker.
-    let refused = s.connack(cfg, "stolen");
+    let refused = mqtt_session(s.port, cfg, "stolen");
     assert!(refused.is_err(), "a revoked device resumed its way in");
     assert!(
         s.moat
@@ -261,7 +206,7 @@ fn an_expired_crl_refuses_by_default_and_is_tolerated_when_allowed() {
             "{policy}: the expired CRL is logged:\n{}",
             s.moat.logs()
         );
-        let out = mosquitto_pub("localhost", s.port, Some(&s.tls(&device)), "t", "m");
+        let out = mosquitto_pub("localhost", s.port, Some(&s.device_tls(&device)), "t", "m");
         assert_eq!(
             out.status.success(),
             admitted,
@@ -280,6 +225,17 @@ fn an_expired_crl_refuses_by_default_and_is_tolerated_when_allowed() {
     }
 }
 
+/// moat (no admin port) in front of the PROXY-protocol backend on
+/// `backend`, sending header version `version`.
+fn proxied(dir: TestDir, backend: u16, version: &str) -> Gateway {
+    Gateway::new()
+        .in_dir(dir)
+        .backend(backend)
+        .no_admin()
+        .ca_named("server-ca", "Server CA")
+        .listener_yaml(&format!("backend_proxy_protocol: {version}"))
+}
+
 fn proxy_backend(dir: &TestDir) -> (u16, std::path::PathBuf, std::process::Child) {
     require("python3", "python3");
     let port = free_port();
@@ -295,6 +251,13 @@ fn proxy_backend(dir: &TestDir) -> (u16, std::path::PathBuf, std::process::Child
         "backend did not start"
     );
     (port, out, child)
+}
+
+/// What the PROXY-protocol backend wrote to `json` once its one
+/// connection ended.
+fn backend_saw(child: &mut std::process::Child, json: &std::path::Path) -> serde_json::Value {
+    let _ = child.wait();
+    serde_json::from_str(&std::fs::read_to_string(json).expect("backend output")).expect("JSON")
 }
 
 /// Whether something listens on 127.0.0.1:`port` (without connecting: the
@@ -315,29 +278,14 @@ fn proxy_protocol_v2_carries_address_tls_details_and_the_device_cn() {
     let devices = OpensslCa::new(dir.path(), "devices");
     let device = devices.issue_client(dir.path(), "device", "/CN=sensor-0042", None);
     let (backend, json_path, mut child) = proxy_backend(&dir);
-    let server_ca = Ca::new(dir.path(), "server-ca", "Server CA");
-    let server = server_ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let port = free_port();
-    let yaml = config_yaml(
-        None,
-        &[listener_yaml(
-            "mqtts",
-            port,
-            backend,
-            &[&server],
-            &format!(
-                "alpn: [mqtt]\nclient_auth:\n  mode: required\n  ca: {}",
-                devices.cert.display()
-            ),
-            "backend_proxy_protocol: v2",
-        )],
-    );
-    let moat = Moat::start(dir.path(), &yaml, None);
-    let mut cfg = (*rustls_client(&server_ca.cert, Some((&device.cert, &device.key)))).clone();
+    let moat = proxied(dir, backend, "v2")
+        .tls_yaml(&format!(
+            "alpn: [mqtt]\nclient_auth:\n  mode: required\n  ca: {}",
+            devices.cert.display()
+        ))
+        .start();
+    let port = moat.port;
+    let mut cfg = (*rustls_client(&moat.ca().cert, Some((&device.cert, &device.key)))).clone();
     cfg.alpn_protocols = vec![b"mqtt".to_vec()];
     let mut c =
         RustlsConn::connect(port, "localhost", std::sync::Arc::new(cfg)).expect("handshake");
@@ -348,10 +296,7 @@ fn proxy_protocol_v2_carries_address_tls_details_and_the_device_cn() {
         [0x20, 0x02, 0x00, 0x00]
     );
     let local_port = c.sock.local_addr().expect("addr").port();
-    let _ = child.wait();
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("backend output"))
-            .expect("JSON");
+    let v = backend_saw(&mut child, &json_path);
     assert_eq!(v["source"], serde_json::json!(["127.0.0.1", local_port]));
     assert_eq!(v["dest"], serde_json::json!(["127.0.0.1", port]));
     assert_eq!(v["authority"], "localhost");
@@ -377,35 +322,15 @@ fn proxy_protocol_v2_carries_address_tls_details_and_the_device_cn() {
 fn proxy_protocol_v1_carries_the_client_address() {
     let dir = TestDir::new();
     let (backend, json_path, mut child) = proxy_backend(&dir);
-    let server_ca = Ca::new(dir.path(), "server-ca", "Server CA");
-    let server = server_ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let port = free_port();
-    let yaml = config_yaml(
-        None,
-        &[listener_yaml(
-            "mqtts",
-            port,
-            backend,
-            &[&server],
-            "",
-            "backend_proxy_protocol: v1",
-        )],
-    );
-    let _moat = Moat::start(dir.path(), &yaml, None);
-    let mut c = RustlsConn::connect(port, "localhost", rustls_client(&server_ca.cert, None))
+    let moat = proxied(dir, backend, "v1").start();
+    let port = moat.port;
+    let mut c = RustlsConn::connect(port, "localhost", rustls_client(&moat.ca().cert, None))
         .expect("handshake");
     c.write_all(&mqtt_connect_v311("plain-device"))
         .expect("CONNECT");
     assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x00]);
     let local_port = c.sock.local_addr().expect("addr").port();
-    let _ = child.wait();
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("backend output"))
-            .expect("JSON");
+    let v = backend_saw(&mut child, &json_path);
     let header = format!("PROXY TCP4 127.0.0.1 127.0.0.1 {local_port} {port}\r\n");
     let hex: String = header.bytes().map(|b| format!("{b:02x}")).collect();
     assert_eq!(v["header_hex"], hex);

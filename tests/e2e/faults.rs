@@ -23,6 +23,18 @@ fn reload_fails(moat: &Moat) {
     );
 }
 
+/// Sends SIGHUP and waits for the pending-reload alarm to clear.
+fn reload_clears(moat: &Moat) {
+    moat.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(5), || moat
+            .metric("moat_certificate_reload_pending", "")
+            == 0.0),
+        "{}",
+        moat.logs()
+    );
+}
+
 #[test]
 fn deleted_certificate_files_keep_the_last_good_ones_in_service() {
     let s = Gateway::new().start();
@@ -59,56 +71,27 @@ fn deleted_certificate_files_keep_the_last_good_ones_in_service() {
     // Back in place: the next reload succeeds and the alarm clears.
     std::fs::write(&server.key, &saved.1).expect("key");
     std::fs::write(&server.cert, &saved.0).expect("cert");
-    moat.signal("HUP");
-    assert!(
-        wait_until(Duration::from_secs(5), || moat
-            .metric("moat_certificate_reload_pending", "")
-            == 0.0),
-        "{}",
-        moat.logs()
-    );
+    reload_clears(moat);
 }
 
 #[test]
 fn an_unreadable_crl_keeps_the_last_good_one() {
     let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let server_ca = Ca::new(dir.path(), "server-ca", "Server CA");
-    let server = server_ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
     let devices = OpensslCa::new(dir.path(), "devices");
     let good = devices.issue_client(dir.path(), "good", "/CN=good-device", None);
     let stolen = devices.issue_client(dir.path(), "stolen", "/CN=stolen-device", None);
     devices.revoke(&stolen.cert);
     let crl = dir.join("devices.crl.pem");
     devices.gencrl(&crl);
-    let (port, admin) = (free_port(), free_port());
-    let client_auth = format!(
-        "client_auth:\n  mode: required\n  ca: {}\n  crl: {}",
-        devices.cert.display(),
-        crl.display()
-    );
-    let moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            Some(admin),
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                &client_auth,
-                "",
-            )],
-        ),
-        Some(admin),
-    );
-    let tls = |d: &CertFiles| Tls::ca(&server_ca.cert).with_client(&d.cert, &d.key);
+    let client_auth = devices.client_auth_with_crl(&crl);
+    let s = Gateway::new()
+        .in_dir(dir)
+        .ca_named("server-ca", "Server CA")
+        .tls_yaml(&client_auth)
+        .start();
+    let (port, moat) = (s.port, &s.moat);
     let admitted = |d: &CertFiles| {
-        mosquitto_pub("localhost", port, Some(&tls(d)), "t", "x")
+        mosquitto_pub("localhost", port, Some(&s.device_tls(d)), "t", "x")
             .status
             .success()
     };
@@ -118,9 +101,9 @@ fn an_unreadable_crl_keeps_the_last_good_one() {
     // Garbage where the CRL was, then no file at all: each reload fails,
     // names the file, and the last good CRL stays in force.
     std::fs::write(&crl, "not a CRL\n").expect("garbage");
-    reload_fails(&moat);
+    reload_fails(moat);
     std::fs::remove_file(&crl).expect("rm CRL");
-    reload_fails(&moat);
+    reload_fails(moat);
     let logs = moat.logs();
     assert!(
         logs.matches(&crl.display().to_string()).count() >= 2,
@@ -138,14 +121,7 @@ fn an_unreadable_crl_keeps_the_last_good_one() {
 
     // A good CRL again: the alarm clears.
     devices.gencrl(&crl);
-    moat.signal("HUP");
-    assert!(
-        wait_until(Duration::from_secs(5), || moat
-            .metric("moat_certificate_reload_pending", "")
-            == 0.0),
-        "{}",
-        moat.logs()
-    );
+    reload_clears(moat);
     assert!(!admitted(&stolen));
 }
 

@@ -235,29 +235,12 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 #[test]
 fn running_out_of_file_descriptors_backs_off_and_recovers() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let port = free_port();
-    let config = dir.write(
-        "moat.yaml",
-        config_yaml(
-            None,
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                "",
-                "timeouts: { handshake: 60s }",
-            )],
-        ),
-    );
+    let g = Gateway::new()
+        .no_admin()
+        .listener_yaml("timeouts: { handshake: 60s }")
+        .prepare();
+    let (dir, port) = (&g.dir, g.port);
+    let config = g.write_config();
     // moat with only 64 file descriptors.
     let log = dir.join("moat.log");
     let mut child = std::process::Command::new("sh")
@@ -301,7 +284,7 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
     // Free the descriptors: moat serves again.
     drop(held);
     let ok = wait_until(Duration::from_secs(15), || {
-        RustlsConn::connect(port, "localhost", rustls_client(&ca.cert, None)).is_ok()
+        RustlsConn::connect(port, "localhost", rustls_client(&g.ca().cert, None)).is_ok()
     });
     let _ = child.kill();
     let _ = child.wait();

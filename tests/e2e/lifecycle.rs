@@ -17,6 +17,12 @@ fn setup(backend: u16, extra: &str, top: &str) -> Running {
         .start()
 }
 
+/// moat in front of its own broker, with `extra` under its listener and
+/// `top` before the rest of the configuration.
+fn with_broker(extra: &str, top: &str) -> Running {
+    Gateway::new().listener_yaml(extra).top_yaml(top).start()
+}
+
 #[test]
 fn backend_down_gives_a_clean_tls_close_a_log_line_and_a_metric() {
     let dead = free_port();
@@ -52,9 +58,7 @@ fn backend_down_gives_a_clean_tls_close_a_log_line_and_a_metric() {
 
 #[test]
 fn connections_beyond_max_connections_are_refused_at_once() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let s = setup(broker.port, "max_connections: 2", "");
+    let s = with_broker("max_connections: 2", "");
     let cfg = rustls_client(&s.ca().cert, None);
     let _a = RustlsConn::connect(s.port, "localhost", cfg.clone()).expect("first");
     let _b = RustlsConn::connect(s.port, "localhost", cfg.clone()).expect("second");
@@ -81,14 +85,11 @@ fn connections_beyond_max_connections_are_refused_at_once() {
         cfg.clone()
     )
     .is_ok()));
-    let _ = dir;
 }
 
 #[test]
 fn silent_client_is_closed_after_the_handshake_timeout() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let s = setup(broker.port, "timeouts: { handshake: 1s }", "");
+    let s = with_broker("timeouts: { handshake: 1s }", "");
     let mut sock = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -106,14 +107,11 @@ fn silent_client_is_closed_after_the_handshake_timeout() {
             .metric("moat_tls_handshakes_total", "reason=\"timeout\""),
         1.0
     );
-    let _ = dir;
 }
 
 #[test]
 fn garbage_and_plaintext_mqtt_close_only_that_connection() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let s = setup(broker.port, "", "");
+    let s = with_broker("", "");
     for (what, bytes) in [
         ("plaintext MQTT", mqtt_connect_v311("plain")),
         (
@@ -145,19 +143,19 @@ fn garbage_and_plaintext_mqtt_close_only_that_connection() {
         s.moat.metrics()
     );
     assert_eq!(
-        broker.logs().matches("New client connected").count(),
+        s.broker().logs().matches("New client connected").count(),
         0,
         "nothing reached the broker"
     );
     let tls = Tls::ca(&s.ca().cert);
-    assert!(round_trip(s.dir.path(), s.port, Some(&tls), broker.port, None).starts_with("hello-"));
+    assert!(
+        round_trip(s.dir.path(), s.port, Some(&tls), s.broker().port, None).starts_with("hello-")
+    );
 }
 
 #[test]
 fn sigterm_drains_live_connections_then_exits_zero() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let mut s = setup(broker.port, "", "shutdown:\n  drain_timeout: 20s\n");
+    let mut s = with_broker("", "shutdown:\n  drain_timeout: 20s\n");
     let tls = Tls::ca(&s.ca().cert);
     let mut sub = Sub::spawn(
         s.dir.path(),
@@ -168,7 +166,8 @@ fn sigterm_drains_live_connections_then_exits_zero() {
         1,
         30,
     );
-    assert!(wait_until(Duration::from_secs(10), || broker
+    assert!(wait_until(Duration::from_secs(10), || s
+        .broker()
         .logs()
         .contains("drain-sub")));
     assert!(wait_until(Duration::from_secs(5), || s
@@ -190,7 +189,13 @@ fn sigterm_drains_live_connections_then_exits_zero() {
         "listener still open"
     );
     // ...but the live subscriber still gets its message.
-    let out = mosquitto_pub("localhost", broker.port, None, "drain/t", "during-drain");
+    let out = mosquitto_pub(
+        "localhost",
+        s.broker().port,
+        None,
+        "drain/t",
+        "during-drain",
+    );
     assert!(out.status.success());
     assert_eq!(sub.wait(Duration::from_secs(10)), Some(0));
     assert_eq!(sub.output().trim(), "during-drain");
@@ -209,9 +214,7 @@ fn sigterm_drains_live_connections_then_exits_zero() {
 
 #[test]
 fn drain_deadline_closes_what_is_left_and_exits_zero() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let mut s = setup(broker.port, "", "shutdown:\n  drain_timeout: 1s\n");
+    let mut s = with_broker("", "shutdown:\n  drain_timeout: 1s\n");
     let tls = Tls::ca(&s.ca().cert);
     let mut sub = Sub::spawn(
         s.dir.path(),
@@ -222,7 +225,8 @@ fn drain_deadline_closes_what_is_left_and_exits_zero() {
         1,
         60,
     );
-    assert!(wait_until(Duration::from_secs(10), || broker
+    assert!(wait_until(Duration::from_secs(10), || s
+        .broker()
         .logs()
         .contains("stuck-sub")));
     let start = Instant::now();
@@ -248,9 +252,7 @@ fn drain_deadline_closes_what_is_left_and_exits_zero() {
 
 #[test]
 fn sigint_also_shuts_down_cleanly() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let mut s = setup(broker.port, "", "");
+    let mut s = with_broker("", "");
     s.moat.signal("INT");
     let status = s.moat.wait_exit(Duration::from_secs(10)).expect("exit");
     assert_eq!(status.code(), Some(0));
@@ -261,33 +263,13 @@ fn sigint_also_shuts_down_cleanly() {
 fn sd_notify_reports_ready_reloading_and_stopping() {
     // The test plays systemd: a datagram socket in NOTIFY_SOCKET.
     use std::os::unix::net::UnixDatagram;
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let sock_path = dir.join("notify.sock");
+    let g = Gateway::new().no_admin().prepare();
+    let sock_path = g.dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let port = free_port();
-    let config = dir.write(
-        "moat.yaml",
-        config_yaml(
-            None,
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                "",
-                "",
-            )],
-        ),
-    );
+    let port = g.port;
+    let config = g.write_config();
     let mut moat = Moat::spawn_config(
         &config,
         None,

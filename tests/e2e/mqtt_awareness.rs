@@ -48,6 +48,14 @@ trait Devices {
         action: &[&str],
     ) -> serde_json::Value;
     fn watch_broker(&self, name: &str) -> Sub;
+    fn publish(
+        &self,
+        device: &CertFiles,
+        version: &str,
+        client_id: &str,
+        size: &str,
+        topic: &str,
+    ) -> serde_json::Value;
 }
 
 impl Devices for Running {
@@ -101,6 +109,25 @@ impl Devices for Running {
             .last()
             .unwrap_or_else(|| panic!("no output: {}", String::from_utf8_lossy(&out.stderr)));
         serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// Publishes one QoS 1 message of `size` bytes on `topic` as
+    /// `device` (no username); the paho result.
+    fn publish(
+        &self,
+        device: &CertFiles,
+        version: &str,
+        client_id: &str,
+        size: &str,
+        topic: &str,
+    ) -> serde_json::Value {
+        self.run(
+            Some(device),
+            version,
+            client_id,
+            None,
+            &["publish", "1", size, topic],
+        )
     }
 
     /// A subscriber on the broker itself, for what really arrived.
@@ -342,33 +369,15 @@ fn oversize_packets_are_refused() {
     let s = setup_with("", "max_packet_size: 1024", None);
     let watch = s.watch_broker("watch-size");
     let d = s.device("sensor-7");
-    let v = s.run(
-        Some(&d),
-        "5",
-        "big-5",
-        None,
-        &["publish", "1", "2000", "devices/sensor-7/big"],
-    );
+    let v = s.publish(&d, "5", "big-5", "2000", "devices/sensor-7/big");
     assert_eq!(
         v["disconnect"]["value"], 0x95,
         "v5 gets DISCONNECT 0x95: {v}"
     );
-    let v = s.run(
-        Some(&d),
-        "311",
-        "big-311",
-        None,
-        &["publish", "1", "2000", "devices/sensor-7/big"],
-    );
+    let v = s.publish(&d, "311", "big-311", "2000", "devices/sensor-7/big");
     assert!(!v["disconnect"].is_null(), "v3 is closed: {v}");
     // A packet under the limit still passes.
-    let v = s.run(
-        Some(&d),
-        "311",
-        "small",
-        None,
-        &["publish", "1", "100", "devices/sensor-7/small"],
-    );
+    let v = s.publish(&d, "311", "small", "100", "devices/sensor-7/small");
     assert!(v["disconnect"].is_null(), "{v}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(broker_topics(&watch), ["devices/sensor-7/small"]);
@@ -413,13 +422,7 @@ fn the_first_packet_must_be_connect_in_time() {
 fn denial_with_on_deny_disconnect_closes_the_session() {
     let s = setup_with("", &format!("on_deny: disconnect\n{ACL}"), None);
     let d = s.device("sensor-7");
-    let v = s.run(
-        Some(&d),
-        "5",
-        "sensor-7",
-        None,
-        &["publish", "1", "10", "secrets/x"],
-    );
+    let v = s.publish(&d, "5", "sensor-7", "10", "secrets/x");
     assert_eq!(v["disconnect"]["value"], 0x87, "{v}");
     assert_eq!(
         s.moat.metric(

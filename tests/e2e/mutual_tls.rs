@@ -25,7 +25,7 @@ fn required_client_certificate_is_accepted_and_identity_logged() {
     let device = s
         .devices()
         .issue(s.dir.path(), "device-1", &Issue::client("device-1"));
-    let tls = Tls::ca(&s.ca().cert).with_client(&device.cert, &device.key);
+    let tls = s.device_tls(&device);
     let got = round_trip(s.dir.path(), s.port, Some(&tls), s.broker().port, None);
     assert!(got.starts_with("hello-"), "{got}");
     let logs = s.moat.logs();
@@ -46,17 +46,7 @@ fn missing_client_certificate_is_refused_with_certificate_required() {
         "publish without a certificate must fail"
     );
     // openssl shows the alert the server sent (TLS 1.3: certificate_required).
-    let (_, text) = s_client(
-        s.port,
-        &[
-            "-CAfile",
-            s.ca().cert.to_str().unwrap(),
-            "-servername",
-            "localhost",
-            "-ign_eof",
-        ],
-        "x",
-    );
+    let text = s_client_alert(s.port, &s.ca().cert, None);
     assert!(text.contains("alert certificate required"), "{text}");
     assert!(s
         .moat
@@ -78,27 +68,13 @@ fn missing_client_certificate_is_refused_with_certificate_required() {
 fn certificate_from_another_ca_is_refused_with_unknown_ca() {
     let s = setup("required");
     let intruder = stranger(&s).issue(s.dir.path(), "intruder", &Issue::client("device-1"));
-    let tls = Tls::ca(&s.ca().cert).with_client(&intruder.cert, &intruder.key);
+    let tls = s.device_tls(&intruder);
     let out = mosquitto_pub("localhost", s.port, Some(&tls), "t", "m");
     assert!(
         !out.status.success(),
         "publish with a foreign certificate must fail"
     );
-    let (_, text) = s_client(
-        s.port,
-        &[
-            "-CAfile",
-            s.ca().cert.to_str().unwrap(),
-            "-servername",
-            "localhost",
-            "-ign_eof",
-            "-cert",
-            intruder.cert.to_str().unwrap(),
-            "-key",
-            intruder.key.to_str().unwrap(),
-        ],
-        "x",
-    );
+    let text = s_client_alert(s.port, &s.ca().cert, Some(&intruder));
     assert!(text.contains("alert unknown ca"), "{text}");
     assert!(
         s.moat.metric(
@@ -125,7 +101,7 @@ fn optional_mode_admits_anonymous_devices_but_not_foreign_certificates() {
     let device = s
         .devices()
         .issue(s.dir.path(), "device-2", &Issue::client("device-2"));
-    let tls = Tls::ca(&s.ca().cert).with_client(&device.cert, &device.key);
+    let tls = s.device_tls(&device);
     let out = mosquitto_pub("localhost", s.port, Some(&tls), "t", "m");
     assert!(out.status.success(), "{out:?}");
     assert!(s
@@ -133,7 +109,7 @@ fn optional_mode_admits_anonymous_devices_but_not_foreign_certificates() {
         .wait_for_log("client.subject=CN=device-2", Duration::from_secs(5)));
 
     let intruder = stranger(&s).issue(s.dir.path(), "intruder", &Issue::client("x"));
-    let tls = Tls::ca(&s.ca().cert).with_client(&intruder.cert, &intruder.key);
+    let tls = s.device_tls(&intruder);
     let out = mosquitto_pub("localhost", s.port, Some(&tls), "t", "m");
     assert!(
         !out.status.success(),

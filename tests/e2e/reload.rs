@@ -292,7 +292,6 @@ fn kubelet_swap(secret: &std::path::Path, new_dir: &str, old: &std::path::Path) 
 fn kubernetes_secret_data_symlink_swap_is_picked_up() {
     // The kubelet's layout: tls.crt -> ..data/tls.crt, ..data -> ..<timestamp>/
     let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
     let ca = Ca::new(dir.path(), "ca", "Test CA");
     let secret = dir.join("secret");
     let names = [
@@ -309,22 +308,13 @@ fn kubernetes_secret_data_symlink_swap_is_picked_up() {
         key: secret.join("tls.key"),
         cert_pem: first.cert_pem.clone(),
     };
-    let port = free_port();
-    let moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            None,
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&configured],
-                "",
-                "",
-            )],
-        ),
-        None,
-    );
+    let s = Gateway::new()
+        .in_dir(dir)
+        .ca(ca)
+        .cert(configured)
+        .no_admin()
+        .start();
+    let (port, moat) = (s.port, &s.moat);
     assert_eq!(
         norm_serial(&served_serial(port, "localhost")),
         norm_serial(&first.serial())
@@ -332,7 +322,7 @@ fn kubernetes_secret_data_symlink_swap_is_picked_up() {
 
     // Two rotations: the second proves the watch followed the moved target.
     for i in 1..3 {
-        let next = secret_version(&ca, &secret.join(names[i]));
+        let next = secret_version(s.ca(), &secret.join(names[i]));
         let want = norm_serial(&next.serial());
         kubelet_swap(&secret, names[i], &secret.join(names[i - 1]));
         assert!(
@@ -350,10 +340,7 @@ fn kubernetes_secret_data_symlink_swap_is_picked_up() {
 fn session_tickets_keep_working_across_a_certificate_reload() {
     let s = setup("  watch: true\n  check_interval: 0s");
     let cfg = rustls_client(&s.ca().cert, None);
-    let mut c = RustlsConn::connect(s.port, "localhost", cfg.clone()).expect("handshake");
-    c.write_all(&mqtt_connect_v311("ticket-holder"))
-        .expect("CONNECT");
-    assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x00]);
+    let c = mqtt_session(s.port, cfg.clone(), "ticket-holder").expect("handshake");
     drop(c);
 
     let next = s.issue("next");
@@ -380,47 +367,26 @@ fn session_tickets_keep_working_across_a_certificate_reload() {
 #[test]
 fn a_changed_client_ca_bundle_takes_effect_and_old_tickets_cannot_bypass_it() {
     let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Server CA");
     let old_devices = Ca::new(dir.path(), "old-devices", "Old Device CA");
     let new_devices = Ca::new(dir.path(), "new-devices", "New Device CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
     let bundle = dir.write("clients-ca.pem", &old_devices.cert_pem);
     let old_device = old_devices.issue(dir.path(), "old-device", &Issue::client("old-device"));
     let new_device = new_devices.issue(dir.path(), "new-device", &Issue::client("new-device"));
-    let (port, admin) = (free_port(), free_port());
     let tls_extra = format!("client_auth:\n  mode: required\n  ca: {}", bundle.display());
-    let moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            Some(admin),
-            &[listener_yaml(
-                "mqtts",
-                port,
-                broker.port,
-                &[&server],
-                &tls_extra,
-                "",
-            )],
-        ),
-        Some(admin),
-    );
+    let s = Gateway::new()
+        .in_dir(dir)
+        .ca_named("ca", "Server CA")
+        .tls_yaml(&tls_extra)
+        .start();
+    let (port, moat, ca) = (s.port, &s.moat, s.ca());
 
     // The old device connects and keeps a session ticket.
     let old_cfg = rustls_client(&ca.cert, Some((&old_device.cert, &old_device.key)));
-    let mut c =
-        RustlsConn::connect(port, "localhost", old_cfg.clone()).expect("old device accepted");
-    c.write_all(&mqtt_connect_v311("old-device"))
-        .expect("CONNECT");
-    assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x00]);
+    let c = mqtt_session(port, old_cfg.clone(), "old-device").expect("old device accepted");
     drop(c);
 
     // The bundle now trusts only the new device CA.
-    let tmp = dir.write("clients-ca.pem.new", &new_devices.cert_pem);
+    let tmp = s.dir.write("clients-ca.pem.new", &new_devices.cert_pem);
     std::fs::rename(&tmp, &bundle).expect("swap bundle");
     assert!(
         moat.wait_for_log("session tickets rotated", Duration::from_secs(3)),
@@ -440,10 +406,7 @@ fn a_changed_client_ca_bundle_takes_effect_and_old_tickets_cannot_bypass_it() {
     assert!(moat.wait_for_log("reason=\"bad_client_certificate\"", Duration::from_secs(3)));
     // The new device is accepted.
     let new_cfg = rustls_client(&ca.cert, Some((&new_device.cert, &new_device.key)));
-    let mut c = RustlsConn::connect(port, "localhost", new_cfg).expect("new device accepted");
-    c.write_all(&mqtt_connect_v311("new-device"))
-        .expect("CONNECT");
-    assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x00]);
+    let _c = mqtt_session(port, new_cfg, "new-device").expect("new device accepted");
     // Client CA validity is exported too.
     assert!(
         moat.metric(

@@ -9,22 +9,18 @@ use std::time::{Duration, Instant};
 use moat_testkit::*;
 
 struct Setup {
-    dir: TestDir,
-    _broker: Mosquitto,
+    /// The scene but moat: directory, broker, ports and configuration.
+    g: Prepared,
     responder: Responder,
     ca: Arc<OpensslCa>,
     server: CertFiles,
     chain: std::path::PathBuf,
-    port: u16,
-    admin: u16,
-    yaml: String,
 }
 
 /// A CA whose certificates name `responder` as their OCSP responder, a
 /// server certificate from it, and the moat configuration that serves it.
 fn setup(behaviour: impl FnOnce(&Arc<OpensslCa>, &CertFiles) -> Behaviour) -> Setup {
     let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
     let responder = Responder::start(Behaviour::Close);
     let ca = Arc::new(OpensslCa::with_options(
         dir.path(),
@@ -35,44 +31,41 @@ fn setup(behaviour: impl FnOnce(&Arc<OpensslCa>, &CertFiles) -> Behaviour) -> Se
     let served = ca.chain(dir.path(), "chain.pem", &server);
     let chain = served.cert.clone();
     responder.set(behaviour(&ca, &server));
-    let port = free_port();
-    let admin = free_port();
-    let yaml = config_yaml(
-        Some(admin),
-        &[listener_yaml(
-            "mqtts",
-            port,
-            broker.port,
-            &[&served],
-            &format!(
-                "ocsp: {{ cache_dir: {} }}",
-                dir.join("ocsp-cache").display()
-            ),
-            "",
-        )],
-    );
+    let cache = dir.join("ocsp-cache");
+    let g = Gateway::new()
+        .in_dir(dir)
+        .cert(served)
+        .tls_yaml(&format!("ocsp: {{ cache_dir: {} }}", cache.display()))
+        .prepare();
     Setup {
-        dir,
-        _broker: broker,
+        g,
         responder,
         ca,
         server,
         chain,
-        port,
-        admin,
-        yaml,
     }
 }
 
 impl Setup {
     fn start(&self) -> Moat {
-        Moat::start(self.dir.path(), &self.yaml, Some(self.admin))
+        self.g.start_moat()
+    }
+
+    /// Starts moat and waits until it staples a good response.
+    fn start_stapled(&self) -> Moat {
+        let moat = self.start();
+        assert!(
+            self.wait_staple("good", Duration::from_secs(10)),
+            "{}",
+            moat.logs()
+        );
+        moat
     }
 
     /// What `openssl s_client -status` says about the staple.
     fn staple(&self) -> String {
         let (ok, out) = s_client(
-            self.port,
+            self.g.port,
             &[
                 "-status",
                 "-servername",
@@ -100,12 +93,7 @@ impl Setup {
 #[test]
 fn a_good_response_is_stapled_and_exported() {
     let s = setup(|ca, _| Behaviour::answer(ca.clone(), RespOpts::default()));
-    let moat = s.start();
-    assert!(
-        s.wait_staple("good", Duration::from_secs(10)),
-        "{}",
-        moat.logs()
-    );
+    let moat = s.start_stapled();
     let m = moat.metrics();
     let cert = format!("certificate=\"{}\"", s.chain.display());
     assert_eq!(metric_value(&m, "moat_ocsp_staple_present", &cert), 1.0);
@@ -143,12 +131,7 @@ fn a_good_response_is_stapled_and_exported() {
 #[test]
 fn the_cache_staples_the_first_handshake_after_a_restart_with_the_responder_down() {
     let mut s = setup(|ca, _| Behaviour::answer(ca.clone(), RespOpts::default()));
-    let mut moat = s.start();
-    assert!(
-        s.wait_staple("good", Duration::from_secs(10)),
-        "{}",
-        moat.logs()
-    );
+    let mut moat = s.start_stapled();
     moat.signal("TERM");
     assert!(moat.wait_exit(Duration::from_secs(10)).is_some());
     s.responder.stop();
@@ -167,12 +150,7 @@ fn a_down_responder_keeps_the_staple_until_it_nears_expiry_then_stapling_stops()
         ..RespOpts::default()
     };
     let mut s = setup(|ca, _| Behaviour::answer(ca.clone(), opts));
-    let moat = s.start();
-    assert!(
-        s.wait_staple("good", Duration::from_secs(10)),
-        "{}",
-        moat.logs()
-    );
+    let moat = s.start_stapled();
     let fetched = Instant::now();
     s.responder.stop();
     // Refreshes fail from the half-way point on, and the staple stays...
@@ -271,28 +249,23 @@ fn a_revoked_response_is_stapled_and_alarms() {
 #[test]
 fn a_reloaded_leaf_is_fetched_at_once() {
     let s = setup(|ca, _| Behaviour::answer(ca.clone(), RespOpts::default()));
-    let moat = s.start();
-    assert!(
-        s.wait_staple("good", Duration::from_secs(10)),
-        "{}",
-        moat.logs()
-    );
+    let moat = s.start_stapled();
     let hits = s.responder.hits();
-    let old_serial = norm_serial(&served_serial(s.port, "localhost"));
-    let next = s.ca.issue_server(s.dir.path(), "server-2");
+    let old_serial = norm_serial(&served_serial(s.g.port, "localhost"));
+    let next = s.ca.issue_server(s.g.dir.path(), "server-2");
     let chain = format!(
         "{}{}",
         next.cert_pem,
         std::fs::read_to_string(&s.ca.cert).expect("CA")
     );
-    let tmp = s.dir.write("chain.pem.new", chain);
+    let tmp = s.g.dir.write("chain.pem.new", chain);
     std::fs::copy(&next.key, &s.server.key).expect("key");
     std::fs::rename(tmp, &s.chain).expect("chain into place");
     let new_serial = norm_serial(&next.serial());
     assert_ne!(old_serial, new_serial);
     assert!(
         wait_until(Duration::from_secs(5), || norm_serial(&served_serial(
-            s.port,
+            s.g.port,
             "localhost"
         )) == new_serial),
         "{}",

@@ -230,31 +230,15 @@ fn sslyze_sees_only_tls12_and_13_with_forward_secret_aead_suites() {
 
 #[test]
 fn configured_suite_allowlist_and_tls13_only_are_enforced() {
-    let dir = TestDir::new();
-    let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
-    let port = free_port();
-    let _moat = Moat::start(
-        dir.path(),
-        &config_yaml(
-            None,
-            &[listener_yaml(
-                "strict",
-                port,
-                broker.port,
-                &[&server],
-                "min_version: \"1.3\"\ncipher_suites: [TLS_CHACHA20_POLY1305_SHA256]\ngroups: [P-256]",
-                "",
-            )],
-        ),
-        None,
-    );
-    let cafile = ca.cert.to_str().unwrap();
+    let s = Gateway::new()
+        .no_admin()
+        .listener("strict")
+        .tls_yaml(
+            "min_version: \"1.3\"\ncipher_suites: [TLS_CHACHA20_POLY1305_SHA256]\ngroups: [P-256]",
+        )
+        .start();
+    let port = s.port;
+    let cafile = s.ca().cert.to_str().unwrap();
     let (ok, out) = s_client(port, &["-CAfile", cafile, "-servername", "localhost"], "");
     assert!(ok && handshake_ok(&out), "{out}");
     assert!(out.contains("TLS_CHACHA20_POLY1305_SHA256"), "{out}");
@@ -276,13 +260,10 @@ fn negotiated_suite(out: &str) -> &str {
 #[test]
 fn moat_picks_aes128_gcm_unless_the_client_puts_chacha20_first() {
     let (s, _) = setup();
-    let ca = s.ca().cert.to_str().unwrap();
     let run = |args: &[&str]| {
-        let mut all = vec!["-CAfile", ca, "-servername", "localhost"];
+        let mut all = vec!["-servername", "localhost"];
         all.extend_from_slice(args);
-        let (ok, out) = s_client(s.port, &all, "");
-        assert!(ok && handshake_ok(&out), "{args:?}: {out}");
-        negotiated_suite(&out).to_string()
+        negotiated_suite(&s_client_ok(s.port, &s.ca().cert, &all)).to_string()
     };
     // OpenSSL's default order puts AES-256-GCM first; moat's order wins.
     assert_eq!(run(&[]), "TLS_AES_128_GCM_SHA256");

@@ -39,6 +39,7 @@ pub struct Gateway {
     more: Vec<(String, Vec<CertFiles>, String)>,
     server: ServerCert,
     extra_certs: Vec<CertFiles>,
+    port: Option<u16>,
 }
 
 /// How the issued server certificate differs from the default one.
@@ -79,6 +80,7 @@ impl Gateway {
             more: Vec::new(),
             server: ServerCert::default(),
             extra_certs: Vec::new(),
+            port: None,
         }
     }
 
@@ -138,9 +140,13 @@ impl Gateway {
         self
     }
 
-    /// Lines under the listener.
+    /// Lines under the listener, after any given before (by an earlier
+    /// call or [`Gateway::mqtt_aware`]): calls add up, none replaces.
     pub fn listener_yaml(mut self, yaml: &str) -> Self {
-        self.listener_yaml = yaml.into();
+        if !self.listener_yaml.is_empty() && !self.listener_yaml.ends_with('\n') {
+            self.listener_yaml.push('\n');
+        }
+        self.listener_yaml.push_str(yaml);
         self
     }
 
@@ -231,7 +237,7 @@ impl Gateway {
             .backend
             .or(broker.as_ref().map(|b| b.port))
             .expect("a backend");
-        let port = free_port();
+        let port = self.port.unwrap_or_else(free_port);
         let admin = self.admin.then(free_port);
         let mut served = vec![&server];
         served.extend(self.extra_certs.iter());
@@ -307,6 +313,13 @@ impl Gateway {
     /// certificate (which stays the first, the one served without SNI).
     pub fn more_certs(mut self, certs: &[&CertFiles]) -> Self {
         self.extra_certs.extend(certs.iter().map(|c| (*c).clone()));
+        self
+    }
+
+    /// The main listener on `port` (say, one below 1024) instead of a
+    /// free one the kit picks.
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.port = Some(port);
         self
     }
 }
@@ -422,6 +435,13 @@ impl Prepared {
         std::fs::create_dir_all(&dir).expect("mkdir replica");
         (Moat::start(&dir, &yaml, None), port)
     }
+
+    /// Writes [`Prepared::yaml`] to `moat.yaml` in the directory and
+    /// returns its path, for a test that starts moat its own way (another
+    /// environment, a shell with limits).
+    pub fn write_config(&self) -> std::path::PathBuf {
+        self.dir.write("moat.yaml", &self.yaml)
+    }
 }
 
 /// A running scene: [`Prepared`] (through `Deref`) and moat.
@@ -489,5 +509,28 @@ impl std::ops::Deref for Running {
 impl std::ops::DerefMut for Running {
     fn deref_mut(&mut self) -> &mut Prepared {
         &mut self.prepared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gateway;
+
+    #[test]
+    fn listener_yaml_calls_add_up_after_mqtt_aware() {
+        let g = Gateway::new()
+            .mqtt_aware("max_packet_size: 1024")
+            .listener_yaml("limits: { per_ip_connections: 2 }")
+            .listener_yaml("backend_proxy_protocol: v2");
+        assert_eq!(
+            g.listener_yaml,
+            "mqtt:\n  max_packet_size: 1024\nlimits: { per_ip_connections: 2 }\nbackend_proxy_protocol: v2"
+        );
+    }
+
+    #[test]
+    fn one_listener_yaml_call_is_kept_as_given() {
+        let g = Gateway::new().listener_yaml("a: 1");
+        assert_eq!(g.listener_yaml, "a: 1");
     }
 }

@@ -481,6 +481,34 @@ subjectKeyIdentifier = hash
             ],
         );
     }
+
+    /// Publishes a new CRL over `crl` atomically: written to `<crl>.new`
+    /// beside it, then renamed into place, so a watcher never reads half
+    /// a file.
+    pub fn publish_crl(&self, crl: &Path) {
+        let mut tmp = crl.as_os_str().to_owned();
+        tmp.push(".new");
+        let tmp = std::path::PathBuf::from(tmp);
+        self.gencrl(&tmp);
+        std::fs::rename(&tmp, crl).expect("CRL into place");
+    }
+
+    /// Revokes `cert` and publishes the new CRL over `crl`
+    /// ([`OpensslCa::publish_crl`]).
+    pub fn revoke_and_publish(&self, cert: &Path, crl: &Path) {
+        self.revoke(cert);
+        self.publish_crl(crl);
+    }
+
+    /// The listener's `client_auth:` lines (under `tls:`) that require a
+    /// certificate from this CA and check it against the CRL `crl`.
+    pub fn client_auth_with_crl(&self, crl: &Path) -> String {
+        format!(
+            "client_auth:\n  mode: required\n  ca: {}\n  crl: {}",
+            self.cert.display(),
+            crl.display()
+        )
+    }
 }
 
 /// Makes a self-signed CA `dir/<stem>.pem` and `.key` with the `v3_ca`
