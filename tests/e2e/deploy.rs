@@ -836,6 +836,17 @@ fn compose_moat_config_passes_moat_check() {
 }
 
 #[test]
+fn compose_cluster_moat_config_passes_moat_check() {
+    let r = check_shipped_config(&deploy_dir("compose/moat-cluster.yaml"));
+    assert_no_warnings(&r, "deploy/compose/moat-cluster.yaml");
+    assert!(
+        r.stdout.contains("mosquitto-3:1883"),
+        "moat check should list the three nodes:\n{}",
+        r.stdout
+    );
+}
+
+#[test]
 fn sidecar_moat_config_passes_moat_check() {
     let r = check_shipped_config(&deploy_dir("kubernetes/overlays/sidecar/moat.yaml"));
     assert_no_warnings(&r, "the sidecar's moat.yaml");
@@ -868,13 +879,17 @@ fn ports_of(service: &Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn compose_file_has_the_documented_structure() {
+/// What every compose file in deploy/compose must be: every service has an
+/// image and uses only declared networks and volumes and shipped files;
+/// the brokers (services named `mosquitto*`) are on internal networks only
+/// and publish nothing; moat publishes 8883 (its admin port on localhost
+/// only), runs hardened, mounts ./tls as a directory and has longer than
+/// its drain to stop. Returns the compose file and moat's configuration
+/// (the file it mounts at /etc/moat/moat.yaml).
+fn check_compose(file: &str) -> (Value, Value) {
     let dir = deploy_dir("compose");
-    let compose = yaml(&dir.join("compose.yaml"));
+    let compose = yaml(&dir.join(file));
     let services = compose["services"].as_mapping().expect("services");
-    let names: BTreeSet<&str> = services.keys().map(|k| str_of(k, "service name")).collect();
-    assert_eq!(names, BTreeSet::from(["moat", "mosquitto", "prometheus"]));
     let networks = compose["networks"].as_mapping().expect("networks");
     let volumes = compose["volumes"].as_mapping().expect("volumes");
     let internal = |n: &str| compose["networks"][n]["internal"] == true;
@@ -883,13 +898,13 @@ fn compose_file_has_the_documented_structure() {
         let name = str_of(name, "service");
         assert!(
             svc["image"].is_string(),
-            "{name} has an image (moat's is the one `build:` tags)"
+            "{file}: {name} has an image (moat's is the one `build:` tags)"
         );
         for n in seq(&svc["networks"], "networks") {
             let n = str_of(n, "network");
             assert!(
                 networks.contains_key(n),
-                "{name} uses the undeclared network {n}"
+                "{file}: {name} uses the undeclared network {n}"
             );
         }
         for v in svc["volumes"].as_sequence().into_iter().flatten() {
@@ -900,65 +915,107 @@ fn compose_file_has_the_documented_structure() {
                 if source != "./tls" {
                     assert!(
                         dir.join(source).exists(),
-                        "{name} mounts {source}, which does not exist"
+                        "{file}: {name} mounts {source}, which does not exist"
                     );
                 }
             } else {
                 assert!(
                     volumes.contains_key(source),
-                    "{name} uses the undeclared volume {source}"
+                    "{file}: {name} uses the undeclared volume {source}"
+                );
+            }
+        }
+        for d in svc["depends_on"].as_sequence().into_iter().flatten() {
+            let d = str_of(d, "depends_on[]");
+            assert!(
+                services.contains_key(d),
+                "{file}: {name} depends on {d}, which is no service"
+            );
+        }
+        // Brokers: internal networks only, nothing published.
+        if name.starts_with("mosquitto") {
+            assert!(
+                svc["ports"].is_null() && svc["expose"].is_null(),
+                "{file}: {name} publishes nothing"
+            );
+            for n in seq(&svc["networks"], "networks") {
+                assert!(
+                    internal(str_of(n, "network")),
+                    "{file}: {name} is on internal networks only"
                 );
             }
         }
     }
 
-    // Mosquitto: internal networks only, nothing published.
-    let mosquitto = &compose["services"]["mosquitto"];
-    assert!(
-        mosquitto["ports"].is_null() && mosquitto["expose"].is_null(),
-        "Mosquitto publishes nothing"
-    );
-    for n in seq(&mosquitto["networks"], "networks") {
-        assert!(
-            internal(str_of(n, "network")),
-            "Mosquitto is on internal networks only"
-        );
-    }
-
     // moat: 8883 published, 9090 on localhost only, hardened, long enough to drain.
     let moat = &compose["services"]["moat"];
     let ports = ports_of(moat);
-    assert!(ports.iter().any(|p| p == "8883:8883"), "{ports:?}");
+    assert!(ports.iter().any(|p| p == "8883:8883"), "{file}: {ports:?}");
     for p in &ports {
         if p.ends_with(":9090") {
             assert!(
                 p.starts_with("127.0.0.1:"),
-                "the admin port is published on localhost only: {p}"
+                "{file}: the admin port is published on localhost only: {p}"
             );
         }
     }
-    assert_eq!(moat["read_only"], true);
-    assert_eq!(moat["user"], "65532:65532");
-    assert_eq!(moat["cap_drop"], Value::Sequence(vec!["ALL".into()]));
-    assert_eq!(moat["build"]["context"], "../..");
+    assert_eq!(moat["read_only"], true, "{file}");
+    assert_eq!(moat["user"], "65532:65532", "{file}");
+    assert_eq!(
+        moat["cap_drop"],
+        Value::Sequence(vec!["ALL".into()]),
+        "{file}"
+    );
+    assert_eq!(moat["build"]["context"], "../..", "{file}");
     assert!(workspace_root().join("Dockerfile").is_file());
-    let moat_conf = yaml(&dir.join("moat.yaml"));
+    let config = seq(&moat["volumes"], "volumes")
+        .iter()
+        .map(|v| str_of(v, "volume"))
+        .find_map(|v| v.strip_suffix(":/etc/moat/moat.yaml:ro"))
+        .unwrap_or_else(|| panic!("{file}: moat mounts no /etc/moat/moat.yaml"));
+    let moat_conf = yaml(&dir.join(config));
     let drain = drain_timeout(&moat_conf);
     let grace = seconds(str_of(&moat["stop_grace_period"], "stop_grace_period"));
     assert!(
         grace > drain,
-        "stop_grace_period {grace} s must exceed drain_timeout {drain} s"
+        "{file}: stop_grace_period {grace} s must exceed drain_timeout {drain} s"
     );
     assert!(
         seq(&moat["volumes"], "volumes")
             .iter()
             .any(|v| str_of(v, "volume").starts_with("./tls:/etc/moat/tls")),
-        "the certificates are mounted as a directory"
+        "{file}: the certificates are mounted as a directory"
     );
-    let backend = str_of(&moat_conf["listeners"][0]["backend"], "backend");
+    (compose, moat_conf)
+}
+
+/// The `host` of every node of listener 0's backend (one or a list).
+fn backend_hosts(config: &Value) -> Vec<String> {
+    let backend = &config["listeners"][0]["backend"];
+    let nodes = match backend.as_sequence() {
+        Some(list) => list.clone(),
+        None => vec![backend.clone()],
+    };
+    nodes
+        .iter()
+        .map(|n| {
+            let a = n
+                .as_str()
+                .unwrap_or_else(|| str_of(&n["address"], "address"));
+            a.rsplit_once(':').expect("host:port").0.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn compose_file_has_the_documented_structure() {
+    let (compose, moat_conf) = check_compose("compose.yaml");
+    let services = compose["services"].as_mapping().expect("services");
+    let names: BTreeSet<&str> = services.keys().map(|k| str_of(k, "service name")).collect();
+    assert_eq!(names, BTreeSet::from(["moat", "mosquitto", "prometheus"]));
     assert_eq!(
-        backend.split(':').next(),
-        Some("mosquitto"),
+        backend_hosts(&moat_conf),
+        ["mosquitto"],
         "moat's backend is the mosquitto service"
     );
 
@@ -973,6 +1030,113 @@ fn compose_file_has_the_documented_structure() {
             "Prometheus' UI on localhost only: {p}"
         );
     }
+}
+
+/// The Mosquitto configuration file a compose service mounts.
+fn mounted_mosquitto_conf(service: &Value) -> PathBuf {
+    let v = seq(&service["volumes"], "volumes")
+        .iter()
+        .map(|v| str_of(v, "volume"))
+        .find_map(|v| v.strip_suffix(":/mosquitto/config/mosquitto.conf:ro"))
+        .expect("a mounted mosquitto.conf");
+    deploy_dir("compose").join(v)
+}
+
+#[test]
+fn compose_cluster_file_has_three_bridged_nodes_behind_moat() {
+    let (compose, moat_conf) = check_compose("cluster.yaml");
+    let services = compose["services"].as_mapping().expect("services");
+    let names: BTreeSet<&str> = services.keys().map(|k| str_of(k, "service name")).collect();
+    let nodes = ["mosquitto-1", "mosquitto-2", "mosquitto-3"];
+    assert_eq!(
+        names,
+        BTreeSet::from_iter(nodes.iter().copied().chain(["moat"]))
+    );
+    // moat's backend list is exactly the three broker services, on 1883.
+    assert_eq!(backend_hosts(&moat_conf), nodes);
+    let listener = &moat_conf["listeners"][0];
+    for n in seq(&listener["backend"], "backend") {
+        assert!(str_of(n, "node").ends_with(":1883"), "{n:?}");
+    }
+    assert!(
+        listener["balance"].is_string(),
+        "a device is pinned to a node"
+    );
+    assert_eq!(listener["backend_health"]["check"], "mqtt");
+    // A star of bridges: node 1 is a plain broker, nodes 2 and 3 bridge every
+    // topic both ways to it under their own client ids.
+    let mut client_ids = BTreeSet::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let conf = read(&mounted_mosquitto_conf(&compose["services"][*node]));
+        let lines: Vec<&str> = conf
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        assert!(lines.contains(&"listener 1883"), "{node}");
+        let bridges: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("connection "))
+            .collect();
+        if i == 0 {
+            assert!(bridges.is_empty(), "mosquitto-1 is the hub: {bridges:?}");
+            continue;
+        }
+        assert_eq!(bridges.len(), 1, "{node}: {bridges:?}");
+        assert!(lines.contains(&"address mosquitto-1:1883"), "{node}");
+        assert!(lines.contains(&"topic # both 0"), "{node}");
+        assert!(lines.contains(&"try_private true"), "{node}: loops");
+        let id = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("remote_clientid "))
+            .unwrap_or_else(|| panic!("{node} has no remote_clientid"));
+        assert!(client_ids.insert(id.to_string()), "{node} reuses {id}");
+        assert!(
+            compose["services"][*node]["depends_on"]
+                .as_sequence()
+                .is_some_and(|d| d.iter().any(|d| d == "mosquitto-1")),
+            "{node} starts after the hub"
+        );
+    }
+}
+
+/// The cluster's Mosquitto configurations, run for real on loopback (each
+/// node on a free port, the bridges pointed at node 1's): a message
+/// published on node 2 reaches a subscriber on node 3 through the hub.
+#[test]
+fn compose_cluster_brokers_bridge_messages_between_nodes() {
+    require("mosquitto", "mosquitto");
+    let compose = yaml(&deploy_dir("compose/cluster.yaml"));
+    let dir = TestDir::new();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut brokers = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let node = format!("mosquitto-{}", i + 1);
+        let text: String = read(&mounted_mosquitto_conf(&compose["services"][&node]))
+            .lines()
+            .map(|l| match l {
+                "listener 1883" => format!("listener {port} 127.0.0.1\n"),
+                "address mosquitto-1:1883" => format!("address 127.0.0.1:{}\n", ports[0]),
+                l => format!("{l}\n"),
+            })
+            .collect();
+        let conf = dir.write(&format!("{node}.conf"), text);
+        let d = Daemon::start(
+            dir.path(),
+            &node,
+            "mosquitto",
+            &["-c", conf.to_str().expect("utf-8")],
+            &[],
+        );
+        d.wait_port(*port);
+        brokers.push(d);
+    }
+    let got = round_trip(dir.path(), ports[2], None, ports[1], None);
+    assert!(
+        got.starts_with("hello-"),
+        "node 3 got {got:?}; node 2 log:\n{}",
+        brokers[1].logs()
+    );
 }
 
 #[test]
