@@ -253,6 +253,8 @@ fn kubernetes_manifests_pass_strict_schema_validation() {
         "overlays/gateway/pdb.yaml",
         "overlays/gateway/hpa.yaml",
         "overlays/gateway/networkpolicy.yaml",
+        "overlays/cluster/brokers/service.yaml",
+        "overlays/cluster/brokers/statefulset.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -322,8 +324,8 @@ fn prometheus_rule_is_the_shipped_alert_file() {
 fn kustomizations_reference_existing_files_and_nothing_is_orphaned() {
     let files = kube_files();
     assert!(
-        files.kustomizations.len() >= 4,
-        "base, two overlays and monitoring: {:?}",
+        files.kustomizations.len() >= 6,
+        "base, three overlays, the cluster's brokers and monitoring: {:?}",
         files.kustomizations
     );
     let mut used = BTreeSet::new();
@@ -437,15 +439,10 @@ fn rendered_moat_config(objects: &[Value], pod: &Value) -> Value {
     serde_yaml::from_str(str_of(&cm["data"]["moat.yaml"], "moat.yaml")).expect("moat.yaml")
 }
 
-/// The checks every rendered moat Pod must pass: hardening, probes, mounts
-/// and the shutdown arithmetic.
-fn check_moat_pod(objects: &[Value], overlay: &str) -> (Value, Value) {
-    let deploy = find(objects, "Deployment", "moat");
-    let pod = &deploy["spec"]["template"]["spec"];
-    let moat = container(pod, "moat");
-    let config = rendered_moat_config(objects, pod);
-
-    // Hardening.
+/// The hardening every Pod we ship has: non-root, RuntimeDefault seccomp,
+/// no service account token, and in every container a read-only root, no
+/// privilege escalation, no capabilities and no subPath mount.
+fn check_hardening(pod: &Value, overlay: &str) {
     let psc = &pod["securityContext"];
     assert_eq!(psc["runAsNonRoot"], true, "{overlay}");
     assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault", "{overlay}");
@@ -474,6 +471,17 @@ fn check_moat_pod(objects: &[Value], overlay: &str) -> (Value, Value) {
             );
         }
     }
+}
+
+/// The checks every rendered moat Pod must pass: hardening, probes, mounts
+/// and the shutdown arithmetic.
+fn check_moat_pod(objects: &[Value], overlay: &str) -> (Value, Value) {
+    let deploy = find(objects, "Deployment", "moat");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let moat = container(pod, "moat");
+    let config = rendered_moat_config(objects, pod);
+
+    check_hardening(pod, overlay);
     assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{overlay}");
 
     // Probes on the admin port, which moat.yaml's admin.listen must match.
@@ -573,6 +581,27 @@ fn tls_sections(config: &Value) -> Vec<(String, Value)> {
     out
 }
 
+/// Strict schema validation of what `kubectl apply -k` would send: the
+/// rendered objects of each overlay but those that need CRDs.
+fn validate_rendered(overlays: &[(&str, &[Value])]) {
+    let dir = TestDir::new();
+    let mut rendered = Vec::new();
+    for (name, objects) in overlays {
+        let text = objects
+            .iter()
+            .filter(|o| {
+                !CRD_GROUPS
+                    .iter()
+                    .any(|g| str_of(&o["apiVersion"], "apiVersion").starts_with(g))
+            })
+            .map(|o| serde_yaml::to_string(o).expect("yaml"))
+            .collect::<Vec<_>>()
+            .join("---\n");
+        rendered.push(dir.write(&format!("{name}.yaml"), text));
+    }
+    kubernetes_validate(&rendered);
+}
+
 #[test]
 fn kubernetes_overlays_render_to_valid_hardened_manifests() {
     let root = deploy_dir("kubernetes");
@@ -585,26 +614,7 @@ fn kubernetes_overlays_render_to_valid_hardened_manifests() {
     )
     .starts_with(g))));
 
-    // Strict schema validation of what `kubectl apply -k` would send.
-    let dir = TestDir::new();
-    let mut rendered = Vec::new();
-    for (name, objects) in [("sidecar", &sidecar), ("gateway", &gateway)] {
-        let plain: Vec<&Value> = objects
-            .iter()
-            .filter(|o| {
-                !CRD_GROUPS
-                    .iter()
-                    .any(|g| str_of(&o["apiVersion"], "apiVersion").starts_with(g))
-            })
-            .collect();
-        let text = plain
-            .iter()
-            .map(|o| serde_yaml::to_string(o).expect("yaml"))
-            .collect::<Vec<_>>()
-            .join("---\n");
-        rendered.push(dir.write(&format!("{name}.yaml"), text));
-    }
-    kubernetes_validate(&rendered);
+    validate_rendered(&[("sidecar", &sidecar), ("gateway", &gateway)]);
 
     // Sidecar: Mosquitto on loopback in the same Pod, outliving moat's drain.
     let (deploy, config) = check_moat_pod(&sidecar, "sidecar");
@@ -725,6 +735,133 @@ fn kubernetes_overlays_render_to_valid_hardened_manifests() {
         volume["secret"]["secretName"].is_string(),
         "ticket keys come from a Secret"
     );
+}
+
+/// Every route's backend of a moat configuration (the listener's first).
+fn route_backends(config: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for l in seq(&config["listeners"], "listeners") {
+        let name = str_of(&l["name"], "listener name").to_string();
+        out.push((name.clone(), l["backend"].clone()));
+        for r in l["routes"].as_sequence().into_iter().flatten() {
+            let route = str_of(&r["name"], "route name");
+            out.push((format!("{name}/{route}"), r["backend"].clone()));
+        }
+    }
+    out
+}
+
+#[test]
+fn kubernetes_cluster_overlay_points_moat_at_the_headless_brokers() {
+    let root = deploy_dir("kubernetes/overlays/cluster");
+    let cluster = kustomize(&root);
+    let brokers = kustomize(&root.join("brokers"));
+    validate_rendered(&[("cluster", &cluster), ("brokers", &brokers)]);
+
+    // moat: the gateway's Deployment, with the cluster's moat.yaml.
+    let (deploy, config) = check_moat_pod(&cluster, "cluster");
+    assert!(int(&deploy["spec"]["replicas"], "replicas") >= 2);
+    find(&cluster, "Service", "moat");
+    find(&cluster, "NetworkPolicy", "moat");
+    let configs: Vec<&Value> = cluster
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .collect();
+    assert_eq!(
+        configs.len(),
+        1,
+        "the cluster's moat.yaml replaces the gateway's"
+    );
+
+    // The brokers: a headless Service and the StatefulSet it names.
+    let svc = find(&brokers, "Service", "mosquitto-headless");
+    assert_eq!(svc["spec"]["clusterIP"], "None", "a headless Service");
+    let port = int(&svc["spec"]["ports"][0]["port"], "port");
+    let sts = find(&brokers, "StatefulSet", "mosquitto");
+    assert_eq!(sts["spec"]["serviceName"], "mosquitto-headless");
+    let namespace = str_of(&sts["metadata"]["namespace"], "namespace");
+    let labels = &sts["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in svc["spec"]["selector"].as_mapping().expect("selector") {
+        assert_eq!(&labels[k], v, "the Service selects the StatefulSet's Pods");
+    }
+    let pod = &sts["spec"]["template"]["spec"];
+    check_hardening(pod, "brokers");
+    assert_eq!(
+        container(pod, "mosquitto")["ports"][0]["containerPort"],
+        port as i64
+    );
+
+    // Every route lists each broker Pod by its name in the headless Service.
+    let replicas = int(&sts["spec"]["replicas"], "replicas");
+    assert!(replicas >= 3, "a cluster of at least three nodes");
+    let pods: Vec<Value> = (0..replicas)
+        .map(|i| {
+            format!("mosquitto-{i}.mosquitto-headless.{namespace}.svc.cluster.local:{port}").into()
+        })
+        .collect();
+    for (route, backend) in route_backends(&config) {
+        assert_eq!(
+            backend,
+            Value::Sequence(pods.clone()),
+            "{route}: one node per broker Pod"
+        );
+    }
+    assert_eq!(config["listeners"][0]["backend_health"]["check"], "mqtt");
+
+    // The gateway's NetworkPolicy lets moat reach those Pods.
+    let np = &find(&cluster, "NetworkPolicy", "moat")["spec"];
+    let to_brokers = seq(&np["egress"], "egress")
+        .iter()
+        .find(|r| {
+            seq(&r["ports"], "ports")
+                .iter()
+                .any(|p| p["port"] == port as i64)
+        })
+        .expect("an egress rule to the brokers' port");
+    let peer = &to_brokers["to"][0];
+    assert_eq!(
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        namespace
+    );
+    for (k, v) in peer["podSelector"]["matchLabels"]
+        .as_mapping()
+        .expect("podSelector")
+    {
+        assert_eq!(&labels[k], v, "the egress rule selects the broker Pods");
+    }
+
+    // mosquitto-0 is the hub, the others bridge to its stable name.
+    let conf = find_generated(&brokers, "mosquitto-config");
+    let bridge = str_of(&conf["data"]["bridge.conf"], "bridge.conf");
+    assert!(
+        bridge.lines().any(|l| l
+            == format!(
+                "address mosquitto-0.mosquitto-headless.{namespace}.svc.cluster.local:{port}"
+            )),
+        "{bridge}"
+    );
+    let script = seq(&container(pod, "mosquitto")["command"], "command")
+        .iter()
+        .map(|a| str_of(a, "arg"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        script.contains("= mosquitto-0 ]") && script.contains("hub.conf"),
+        "{script}"
+    );
+}
+
+/// The ConfigMap a generator made from `name` (kustomize adds a hash).
+fn find_generated<'a>(objects: &'a [Value], name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ConfigMap"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&format!("{name}-")))
+        })
+        .unwrap_or_else(|| panic!("no ConfigMap {name}-<hash>"))
 }
 
 // ---------------------------------------------------------------------------
@@ -850,6 +987,18 @@ fn compose_cluster_moat_config_passes_moat_check() {
 fn sidecar_moat_config_passes_moat_check() {
     let r = check_shipped_config(&deploy_dir("kubernetes/overlays/sidecar/moat.yaml"));
     assert_no_warnings(&r, "the sidecar's moat.yaml");
+}
+
+#[test]
+fn cluster_moat_config_passes_moat_check() {
+    let r = check_shipped_config(&deploy_dir("kubernetes/overlays/cluster/moat.yaml"));
+    assert_no_warnings(&r, "the cluster overlay's moat.yaml");
+    assert!(
+        r.stdout
+            .contains("mosquitto-2.mosquitto-headless.mqtt.svc.cluster.local:1883"),
+        "moat check should list the broker Pods:\n{}",
+        r.stdout
+    );
 }
 
 /// Needs SNI routes (`routes:`) and shared session ticket keys
@@ -1100,26 +1249,37 @@ fn compose_cluster_file_has_three_bridged_nodes_behind_moat() {
     }
 }
 
-/// The cluster's Mosquitto configurations, run for real on loopback (each
-/// node on a free port, the bridges pointed at node 1's): a message
-/// published on node 2 reaches a subscriber on node 3 through the hub.
-#[test]
-fn compose_cluster_brokers_bridge_messages_between_nodes() {
+/// Runs three Mosquitto configurations of a cluster for real on loopback:
+/// each node on a free port instead of 1883, `hub` (the bridges' address)
+/// pointed at node 1's port, and, where several nodes share one file (as
+/// the StatefulSet's Pods do, told apart by their hostnames), a client id
+/// of their own. A message published on node 2 must reach a subscriber on
+/// node 3 through the hub.
+fn bridged_round_trip(confs: [PathBuf; 3], hub: &str) {
     require("mosquitto", "mosquitto");
-    let compose = yaml(&deploy_dir("compose/cluster.yaml"));
     let dir = TestDir::new();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut brokers = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let node = format!("mosquitto-{}", i + 1);
-        let text: String = read(&mounted_mosquitto_conf(&compose["services"][&node]))
+    for (i, (conf, port)) in confs.iter().zip(&ports).enumerate() {
+        let node = format!("node-{}", i + 1);
+        let mut text: String = read(conf)
             .lines()
             .map(|l| match l {
                 "listener 1883" => format!("listener {port} 127.0.0.1\n"),
-                "address mosquitto-1:1883" => format!("address 127.0.0.1:{}\n", ports[0]),
+                l if l == format!("address {hub}") => format!("address 127.0.0.1:{}\n", ports[0]),
                 l => format!("{l}\n"),
             })
             .collect();
+        if i > 0 {
+            assert!(
+                text.contains(&format!("address 127.0.0.1:{}", ports[0])),
+                "{} does not bridge to {hub}",
+                conf.display()
+            );
+            if !text.contains("remote_clientid") {
+                text.push_str(&format!("remote_clientid bridge-{node}\n"));
+            }
+        }
         let conf = dir.write(&format!("{node}.conf"), text);
         let d = Daemon::start(
             dir.path(),
@@ -1136,6 +1296,33 @@ fn compose_cluster_brokers_bridge_messages_between_nodes() {
         got.starts_with("hello-"),
         "node 3 got {got:?}; node 2 log:\n{}",
         brokers[1].logs()
+    );
+}
+
+#[test]
+fn compose_cluster_brokers_bridge_messages_between_nodes() {
+    let compose = yaml(&deploy_dir("compose/cluster.yaml"));
+    let conf = |n: &str| mounted_mosquitto_conf(&compose["services"][n]);
+    bridged_round_trip(
+        [
+            conf("mosquitto-1"),
+            conf("mosquitto-2"),
+            conf("mosquitto-3"),
+        ],
+        "mosquitto-1:1883",
+    );
+}
+
+#[test]
+fn kubernetes_cluster_brokers_bridge_messages_between_nodes() {
+    let dir = deploy_dir("kubernetes/overlays/cluster/brokers");
+    bridged_round_trip(
+        [
+            dir.join("hub.conf"),
+            dir.join("bridge.conf"),
+            dir.join("bridge.conf"),
+        ],
+        "mosquitto-0.mosquitto-headless.mqtt.svc.cluster.local:1883",
     );
 }
 
