@@ -60,6 +60,51 @@ fn check_describes_each_certificate() {
     );
 }
 
+/// `moat check` resolves every backend name: `localhost` passes, a name
+/// under `.invalid` (never resolvable, RFC 6761) is refused with its field;
+/// `--no-resolve` skips the look-ups.
+#[test]
+fn check_refuses_a_backend_name_that_does_not_resolve_naming_its_field() {
+    let dir = TestDir::new();
+    let ca = Ca::new(dir.path(), "ca", "Test CA");
+    let server = ca.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]),
+    );
+    let yaml = listener(free_port(), &server.cert, &server.key, "").replace(
+        "backend: 127.0.0.1:1883",
+        "backend: [127.0.0.1:1883, localhost:1884, broker.moat-test.invalid:1883]",
+    );
+    let out = moat_check(dir.path(), "moat.yaml", &yaml);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("listeners[0].backend[2]: broker.moat-test.invalid:1883 does not resolve")
+            && out.stderr.contains("--no-resolve"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("localhost:1884"),
+        "localhost resolves: {}",
+        out.stderr
+    );
+    let path = dir.join("moat.yaml");
+    let skipped = moat_cmd(&[
+        "check",
+        "--no-resolve",
+        "--config",
+        path.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(skipped.code, Some(0), "{skipped:?}");
+    assert!(
+        skipped.stdout.contains("broker.moat-test.invalid:1883"),
+        "{}",
+        skipped.stdout
+    );
+}
+
 #[test]
 fn check_warns_about_expiry_weak_chains_sha1_and_uncovered_names() {
     let dir = TestDir::new();

@@ -253,6 +253,8 @@ fn kubernetes_manifests_pass_strict_schema_validation() {
         "overlays/gateway/pdb.yaml",
         "overlays/gateway/hpa.yaml",
         "overlays/gateway/networkpolicy.yaml",
+        "overlays/cluster/brokers/service.yaml",
+        "overlays/cluster/brokers/statefulset.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -322,8 +324,8 @@ fn prometheus_rule_is_the_shipped_alert_file() {
 fn kustomizations_reference_existing_files_and_nothing_is_orphaned() {
     let files = kube_files();
     assert!(
-        files.kustomizations.len() >= 4,
-        "base, two overlays and monitoring: {:?}",
+        files.kustomizations.len() >= 6,
+        "base, three overlays, the cluster's brokers and monitoring: {:?}",
         files.kustomizations
     );
     let mut used = BTreeSet::new();
@@ -437,15 +439,10 @@ fn rendered_moat_config(objects: &[Value], pod: &Value) -> Value {
     serde_yaml::from_str(str_of(&cm["data"]["moat.yaml"], "moat.yaml")).expect("moat.yaml")
 }
 
-/// The checks every rendered moat Pod must pass: hardening, probes, mounts
-/// and the shutdown arithmetic.
-fn check_moat_pod(objects: &[Value], overlay: &str) -> (Value, Value) {
-    let deploy = find(objects, "Deployment", "moat");
-    let pod = &deploy["spec"]["template"]["spec"];
-    let moat = container(pod, "moat");
-    let config = rendered_moat_config(objects, pod);
-
-    // Hardening.
+/// The hardening every Pod we ship has: non-root, RuntimeDefault seccomp,
+/// no service account token, and in every container a read-only root, no
+/// privilege escalation, no capabilities and no subPath mount.
+fn check_hardening(pod: &Value, overlay: &str) {
     let psc = &pod["securityContext"];
     assert_eq!(psc["runAsNonRoot"], true, "{overlay}");
     assert_eq!(psc["seccompProfile"]["type"], "RuntimeDefault", "{overlay}");
@@ -474,6 +471,17 @@ fn check_moat_pod(objects: &[Value], overlay: &str) -> (Value, Value) {
             );
         }
     }
+}
+
+/// The checks every rendered moat Pod must pass: hardening, probes, mounts
+/// and the shutdown arithmetic.
+fn check_moat_pod(objects: &[Value], overlay: &str) -> (Value, Value) {
+    let deploy = find(objects, "Deployment", "moat");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let moat = container(pod, "moat");
+    let config = rendered_moat_config(objects, pod);
+
+    check_hardening(pod, overlay);
     assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{overlay}");
 
     // Probes on the admin port, which moat.yaml's admin.listen must match.
@@ -573,6 +581,27 @@ fn tls_sections(config: &Value) -> Vec<(String, Value)> {
     out
 }
 
+/// Strict schema validation of what `kubectl apply -k` would send: the
+/// rendered objects of each overlay but those that need CRDs.
+fn validate_rendered(overlays: &[(&str, &[Value])]) {
+    let dir = TestDir::new();
+    let mut rendered = Vec::new();
+    for (name, objects) in overlays {
+        let text = objects
+            .iter()
+            .filter(|o| {
+                !CRD_GROUPS
+                    .iter()
+                    .any(|g| str_of(&o["apiVersion"], "apiVersion").starts_with(g))
+            })
+            .map(|o| serde_yaml::to_string(o).expect("yaml"))
+            .collect::<Vec<_>>()
+            .join("---\n");
+        rendered.push(dir.write(&format!("{name}.yaml"), text));
+    }
+    kubernetes_validate(&rendered);
+}
+
 #[test]
 fn kubernetes_overlays_render_to_valid_hardened_manifests() {
     let root = deploy_dir("kubernetes");
@@ -585,26 +614,7 @@ fn kubernetes_overlays_render_to_valid_hardened_manifests() {
     )
     .starts_with(g))));
 
-    // Strict schema validation of what `kubectl apply -k` would send.
-    let dir = TestDir::new();
-    let mut rendered = Vec::new();
-    for (name, objects) in [("sidecar", &sidecar), ("gateway", &gateway)] {
-        let plain: Vec<&Value> = objects
-            .iter()
-            .filter(|o| {
-                !CRD_GROUPS
-                    .iter()
-                    .any(|g| str_of(&o["apiVersion"], "apiVersion").starts_with(g))
-            })
-            .collect();
-        let text = plain
-            .iter()
-            .map(|o| serde_yaml::to_string(o).expect("yaml"))
-            .collect::<Vec<_>>()
-            .join("---\n");
-        rendered.push(dir.write(&format!("{name}.yaml"), text));
-    }
-    kubernetes_validate(&rendered);
+    validate_rendered(&[("sidecar", &sidecar), ("gateway", &gateway)]);
 
     // Sidecar: Mosquitto on loopback in the same Pod, outliving moat's drain.
     let (deploy, config) = check_moat_pod(&sidecar, "sidecar");
@@ -727,6 +737,133 @@ fn kubernetes_overlays_render_to_valid_hardened_manifests() {
     );
 }
 
+/// Every route's backend of a moat configuration (the listener's first).
+fn route_backends(config: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for l in seq(&config["listeners"], "listeners") {
+        let name = str_of(&l["name"], "listener name").to_string();
+        out.push((name.clone(), l["backend"].clone()));
+        for r in l["routes"].as_sequence().into_iter().flatten() {
+            let route = str_of(&r["name"], "route name");
+            out.push((format!("{name}/{route}"), r["backend"].clone()));
+        }
+    }
+    out
+}
+
+#[test]
+fn kubernetes_cluster_overlay_points_moat_at_the_headless_brokers() {
+    let root = deploy_dir("kubernetes/overlays/cluster");
+    let cluster = kustomize(&root);
+    let brokers = kustomize(&root.join("brokers"));
+    validate_rendered(&[("cluster", &cluster), ("brokers", &brokers)]);
+
+    // moat: the gateway's Deployment, with the cluster's moat.yaml.
+    let (deploy, config) = check_moat_pod(&cluster, "cluster");
+    assert!(int(&deploy["spec"]["replicas"], "replicas") >= 2);
+    find(&cluster, "Service", "moat");
+    find(&cluster, "NetworkPolicy", "moat");
+    let configs: Vec<&Value> = cluster
+        .iter()
+        .filter(|o| o["kind"] == "ConfigMap")
+        .collect();
+    assert_eq!(
+        configs.len(),
+        1,
+        "the cluster's moat.yaml replaces the gateway's"
+    );
+
+    // The brokers: a headless Service and the StatefulSet it names.
+    let svc = find(&brokers, "Service", "mosquitto-headless");
+    assert_eq!(svc["spec"]["clusterIP"], "None", "a headless Service");
+    let port = int(&svc["spec"]["ports"][0]["port"], "port");
+    let sts = find(&brokers, "StatefulSet", "mosquitto");
+    assert_eq!(sts["spec"]["serviceName"], "mosquitto-headless");
+    let namespace = str_of(&sts["metadata"]["namespace"], "namespace");
+    let labels = &sts["spec"]["template"]["metadata"]["labels"];
+    for (k, v) in svc["spec"]["selector"].as_mapping().expect("selector") {
+        assert_eq!(&labels[k], v, "the Service selects the StatefulSet's Pods");
+    }
+    let pod = &sts["spec"]["template"]["spec"];
+    check_hardening(pod, "brokers");
+    assert_eq!(
+        container(pod, "mosquitto")["ports"][0]["containerPort"],
+        port as i64
+    );
+
+    // Every route lists each broker Pod by its name in the headless Service.
+    let replicas = int(&sts["spec"]["replicas"], "replicas");
+    assert!(replicas >= 3, "a cluster of at least three nodes");
+    let pods: Vec<Value> = (0..replicas)
+        .map(|i| {
+            format!("mosquitto-{i}.mosquitto-headless.{namespace}.svc.cluster.local:{port}").into()
+        })
+        .collect();
+    for (route, backend) in route_backends(&config) {
+        assert_eq!(
+            backend,
+            Value::Sequence(pods.clone()),
+            "{route}: one node per broker Pod"
+        );
+    }
+    assert_eq!(config["listeners"][0]["backend_health"]["check"], "mqtt");
+
+    // The gateway's NetworkPolicy lets moat reach those Pods.
+    let np = &find(&cluster, "NetworkPolicy", "moat")["spec"];
+    let to_brokers = seq(&np["egress"], "egress")
+        .iter()
+        .find(|r| {
+            seq(&r["ports"], "ports")
+                .iter()
+                .any(|p| p["port"] == port as i64)
+        })
+        .expect("an egress rule to the brokers' port");
+    let peer = &to_brokers["to"][0];
+    assert_eq!(
+        peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        namespace
+    );
+    for (k, v) in peer["podSelector"]["matchLabels"]
+        .as_mapping()
+        .expect("podSelector")
+    {
+        assert_eq!(&labels[k], v, "the egress rule selects the broker Pods");
+    }
+
+    // mosquitto-0 is the hub, the others bridge to its stable name.
+    let conf = find_generated(&brokers, "mosquitto-config");
+    let bridge = str_of(&conf["data"]["bridge.conf"], "bridge.conf");
+    assert!(
+        bridge.lines().any(|l| l
+            == format!(
+                "address mosquitto-0.mosquitto-headless.{namespace}.svc.cluster.local:{port}"
+            )),
+        "{bridge}"
+    );
+    let script = seq(&container(pod, "mosquitto")["command"], "command")
+        .iter()
+        .map(|a| str_of(a, "arg"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        script.contains("= mosquitto-0 ]") && script.contains("hub.conf"),
+        "{script}"
+    );
+}
+
+/// The ConfigMap a generator made from `name` (kustomize adds a hash).
+fn find_generated<'a>(objects: &'a [Value], name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ConfigMap"
+                && o["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&format!("{name}-")))
+        })
+        .unwrap_or_else(|| panic!("no ConfigMap {name}-<hash>"))
+}
+
 // ---------------------------------------------------------------------------
 // moat configurations shipped in deploy/: `moat check` with real files
 // ---------------------------------------------------------------------------
@@ -736,7 +873,7 @@ fn kubernetes_overlays_render_to_valid_hardened_manifests() {
 /// to the copy), writes a certificate and key signed by a test CA at every
 /// certificate path it names (covering its server_names), the CA at every
 /// client CA path and two keys in every session ticket key file, and runs
-/// `moat check` on it.
+/// `moat check --no-resolve` on it.
 fn check_shipped_config(config: &Path) -> Finished {
     let dir = TestDir::new();
     let root = dir.path().display().to_string();
@@ -796,7 +933,14 @@ fn check_shipped_config(config: &Path) -> Finished {
             std::fs::write(&p, keys).expect("write ticket keys");
         }
     }
-    let result = moat_cmd(&["check", "--config", conf_path.to_str().expect("utf-8")]);
+    // The backends are names of the deploy's own network (compose services,
+    // cluster DNS), which do not resolve here.
+    let result = moat_cmd(&[
+        "check",
+        "--no-resolve",
+        "--config",
+        conf_path.to_str().expect("utf-8"),
+    ]);
     assert!(
         result.code == Some(0),
         "moat check of {} (copied to {}) failed with {:?}:\n{}{}",
@@ -836,9 +980,32 @@ fn compose_moat_config_passes_moat_check() {
 }
 
 #[test]
+fn compose_cluster_moat_config_passes_moat_check() {
+    let r = check_shipped_config(&deploy_dir("compose/moat-cluster.yaml"));
+    assert_no_warnings(&r, "deploy/compose/moat-cluster.yaml");
+    assert!(
+        r.stdout.contains("mosquitto-3:1883"),
+        "moat check should list the three nodes:\n{}",
+        r.stdout
+    );
+}
+
+#[test]
 fn sidecar_moat_config_passes_moat_check() {
     let r = check_shipped_config(&deploy_dir("kubernetes/overlays/sidecar/moat.yaml"));
     assert_no_warnings(&r, "the sidecar's moat.yaml");
+}
+
+#[test]
+fn cluster_moat_config_passes_moat_check() {
+    let r = check_shipped_config(&deploy_dir("kubernetes/overlays/cluster/moat.yaml"));
+    assert_no_warnings(&r, "the cluster overlay's moat.yaml");
+    assert!(
+        r.stdout
+            .contains("mosquitto-2.mosquitto-headless.mqtt.svc.cluster.local:1883"),
+        "moat check should list the broker Pods:\n{}",
+        r.stdout
+    );
 }
 
 /// Needs SNI routes (`routes:`) and shared session ticket keys
@@ -868,13 +1035,17 @@ fn ports_of(service: &Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn compose_file_has_the_documented_structure() {
+/// What every compose file in deploy/compose must be: every service has an
+/// image and uses only declared networks and volumes and shipped files;
+/// the brokers (services named `mosquitto*`) are on internal networks only
+/// and publish nothing; moat publishes 8883 (its admin port on localhost
+/// only), runs hardened, mounts ./tls as a directory and has longer than
+/// its drain to stop. Returns the compose file and moat's configuration
+/// (the file it mounts at /etc/moat/moat.yaml).
+fn check_compose(file: &str) -> (Value, Value) {
     let dir = deploy_dir("compose");
-    let compose = yaml(&dir.join("compose.yaml"));
+    let compose = yaml(&dir.join(file));
     let services = compose["services"].as_mapping().expect("services");
-    let names: BTreeSet<&str> = services.keys().map(|k| str_of(k, "service name")).collect();
-    assert_eq!(names, BTreeSet::from(["moat", "mosquitto", "prometheus"]));
     let networks = compose["networks"].as_mapping().expect("networks");
     let volumes = compose["volumes"].as_mapping().expect("volumes");
     let internal = |n: &str| compose["networks"][n]["internal"] == true;
@@ -883,13 +1054,13 @@ fn compose_file_has_the_documented_structure() {
         let name = str_of(name, "service");
         assert!(
             svc["image"].is_string(),
-            "{name} has an image (moat's is the one `build:` tags)"
+            "{file}: {name} has an image (moat's is the one `build:` tags)"
         );
         for n in seq(&svc["networks"], "networks") {
             let n = str_of(n, "network");
             assert!(
                 networks.contains_key(n),
-                "{name} uses the undeclared network {n}"
+                "{file}: {name} uses the undeclared network {n}"
             );
         }
         for v in svc["volumes"].as_sequence().into_iter().flatten() {
@@ -900,65 +1071,107 @@ fn compose_file_has_the_documented_structure() {
                 if source != "./tls" {
                     assert!(
                         dir.join(source).exists(),
-                        "{name} mounts {source}, which does not exist"
+                        "{file}: {name} mounts {source}, which does not exist"
                     );
                 }
             } else {
                 assert!(
                     volumes.contains_key(source),
-                    "{name} uses the undeclared volume {source}"
+                    "{file}: {name} uses the undeclared volume {source}"
+                );
+            }
+        }
+        for d in svc["depends_on"].as_sequence().into_iter().flatten() {
+            let d = str_of(d, "depends_on[]");
+            assert!(
+                services.contains_key(d),
+                "{file}: {name} depends on {d}, which is no service"
+            );
+        }
+        // Brokers: internal networks only, nothing published.
+        if name.starts_with("mosquitto") {
+            assert!(
+                svc["ports"].is_null() && svc["expose"].is_null(),
+                "{file}: {name} publishes nothing"
+            );
+            for n in seq(&svc["networks"], "networks") {
+                assert!(
+                    internal(str_of(n, "network")),
+                    "{file}: {name} is on internal networks only"
                 );
             }
         }
     }
 
-    // Mosquitto: internal networks only, nothing published.
-    let mosquitto = &compose["services"]["mosquitto"];
-    assert!(
-        mosquitto["ports"].is_null() && mosquitto["expose"].is_null(),
-        "Mosquitto publishes nothing"
-    );
-    for n in seq(&mosquitto["networks"], "networks") {
-        assert!(
-            internal(str_of(n, "network")),
-            "Mosquitto is on internal networks only"
-        );
-    }
-
     // moat: 8883 published, 9090 on localhost only, hardened, long enough to drain.
     let moat = &compose["services"]["moat"];
     let ports = ports_of(moat);
-    assert!(ports.iter().any(|p| p == "8883:8883"), "{ports:?}");
+    assert!(ports.iter().any(|p| p == "8883:8883"), "{file}: {ports:?}");
     for p in &ports {
         if p.ends_with(":9090") {
             assert!(
                 p.starts_with("127.0.0.1:"),
-                "the admin port is published on localhost only: {p}"
+                "{file}: the admin port is published on localhost only: {p}"
             );
         }
     }
-    assert_eq!(moat["read_only"], true);
-    assert_eq!(moat["user"], "65532:65532");
-    assert_eq!(moat["cap_drop"], Value::Sequence(vec!["ALL".into()]));
-    assert_eq!(moat["build"]["context"], "../..");
+    assert_eq!(moat["read_only"], true, "{file}");
+    assert_eq!(moat["user"], "65532:65532", "{file}");
+    assert_eq!(
+        moat["cap_drop"],
+        Value::Sequence(vec!["ALL".into()]),
+        "{file}"
+    );
+    assert_eq!(moat["build"]["context"], "../..", "{file}");
     assert!(workspace_root().join("Dockerfile").is_file());
-    let moat_conf = yaml(&dir.join("moat.yaml"));
+    let config = seq(&moat["volumes"], "volumes")
+        .iter()
+        .map(|v| str_of(v, "volume"))
+        .find_map(|v| v.strip_suffix(":/etc/moat/moat.yaml:ro"))
+        .unwrap_or_else(|| panic!("{file}: moat mounts no /etc/moat/moat.yaml"));
+    let moat_conf = yaml(&dir.join(config));
     let drain = drain_timeout(&moat_conf);
     let grace = seconds(str_of(&moat["stop_grace_period"], "stop_grace_period"));
     assert!(
         grace > drain,
-        "stop_grace_period {grace} s must exceed drain_timeout {drain} s"
+        "{file}: stop_grace_period {grace} s must exceed drain_timeout {drain} s"
     );
     assert!(
         seq(&moat["volumes"], "volumes")
             .iter()
             .any(|v| str_of(v, "volume").starts_with("./tls:/etc/moat/tls")),
-        "the certificates are mounted as a directory"
+        "{file}: the certificates are mounted as a directory"
     );
-    let backend = str_of(&moat_conf["listeners"][0]["backend"], "backend");
+    (compose, moat_conf)
+}
+
+/// The `host` of every node of listener 0's backend (one or a list).
+fn backend_hosts(config: &Value) -> Vec<String> {
+    let backend = &config["listeners"][0]["backend"];
+    let nodes = match backend.as_sequence() {
+        Some(list) => list.clone(),
+        None => vec![backend.clone()],
+    };
+    nodes
+        .iter()
+        .map(|n| {
+            let a = n
+                .as_str()
+                .unwrap_or_else(|| str_of(&n["address"], "address"));
+            a.rsplit_once(':').expect("host:port").0.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn compose_file_has_the_documented_structure() {
+    let (compose, moat_conf) = check_compose("compose.yaml");
+    let services = compose["services"].as_mapping().expect("services");
+    let names: BTreeSet<&str> = services.keys().map(|k| str_of(k, "service name")).collect();
+    assert_eq!(names, BTreeSet::from(["moat", "mosquitto", "prometheus"]));
     assert_eq!(
-        backend.split(':').next(),
-        Some("mosquitto"),
+        backend_hosts(&moat_conf),
+        ["mosquitto"],
         "moat's backend is the mosquitto service"
     );
 
@@ -973,6 +1186,151 @@ fn compose_file_has_the_documented_structure() {
             "Prometheus' UI on localhost only: {p}"
         );
     }
+}
+
+/// The Mosquitto configuration file a compose service mounts.
+fn mounted_mosquitto_conf(service: &Value) -> PathBuf {
+    let v = seq(&service["volumes"], "volumes")
+        .iter()
+        .map(|v| str_of(v, "volume"))
+        .find_map(|v| v.strip_suffix(":/mosquitto/config/mosquitto.conf:ro"))
+        .expect("a mounted mosquitto.conf");
+    deploy_dir("compose").join(v)
+}
+
+#[test]
+fn compose_cluster_file_has_three_bridged_nodes_behind_moat() {
+    let (compose, moat_conf) = check_compose("cluster.yaml");
+    let services = compose["services"].as_mapping().expect("services");
+    let names: BTreeSet<&str> = services.keys().map(|k| str_of(k, "service name")).collect();
+    let nodes = ["mosquitto-1", "mosquitto-2", "mosquitto-3"];
+    assert_eq!(
+        names,
+        BTreeSet::from_iter(nodes.iter().copied().chain(["moat"]))
+    );
+    // moat's backend list is exactly the three broker services, on 1883.
+    assert_eq!(backend_hosts(&moat_conf), nodes);
+    let listener = &moat_conf["listeners"][0];
+    for n in seq(&listener["backend"], "backend") {
+        assert!(str_of(n, "node").ends_with(":1883"), "{n:?}");
+    }
+    assert!(
+        listener["balance"].is_string(),
+        "a device is pinned to a node"
+    );
+    assert_eq!(listener["backend_health"]["check"], "mqtt");
+    // A star of bridges: node 1 is a plain broker, nodes 2 and 3 bridge every
+    // topic both ways to it under their own client ids.
+    let mut client_ids = BTreeSet::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let conf = read(&mounted_mosquitto_conf(&compose["services"][*node]));
+        let lines: Vec<&str> = conf
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        assert!(lines.contains(&"listener 1883"), "{node}");
+        let bridges: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("connection "))
+            .collect();
+        if i == 0 {
+            assert!(bridges.is_empty(), "mosquitto-1 is the hub: {bridges:?}");
+            continue;
+        }
+        assert_eq!(bridges.len(), 1, "{node}: {bridges:?}");
+        assert!(lines.contains(&"address mosquitto-1:1883"), "{node}");
+        assert!(lines.contains(&"topic # both 0"), "{node}");
+        assert!(lines.contains(&"try_private true"), "{node}: loops");
+        let id = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("remote_clientid "))
+            .unwrap_or_else(|| panic!("{node} has no remote_clientid"));
+        assert!(client_ids.insert(id.to_string()), "{node} reuses {id}");
+        assert!(
+            compose["services"][*node]["depends_on"]
+                .as_sequence()
+                .is_some_and(|d| d.iter().any(|d| d == "mosquitto-1")),
+            "{node} starts after the hub"
+        );
+    }
+}
+
+/// Runs three Mosquitto configurations of a cluster for real on loopback:
+/// each node on a free port instead of 1883, `hub` (the bridges' address)
+/// pointed at node 1's port, and, where several nodes share one file (as
+/// the StatefulSet's Pods do, told apart by their hostnames), a client id
+/// of their own. A message published on node 2 must reach a subscriber on
+/// node 3 through the hub.
+fn bridged_round_trip(confs: [PathBuf; 3], hub: &str) {
+    require("mosquitto", "mosquitto");
+    let dir = TestDir::new();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut brokers = Vec::new();
+    for (i, (conf, port)) in confs.iter().zip(&ports).enumerate() {
+        let node = format!("node-{}", i + 1);
+        let mut text: String = read(conf)
+            .lines()
+            .map(|l| match l {
+                "listener 1883" => format!("listener {port} 127.0.0.1\n"),
+                l if l == format!("address {hub}") => format!("address 127.0.0.1:{}\n", ports[0]),
+                l => format!("{l}\n"),
+            })
+            .collect();
+        if i > 0 {
+            assert!(
+                text.contains(&format!("address 127.0.0.1:{}", ports[0])),
+                "{} does not bridge to {hub}",
+                conf.display()
+            );
+            if !text.contains("remote_clientid") {
+                text.push_str(&format!("remote_clientid bridge-{node}\n"));
+            }
+        }
+        let conf = dir.write(&format!("{node}.conf"), text);
+        let d = Daemon::start(
+            dir.path(),
+            &node,
+            "mosquitto",
+            &["-c", conf.to_str().expect("utf-8")],
+            &[],
+        );
+        d.wait_port(*port);
+        brokers.push(d);
+    }
+    let got = round_trip(dir.path(), ports[2], None, ports[1], None);
+    assert!(
+        got.starts_with("hello-"),
+        "node 3 got {got:?}; node 2 log:\n{}",
+        brokers[1].logs()
+    );
+}
+
+#[test]
+fn compose_cluster_brokers_bridge_messages_between_nodes() {
+    let compose = yaml(&deploy_dir("compose/cluster.yaml"));
+    let conf = |n: &str| mounted_mosquitto_conf(&compose["services"][n]);
+    bridged_round_trip(
+        [
+            conf("mosquitto-1"),
+            conf("mosquitto-2"),
+            conf("mosquitto-3"),
+        ],
+        "mosquitto-1:1883",
+    );
+}
+
+#[test]
+fn kubernetes_cluster_brokers_bridge_messages_between_nodes() {
+    let dir = deploy_dir("kubernetes/overlays/cluster/brokers");
+    bridged_round_trip(
+        [
+            dir.join("hub.conf"),
+            dir.join("bridge.conf"),
+            dir.join("bridge.conf"),
+        ],
+        "mosquitto-0.mosquitto-headless.mqtt.svc.cluster.local:1883",
+    );
 }
 
 #[test]

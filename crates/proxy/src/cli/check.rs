@@ -5,12 +5,15 @@
 //! about what is legal but risky: expiry within 30 days, RSA keys under
 //! 2048 bits in the chain, SHA-1 signatures, configured server names that
 //! no certificate covers, private keys readable by other users. The same
-//! warnings are logged when `moat run` starts.
+//! warnings are logged when `moat run` starts. Unlike `moat run`, it also
+//! resolves every backend host name (`backend_names`) and fails on a name
+//! that does not resolve, unless told `--no-resolve`.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use super::backend_names;
 use super::exit::EXIT_BAD_INPUT;
 use crate::config::ValidConfig;
 use crate::control::access::Access;
@@ -24,8 +27,19 @@ use crate::tls::{self, Prepared};
 /// Days before expiry from which a certificate is worth a warning.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
-/// Runs `moat check`.
-pub fn run(config: &ValidConfig) -> ExitCode {
+/// Runs `moat check`; with `resolve`, every backend host name must resolve.
+pub fn run(config: &ValidConfig, resolve: bool) -> ExitCode {
+    let unresolved = if resolve {
+        backend_names::unresolved(config)
+    } else {
+        Vec::new()
+    };
+    for e in &unresolved {
+        eprintln!("error: {e}");
+    }
+    if !unresolved.is_empty() {
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     if config.config.development.generate_certificates {
         let missing: Vec<_> = config
             .config

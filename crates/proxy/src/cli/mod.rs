@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin_client;
+mod backend_names;
 mod check;
 mod connections;
 mod devcerts;
@@ -49,6 +50,10 @@ enum Command {
         /// The configuration file.
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Do not resolve the backends' host names (to check a
+        /// configuration away from the network it runs in).
+        #[arg(long)]
+        no_resolve: bool,
     },
     /// Print the version.
     Version,
@@ -112,8 +117,8 @@ pub fn main() -> ExitCode {
             Ok(c) => connections::run(&c, &verb),
             Err(code) => code,
         },
-        Command::Check { config } => match load(&config) {
-            Ok(c) => check::run(&c),
+        Command::Check { config, no_resolve } => match load(&config) {
+            Ok(c) => check::run(&c, !no_resolve),
             Err(code) => code,
         },
         Command::Run { config } => match load(&config) {

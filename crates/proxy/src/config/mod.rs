@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors};
 pub use schema::*;
-pub use validate::addresses_clash;
+pub use validate::{addresses_clash, named_backends, NamedBackend};
 
 use crate::tls::policy::TlsPolicy;
 

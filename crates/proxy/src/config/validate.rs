@@ -14,6 +14,8 @@ mod backends;
 mod limits;
 mod websocket;
 
+pub use backends::NamedBackend;
+
 use super::error::{ConfigError, ConfigErrors};
 use super::schema::{
     AdminConfig, AdminHealth, ClientAuthMode, ClientIdPolicy, ClientOcspMode, Config,
@@ -158,6 +160,18 @@ fn check_admin(path: &Path, admin: &AdminConfig, errors: &mut Vec<ConfigError>) 
         ),
         _ => {}
     }
+}
+
+/// Every backend node written with a host name (not an IP address), with
+/// its field, in the order of the file: what `moat check` resolves.
+pub fn named_backends(config: &Config) -> Vec<NamedBackend> {
+    let prefixes = field_prefixes(config);
+    config
+        .listeners
+        .iter()
+        .zip(&prefixes)
+        .flat_map(|(l, prefix)| backends::named_nodes(prefix, l))
+        .collect()
 }
 
 /// Where each listener is in the file, e.g. `listeners[0]`, or

@@ -30,11 +30,7 @@ pub(super) fn check_backends(
         );
     }
     for (i, n) in nodes.iter().enumerate() {
-        let at = if l.backend.is_cluster() {
-            format!("{field}[{i}]")
-        } else {
-            field.clone()
-        };
+        let at = node_field(prefix, l, i);
         if let Err(msg) = check_host_port(&n.address) {
             push(
                 at.clone(),
@@ -137,4 +133,39 @@ fn check_host_port(s: &str) -> Result<(), String> {
         Ok(0) | Err(_) => Err(format!("{s:?} has an invalid port {port:?}")),
         Ok(_) => Ok(()),
     }
+}
+
+/// Where node `i` of a listener's backend is in the file:
+/// `listeners[0].backend` for a single broker, `listeners[0].backend[1]`
+/// in a list.
+fn node_field(prefix: &str, l: &ListenerConfig, i: usize) -> String {
+    if l.backend.is_cluster() {
+        format!("{prefix}.backend[{i}]")
+    } else {
+        format!("{prefix}.backend")
+    }
+}
+
+/// A backend node written as `host:port` with a host name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedBackend {
+    /// Its field, e.g. `listeners[0].routes[1].backend[2]`.
+    pub field: String,
+    /// `host:port`, as written.
+    pub address: String,
+}
+
+/// The nodes of a listener's backend written with a host name rather than
+/// an IP address, each with its field: what `moat check` resolves.
+pub(super) fn named_nodes(prefix: &str, l: &ListenerConfig) -> Vec<NamedBackend> {
+    l.backend
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.address.parse::<SocketAddr>().is_err())
+        .map(|(i, n)| NamedBackend {
+            field: node_field(prefix, l, i),
+            address: n.address.clone(),
+        })
+        .collect()
 }
