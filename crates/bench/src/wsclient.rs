@@ -49,13 +49,25 @@ pub async fn upgrade<S>(s: &mut S, path: &str, nonce: u64) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    // Sec-WebSocket-Key: any 16 bytes, base64 (24 characters). The server
-    // only hashes it; the bench does not check Sec-WebSocket-Accept.
+    step(s.write_all(request(path, nonce).as_bytes())).await?;
+    read_101(s).await
+}
+
+/// The upgrade request. Sec-WebSocket-Key is any 16 bytes in base64 (24
+/// characters); the server only hashes it, and the bench does not check
+/// Sec-WebSocket-Accept.
+fn request(path: &str, nonce: u64) -> String {
     let key = base64_16(&[nonce.to_be_bytes(), (!nonce).to_be_bytes()].concat());
-    let req = format!(
+    format!(
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n"
-    );
-    step(s.write_all(req.as_bytes())).await?;
+    )
+}
+
+/// Reads the response head up to CRLFCRLF and checks it is a 101.
+async fn read_101<S>(s: &mut S) -> io::Result<()>
+where
+    S: AsyncRead + Unpin,
+{
     let mut head = Vec::with_capacity(256);
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
