@@ -14,7 +14,7 @@ use crate::peers;
 use crate::pki::Pki;
 use crate::proxies::{self, Env, Kind};
 use crate::report::Report;
-use crate::scenarios::{self, Outcome};
+use crate::scenarios::{self, Outcome, WSS_ONLY_MOAT};
 
 /// Options of `compare` (and, partly, `smoke`).
 #[derive(Args, Clone, Debug)]
@@ -25,11 +25,12 @@ pub struct CompareArgs {
     /// Multiplies every count and duration (0.1 for a quick look).
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
-    /// Scenarios to run, comma-separated: full, resumed, idle, bulk, small, storm.
+    /// Scenarios to run, comma-separated: full, resumed, idle, idle_wss, bulk,
+    /// small, storm (idle_wss is measured for moat only).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "full,resumed,idle,bulk,small,storm"
+        default_value = "full,resumed,idle,idle_wss,bulk,small,storm"
     )]
     pub scenarios: Vec<String>,
     /// Proxies to measure, comma-separated: moat, nginx, haproxy, stunnel, naive.
@@ -62,7 +63,9 @@ pub struct CompareArgs {
 }
 
 /// Every scenario, in run order.
-pub const SCENARIOS: [&str; 6] = ["full", "resumed", "idle", "bulk", "small", "storm"];
+pub const SCENARIOS: [&str; 7] = [
+    "full", "resumed", "idle", "idle_wss", "bulk", "small", "storm",
+];
 
 /// Open files kept free in each proxy process besides its connections.
 const FD_RESERVE: u64 = 200;
@@ -240,7 +243,11 @@ async fn measure(
 ) {
     let name = kind.name();
     match scenario {
-        "idle" => {
+        "idle_wss" if kind != Kind::Moat => {
+            eprintln!("  {name:<8} skipped: {WSS_ONLY_MOAT}");
+            return;
+        }
+        "idle" | "idle_wss" => {
             for &level in &plan.idle_levels {
                 let r = async {
                     let (_echo, backend) = proxies::start_echo(env)?;
@@ -250,6 +257,7 @@ async fn measure(
                         &proxy,
                         level,
                         Duration::from_secs_f64(plan.idle_settle_s),
+                        scenario == "idle_wss",
                     )
                     .await
                 }
@@ -340,6 +348,11 @@ fn smoke_check(res: &Results, kinds: &[Kind], scenarios: &[&str], plan: &Plan) -
                     .iter()
                     .map(|l| format!("idle_kib_{l}"))
                     .collect(),
+                "idle_wss" if k == Kind::Moat => plan
+                    .idle_levels
+                    .iter()
+                    .map(|l| format!("idle_wss_kib_{l}"))
+                    .collect(),
                 "bulk" => vec!["bulk_s_per_gib".into()],
                 "small" => vec!["rtt_p99_us".into(), "small_cpu_ms_per_1000".into()],
                 "storm" => vec!["storm_s".into(), "storm_cpu_s".into()],
@@ -356,16 +369,14 @@ fn smoke_check(res: &Results, kinds: &[Kind], scenarios: &[&str], plan: &Plan) -
                     Some(v) if !v.is_finite() => {
                         failures.push(format!("{s} / {}: {m} is {v}", k.name()))
                     }
-                    Some(v) if m.starts_with("idle_kib") && !(0.0..1024.0).contains(&v) => failures
-                        .push(format!(
-                            "{s} / {}: {m} = {v:.1} KiB is not plausible",
-                            k.name()
-                        )),
+                    Some(v) if m.contains("_kib_") && !(0.0..1024.0).contains(&v) => failures.push(
+                        format!("{s} / {}: {m} = {v:.1} KiB is not plausible", k.name()),
+                    ),
                     // System time is counted in clock ticks (10 ms), which
                     // a smoke run's few hundred handshakes may not fill: 0
                     // is a valid reading there.
                     Some(v)
-                        if !m.starts_with("idle_kib")
+                        if !m.contains("_kib_")
                             && (v < 0.0 || (v == 0.0 && !m.ends_with("_sys_us"))) =>
                     {
                         failures.push(format!("{s} / {}: {m} = {v} is not positive", k.name()))

@@ -25,6 +25,7 @@ mod report;
 mod scenarios;
 mod soak;
 mod worker;
+mod wsclient;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,7 +109,7 @@ pub struct SmokeArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "full,resumed,idle,bulk,small,storm"
+        default_value = "full,resumed,idle,idle_wss,bulk,small,storm"
     )]
     pub scenarios: Vec<String>,
     /// The moat binary. Default: $MOAT_BIN, else `moat` next to this binary.

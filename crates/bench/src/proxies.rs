@@ -286,6 +286,9 @@ pub async fn start_mosquitto(env: &Env) -> Result<(Proc, SocketAddr)> {
 pub struct Proxy {
     /// Where it accepts TLS.
     pub addr: SocketAddr,
+    /// Where it accepts MQTT over WebSockets over TLS (moat only: the
+    /// others cannot unwrap WSS for a TCP broker).
+    pub ws_addr: Option<SocketAddr>,
     /// Its process (the master, for nginx).
     pub proc: Proc,
 }
@@ -297,17 +300,10 @@ impl Proxy {
     }
 }
 
-fn moat_config(env: &Env, port: u16, backend: SocketAddr) -> String {
+/// One moat listener; `websocket` adds the `websocket:` section.
+fn moat_listener(env: &Env, name: &str, port: u16, backend: SocketAddr, websocket: bool) -> String {
     format!(
-        r#"log:
-  level: warn
-shutdown:
-  drain_timeout: 1s
-reload:
-  watch: false
-  check_interval: 0s
-listeners:
-  - name: bench
+        r#"  - name: {name}
     listen: 127.0.0.1:{port}
     backend: {backend}
     tls:
@@ -321,10 +317,35 @@ listeners:
       max_handshakes: {max}
       per_ip_connections: 0
       per_ip_rate: 0
-"#,
+{ws}"#,
         cert = env.pki.cert.display(),
         key = env.pki.key.display(),
         max = env.max_conns + 50,
+        ws = if websocket {
+            "    websocket:\n      path: /mqtt\n"
+        } else {
+            ""
+        },
+    )
+}
+
+/// moat's settings: the `bench` listener every scenario uses, and a second
+/// one, `bench-wss`, with the same backend and certificate plus
+/// `websocket:`, for the idle WSS scenario (so that `bench` stays exactly
+/// as it was).
+fn moat_config(env: &Env, port: u16, ws_port: u16, backend: SocketAddr) -> String {
+    format!(
+        r#"log:
+  level: warn
+shutdown:
+  drain_timeout: 1s
+reload:
+  watch: false
+  check_interval: 0s
+listeners:
+{bench}{wss}"#,
+        bench = moat_listener(env, "bench", port, backend, false),
+        wss = moat_listener(env, "bench-wss", ws_port, backend, true),
     )
 }
 
@@ -421,10 +442,13 @@ pub async fn start(env: &Env, kind: Kind, backend: SocketAddr) -> Result<Proxy> 
     let port = free_port()?;
     let log = dir.join(format!("{}.out", kind.name()));
     let mut cmd;
+    let mut ws_addr = None;
     match kind {
         Kind::Moat => {
+            let ws_port = free_port()?;
+            ws_addr = Some(format!("127.0.0.1:{ws_port}").parse()?);
             let conf = dir.join("moat.yaml");
-            std::fs::write(&conf, moat_config(env, port, backend))?;
+            std::fs::write(&conf, moat_config(env, port, ws_port, backend))?;
             cmd = Command::new(&env.moat_bin);
             cmd.arg("run").arg("--config").arg(conf);
         }
@@ -479,8 +503,14 @@ pub async fn start(env: &Env, kind: Kind, backend: SocketAddr) -> Result<Proxy> 
     let mut last_err = String::new();
     loop {
         proc.check_alive()?;
-        let attempt =
-            tokio::time::timeout(Duration::from_secs(2), crate::client::connect(addr, &cfg)).await;
+        let attempt = tokio::time::timeout(Duration::from_secs(2), async {
+            // moat's WSS listener must be up too.
+            if let Some(ws) = ws_addr {
+                crate::client::close(crate::client::connect(ws, &cfg).await?).await;
+            }
+            crate::client::connect(addr, &cfg).await
+        })
+        .await;
         match attempt {
             Ok(Ok(s)) => {
                 crate::client::close(s).await;
@@ -500,5 +530,9 @@ pub async fn start(env: &Env, kind: Kind, backend: SocketAddr) -> Result<Proxy> 
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    Ok(Proxy { addr, proc })
+    Ok(Proxy {
+        addr,
+        ws_addr,
+        proc,
+    })
 }

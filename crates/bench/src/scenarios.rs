@@ -1,4 +1,4 @@
-//! The six scenarios. Each measures what the proxy spends (CPU and RSS of
+//! The scenarios (six, and idle memory over WSS). Each measures what the proxy spends (CPU and RSS of
 //! its processes, from `/proc`, before and after), not the rate the client
 //! reaches: the client shares the two cores and a TLS client spends about
 //! three times what the server does on a handshake.
@@ -17,6 +17,9 @@ use crate::client;
 use crate::mqtt;
 use crate::proxies::{Env, Proxy};
 use crate::worker::{self, Mode, Spec, WorkerProc};
+
+/// Why only moat runs `idle_wss`.
+pub const WSS_ONLY_MOAT: &str = "measured for moat only: nginx (stream), HAProxy (mode tcp), stunnel and the naive proxy cannot unwrap MQTT over WebSockets for a TCP broker (they would hand the broker HTTP and WebSocket frames)";
 
 /// What one scenario against one proxy produced.
 #[derive(Debug, Default)]
@@ -198,20 +201,48 @@ pub async fn handshakes(
 /// Scenario 3: proxy RSS per established idle connection, baseline
 /// subtracted. Connections are opened by worker processes, each does a
 /// handshake and sends one MQTT CONNECT that the echo backend returns.
-pub async fn idle(env: &Env, proxy: &Proxy, level: usize, settle: Duration) -> Result<Outcome> {
+///
+/// With `wss` (scenario `idle_wss`, moat only), the same over MQTT over
+/// WebSockets on moat's second listener: each connection upgrades, sends
+/// the CONNECT in one masked binary frame and reads the echo back in
+/// frames; the warm-up does a few such sessions too.
+pub async fn idle(
+    env: &Env,
+    proxy: &Proxy,
+    level: usize,
+    settle: Duration,
+    wss: bool,
+) -> Result<Outcome> {
+    let (mode, target, what, key) = if wss {
+        let ws = proxy
+            .ws_addr
+            .context("this proxy has no WSS listener (only moat unwraps WSS)")?;
+        (Mode::IdleWss, ws, "idle WSS", "idle_wss_kib")
+    } else {
+        (Mode::Idle, proxy.addr, "idle", "idle_kib")
+    };
     let cfgs: Vec<_> = (0..16).map(|_| client::config(&env.ca, false)).collect();
     handshake_batch(proxy.addr, &cfgs, 64).await;
+    if wss {
+        let msg = mqtt::connect("bench-wss-warm", 60);
+        for i in 0..16 {
+            let s = crate::wsclient::open(target, &cfgs[0], &msg, i)
+                .await
+                .context("warm-up WSS session")?;
+            client::close(s).await;
+        }
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = proxy.sample();
 
     let mut workers = Vec::new();
     for (i, n) in worker::split(level).into_iter().enumerate() {
         let spec = Spec {
-            mode: Mode::Idle,
-            target: proxy.addr,
+            mode,
+            target,
             ca: env.pki.ca_pem.clone(),
             count: n,
-            id_prefix: format!("idle{i}"),
+            id_prefix: format!("{key}{i}"),
             concurrency: 32,
             deadline_s: 120.0,
         };
@@ -235,17 +266,17 @@ pub async fn idle(env: &Env, proxy: &Proxy, level: usize, settle: Duration) -> R
     let mut o = Outcome::default();
     if failed > 0 {
         o.problems.push(format!(
-            "idle {level}: {failed} connections failed ({})",
+            "{what} {level}: {failed} connections failed ({})",
             errors.first().cloned().unwrap_or_default()
         ));
     }
     if ok == 0 {
-        bail!("idle {level}: no connection was established: {errors:?}");
+        bail!("{what} {level}: no connection was established: {errors:?}");
     }
     let per = (after.rss_kib as f64 - base.rss_kib as f64) / ok as f64;
-    o.value(format!("idle_kib_{level}"), per);
+    o.value(format!("{key}_{level}"), per);
     if after.rss_kib == 0 {
-        o.problems.push(format!("idle {level}: no RSS read"));
+        o.problems.push(format!("{what} {level}: no RSS read"));
     }
     o.info = format!(
         "{per:.1} KiB/connection ({ok} idle, RSS {:.1} → {:.1} MiB over {} process(es))",

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::client;
 use crate::mqtt;
+use crate::wsclient;
 
 /// Connections per worker process, at most.
 pub const PER_WORKER: usize = 5000;
@@ -34,6 +35,11 @@ pub enum Mode {
     /// Open `count` connections (handshake, one MQTT CONNECT echoed by the
     /// echo backend), report, and hold them idle.
     Idle,
+    /// Like `Idle`, over MQTT over WebSockets: after the handshake, an
+    /// HTTP/1.1 upgrade to `/mqtt`, then the CONNECT in one masked binary
+    /// frame, echoed back in server frames.
+    #[serde(rename = "idle_wss")]
+    IdleWss,
     /// Wait for `go`, then connect `count` devices at once to a broker
     /// (CONNECT, wait for CONNACK), report, and hold them.
     Storm,
@@ -87,10 +93,13 @@ enum Event {
 type Conn = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 async fn open(spec: &Spec, cfg: &Arc<rustls::ClientConfig>, i: usize) -> std::io::Result<Conn> {
-    let mut s = client::connect(spec.target, cfg).await?;
     let frame = mqtt::connect(&format!("{}-{i}", spec.id_prefix), 600);
+    if spec.mode == Mode::IdleWss {
+        return wsclient::open(spec.target, cfg, &frame, i as u64).await;
+    }
+    let mut s = client::connect(spec.target, cfg).await?;
     match spec.mode {
-        Mode::Idle => client::echo_once(&mut s, &frame).await?,
+        Mode::Idle | Mode::IdleWss => client::echo_once(&mut s, &frame).await?,
         Mode::Storm => {
             client::step(s.write_all(&frame)).await?;
             let mut ack = [0u8; 4];
@@ -160,7 +169,7 @@ pub fn main(spec: &str) -> Result<()> {
         let start = Instant::now();
         let deadline = start + Duration::from_secs_f64(spec.deadline_s);
         let limit = Arc::new(tokio::sync::Semaphore::new(match spec.mode {
-            Mode::Idle => spec.concurrency.max(1),
+            Mode::Idle | Mode::IdleWss => spec.concurrency.max(1),
             Mode::Storm => spec.count.max(1),
         }));
         let mut tasks = tokio::task::JoinSet::new();
@@ -192,7 +201,7 @@ pub fn main(spec: &str) -> Result<()> {
                                     errs.push(e.to_string());
                                 }
                             }
-                            if spec.mode == Mode::Idle || Instant::now() >= deadline {
+                            if spec.mode != Mode::Storm || Instant::now() >= deadline {
                                 failed.fetch_add(1, Ordering::Relaxed);
                                 return;
                             }

@@ -79,6 +79,7 @@ fn smoke_moat_and_naive_proxy() {
         "Full TLS 1.3 handshake",
         "Resumed handshake",
         "Idle TLS connection",
+        "Idle WSS connection",
         "Bulk echo",
         "round trip p99",
         "Reconnect storm",

@@ -29,6 +29,9 @@ pub struct Target {
     pub metric: String,
     /// The peer the ratio is taken against.
     pub peer: Kind,
+    /// The peer's metric: `metric`, except for a target against another of
+    /// moat's own figures (WSS against TLS).
+    pub peer_metric: String,
     /// Largest acceptable moat/peer ratio.
     pub max_ratio: f64,
     /// Largest acceptable absolute value for moat, if any.
@@ -163,6 +166,18 @@ impl<'a> Report<'a> {
                         );
                     }
                 }
+                "idle_wss" => {
+                    for &l in &self.plan.idle_levels {
+                        row(
+                            format!("idle_wss_kib_{l}"),
+                            format!(
+                                "Idle WSS connection: proxy RSS per connection at {}",
+                                level_label(l)
+                            ),
+                            "KiB",
+                        );
+                    }
+                }
                 "bulk" => row(
                     "bulk_s_per_gib".into(),
                     "Bulk echo: proxy CPU per GiB echoed".into(),
@@ -261,8 +276,14 @@ impl<'a> Report<'a> {
 
     /// moat/peer within each run, and the median of those ratios.
     pub fn ratio(&self, metric: &str, peer: &str) -> Option<(f64, Vec<f64>)> {
+        self.ratio_to(metric, peer, metric)
+    }
+
+    /// moat's `metric` over the peer's `peer_metric` within each run, and
+    /// the median of those ratios.
+    pub fn ratio_to(&self, metric: &str, peer: &str, peer_metric: &str) -> Option<(f64, Vec<f64>)> {
         let moat = self.values("moat", metric);
-        let peer = self.values(peer, metric);
+        let peer = self.values(peer, peer_metric);
         let per_run: Vec<f64> = moat
             .iter()
             .filter_map(|(run, m)| {
@@ -281,6 +302,7 @@ impl<'a> Report<'a> {
         let mut add = |text: String, metric: String, peer, max_ratio, abs_max| {
             t.push(Target {
                 text,
+                peer_metric: metric.clone(),
                 metric,
                 peer,
                 max_ratio,
@@ -294,12 +316,13 @@ impl<'a> Report<'a> {
             0.45,
             None,
         );
-        if let Some(&l) = self
+        let near_5k = self
             .plan
             .idle_levels
             .iter()
-            .min_by_key(|l| l.abs_diff(5000))
-        {
+            .copied()
+            .min_by_key(|l| l.abs_diff(5000));
+        if let Some(l) = near_5k {
             add(
                 format!(
                     "RSS per idle TLS connection at {} ≤ 8 KiB and under half of HAProxy's",
@@ -335,14 +358,38 @@ impl<'a> Report<'a> {
             0.9,
             None,
         );
+        if let Some(l) = near_5k {
+            // Issue 16: an idle WSS connection holds no buffer, as the TCP
+            // path does; against moat's own TLS figure of the same run.
+            t.push(Target {
+                text: format!(
+                    "RSS per idle WSS connection at {0} ≤ 1.5× moat's idle TLS figure at {0}",
+                    level_label(l)
+                ),
+                metric: format!("idle_wss_kib_{l}"),
+                peer: Kind::Moat,
+                peer_metric: format!("idle_kib_{l}"),
+                max_ratio: 1.5,
+                abs_max: None,
+            });
+        }
         t
+    }
+
+    /// The peer column of a target: the peer, or which of moat's figures.
+    pub(super) fn peer_label(t: &Target) -> String {
+        if t.peer_metric == t.metric {
+            t.peer.name().to_string()
+        } else {
+            format!("{} (`{}`)", t.peer.name(), t.peer_metric)
+        }
     }
 
     /// (moat median, peer median, ratio median, per-run ratios, verdict).
     pub(super) fn verdict(&self, t: &Target) -> (String, String, String, String, &'static str) {
         let m = self.median("moat", &t.metric);
-        let p = self.median(t.peer.name(), &t.metric);
-        let r = self.ratio(&t.metric, t.peer.name());
+        let p = self.median(t.peer.name(), &t.peer_metric);
+        let r = self.ratio_to(&t.metric, t.peer.name(), &t.peer_metric);
         let show = |v: Option<f64>| v.map(fmt).unwrap_or_else(|| "–".into());
         let (ratio, runs, met) = match (&r, m) {
             (Some((med, runs)), Some(mv)) => {
@@ -405,7 +452,7 @@ impl<'a> Report<'a> {
                     s,
                     "  {:<66} moat {m:>7} {:>8} {p:>7}  ratio {ratio:>6}  {}",
                     t.text,
-                    t.peer.name(),
+                    Self::peer_label(&t).replace('`', ""),
                     met.replace("**", "")
                 );
             }

@@ -95,7 +95,7 @@ impl Report<'_> {
                     md,
                     "| {} | {m} {unit} | {} {p} {unit} | {ratio} | {runs} | {met} |",
                     t.text,
-                    t.peer.name()
+                    Self::peer_label(&t)
                 );
             }
             md.push('\n');
@@ -162,6 +162,13 @@ impl Report<'_> {
             md.push('\n');
         }
         md.push('\n');
+        if self.scenarios.contains(&"idle_wss") {
+            let _ = writeln!(
+                md,
+                "Idle WSS connections were {}.\n",
+                crate::scenarios::WSS_ONLY_MOAT
+            );
+        }
     }
 
     /// Earlier medians on this machine, for drift.
