@@ -6,7 +6,11 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::{free_port, require, Ca, Daemon, Issue, TestDir};
+use crate::dir::TestDir;
+use crate::pki::{Ca, Issue};
+use crate::ports::free_port;
+use crate::procs::Daemon;
+use crate::require::require;
 
 /// A running pebble and its DNS stub.
 pub struct Pebble {
