@@ -128,6 +128,17 @@ fn acme_first_issuance_over_http01_then_a_restart_reuses_the_stored_certificate(
         ) > 0.0
     );
     drop(moat);
+    // `moat check` shows the ACME state.
+    let check = moat_cmd(&[
+        "check",
+        "--config",
+        s.dir.join("moat.yaml").to_str().unwrap(),
+    ]);
+    assert!(
+        check.stdout.contains("ACME:") && check.stdout.contains("renewal due"),
+        "{}",
+        check.stdout
+    );
 
     // A restart serves the stored certificate and orders nothing.
     let orders = s.pebble.logs().matches("POST /order-plz").count();

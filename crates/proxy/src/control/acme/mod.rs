@@ -245,6 +245,29 @@ impl Entry {
     }
 }
 
+/// The ACME state of an entry for `moat check`: the directory, the names,
+/// whether an account is stored, and when the stored certificate renews.
+pub fn describe(cfg: &AcmeConfig) -> String {
+    let account = if store::account_file(&cfg.state_dir).exists() {
+        "stored"
+    } else {
+        "none yet"
+    };
+    let renewal = match store::stored(&cfg.state_dir.join("cert.pem"), &cfg.domains) {
+        Some(s) => {
+            let at = schedule::renewal_at(s.not_before, s.not_after);
+            let at = crate::tls::certs::rfc3339(i64::try_from(at).unwrap_or(i64::MAX));
+            format!("renewal due {at}")
+        }
+        None => "no certificate for these names yet: ordered at start-up".to_string(),
+    };
+    format!(
+        "{} for {}; account {account}; {renewal}",
+        cfg.directory,
+        cfg.domains.join(", ")
+    )
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
