@@ -135,6 +135,12 @@ fn load(config: &ValidConfig) -> Result<Loaded, ExitCode> {
             return Err(ExitCode::from(EXIT_RUNTIME));
         }
     };
+    if let (Some(acme), Some(a)) = (&acme, &account) {
+        if let Err(e) = acme.hand_over(a.uid.as_raw(), a.gid.as_raw()) {
+            eprintln!("error: {}: {e}", config.path.display());
+            return Err(ExitCode::from(EXIT_RUNTIME));
+        }
+    }
     let prepared = match tls::prepare(config) {
         Ok(p) => p,
         Err(errors) => {

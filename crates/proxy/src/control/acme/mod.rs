@@ -102,6 +102,27 @@ pub fn prepare(config: &ValidConfig) -> Result<Option<Acme>, String> {
 }
 
 impl Acme {
+    /// Gives each `state_dir` and its files to the user moat switches to,
+    /// so renewals can write them after the switch.
+    pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), String> {
+        for e in &self.entries {
+            let dir = &e.cfg.state_dir;
+            let files =
+                std::fs::read_dir(dir).map_err(|err| format!("{}: {err}", dir.display()))?;
+            let paths = files.filter_map(Result::ok).map(|f| f.path());
+            for p in std::iter::once(dir.clone()).chain(paths) {
+                std::os::unix::fs::chown(&p, Some(uid), Some(gid)).map_err(|err| {
+                    format!(
+                        "{}.state_dir: cannot hand {} to the configured user: {err}",
+                        e.field,
+                        p.display()
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Orders, on a runtime of its own, the certificates not stored yet.
     fn first_issuance(&self) -> Result<(), String> {
         let missing: Vec<&Entry> = self
