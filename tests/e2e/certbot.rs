@@ -8,88 +8,7 @@ use std::time::Duration;
 
 use moat_testkit::*;
 
-struct Acme {
-    _chall: Daemon,
-    _pebble: Daemon,
-    ca_bundle: std::path::PathBuf,
-    acme_port: u16,
-    mgmt_port: u16,
-    http_port: u16,
-}
-
-fn start_acme(dir: &TestDir) -> Acme {
-    require("pebble", "pebble");
-    require("pebble-challtestsrv", "pebble");
-    require("certbot", "certbot");
-    let tls_ca = Ca::new(dir.path(), "pebble-tls-ca", "Pebble TLS CA");
-    let tls = tls_ca.issue(
-        dir.path(),
-        "pebble-tls",
-        &Issue::server("localhost", &["localhost", "127.0.0.1"]),
-    );
-    let (acme_port, mgmt_port, http_port, dns_port, chall_mgmt) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let chall = Daemon::start(
-        dir.path(),
-        "challtestsrv",
-        "pebble-challtestsrv",
-        &[
-            "-defaultIPv4",
-            "127.0.0.1",
-            "-defaultIPv6",
-            "",
-            "-dns01",
-            &format!("127.0.0.1:{dns_port}"),
-            "-http01",
-            "",
-            "-https01",
-            "",
-            "-tlsalpn01",
-            "",
-            "-management",
-            &format!("127.0.0.1:{chall_mgmt}"),
-        ],
-        &[],
-    );
-    chall.wait_port(chall_mgmt);
-    let config = dir.write(
-        "pebble.json",
-        format!(
-            r#"{{"pebble": {{"listenAddress": "127.0.0.1:{acme_port}", "managementListenAddress": "127.0.0.1:{mgmt_port}", "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {}, "ocspResponderURL": "", "externalAccountBindingRequired": false}}}}"#,
-            tls.cert.display(),
-            tls.key.display(),
-            free_port()
-        ),
-    );
-    let pebble = Daemon::start(
-        dir.path(),
-        "pebble",
-        "pebble",
-        &[
-            "-config",
-            config.to_str().unwrap(),
-            "-dnsserver",
-            &format!("127.0.0.1:{dns_port}"),
-        ],
-        &[("PEBBLE_VA_NOSLEEP", "1"), ("PEBBLE_WFE_NONCEREJECT", "0")],
-    );
-    pebble.wait_port(acme_port);
-    Acme {
-        _chall: chall,
-        _pebble: pebble,
-        ca_bundle: tls_ca.cert,
-        acme_port,
-        mgmt_port,
-        http_port,
-    }
-}
-
-fn certbot(dir: &TestDir, acme: &Acme, args: &[&str]) {
+fn certbot(dir: &TestDir, acme: &Pebble, args: &[&str]) {
     let out = Command::new("timeout")
         .arg("120")
         .arg("certbot")
@@ -123,27 +42,11 @@ fn certbot(dir: &TestDir, acme: &Acme, args: &[&str]) {
     );
 }
 
-/// pebble's issuing root, from its management endpoint.
-fn pebble_root(dir: &TestDir, acme: &Acme) -> std::path::PathBuf {
-    let path = dir.join("pebble-root.pem");
-    let script = format!(
-        "import ssl, urllib.request; ctx = ssl.create_default_context(cafile={:?}); open({:?}, 'wb').write(urllib.request.urlopen('https://127.0.0.1:{}/roots/0', context=ctx).read())",
-        acme.ca_bundle.display().to_string(),
-        path.display().to_string(),
-        acme.mgmt_port
-    );
-    let st = Command::new("python3")
-        .args(["-c", &script])
-        .status()
-        .expect("python3");
-    assert!(st.success(), "cannot fetch pebble's root");
-    path
-}
-
 #[test]
 fn certbot_renewal_reaches_moat_without_restart_or_dropped_connections() {
     let dir = TestDir::new();
-    let acme = start_acme(&dir);
+    require("certbot", "certbot");
+    let acme = Pebble::start(&dir, None);
     certbot(&dir, &acme, &["certonly", "-d", "test.example.com"]);
     let live = dir.join("le/config/live/test.example.com");
     let served = CertFiles {
@@ -172,7 +75,7 @@ fn certbot_renewal_reaches_moat_without_restart_or_dropped_connections() {
     // A device stays connected across the renewal (it trusts pebble's
     // root; the name test.example.com does not resolve here, hence
     // --insecure, which skips only the host name check).
-    let root = pebble_root(dir, &acme);
+    let root = acme.root(dir);
     let sub = std::process::Command::new("mosquitto_sub")
         .args([
             "-h",

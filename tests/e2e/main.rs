@@ -1,6 +1,7 @@
 //! The end-to-end tests: the real `moat` binary against real peers, one
 //! module a concern. What they share is in the `moat-testkit` crate.
 
+mod acme;
 mod admin;
 mod admin_tls;
 mod alerts;

@@ -22,6 +22,9 @@ pub struct Tls {
     pub client: Option<(PathBuf, PathBuf)>,
     /// `--tls-version`.
     pub version: Option<&'static str>,
+    /// `--insecure`: skip only the host name check (the clients always ask
+    /// for `localhost`; a certificate for another name still verifies).
+    pub insecure: bool,
 }
 
 impl Tls {
@@ -36,6 +39,12 @@ impl Tls {
     /// Present a client certificate.
     pub fn with_client(mut self, cert: &Path, key: &Path) -> Self {
         self.client = Some((cert.to_path_buf(), key.to_path_buf()));
+        self
+    }
+
+    /// Skip the host name check (see [`Tls::insecure`]).
+    pub fn with_insecure(mut self) -> Self {
+        self.insecure = true;
         self
     }
 
@@ -61,6 +70,9 @@ impl Tls {
         }
         if let Some(v) = self.version {
             a.extend(["--tls-version".into(), v.into()]);
+        }
+        if self.insecure {
+            a.push("--insecure".into());
         }
         a
     }

@@ -286,8 +286,19 @@ impl Moat {
     /// after the alert has left, so a client can see its refusal before
     /// the counter does.
     pub fn metric_reaching(&self, name: &str, labels: &str, at_least: f64) -> f64 {
+        self.metric_reaching_within(name, labels, at_least, Duration::from_secs(5))
+    }
+
+    /// [`Moat::metric_reaching`] with a wait of up to `timeout`.
+    pub fn metric_reaching_within(
+        &self,
+        name: &str,
+        labels: &str,
+        at_least: f64,
+        timeout: Duration,
+    ) -> f64 {
         let mut value = 0.0;
-        wait_until(Duration::from_secs(5), || {
+        wait_until(timeout, || {
             value = self.metric(name, labels);
             value >= at_least
         });

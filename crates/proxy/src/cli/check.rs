@@ -230,6 +230,9 @@ pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Str
                 out,
                 "    OCSP:      responder {responder}{must}; stapled: {stapling}"
             );
+            if let Some(a) = l.tls.certificates.get(i).and_then(|c| c.acme.as_ref()) {
+                let _ = writeln!(out, "    ACME:      {}", crate::control::acme::describe(a));
+            }
         }
         if let Some(path) = &tls.client_ca_path {
             let _ = writeln!(out, "  client CA bundle: {}", path.display());

@@ -4,6 +4,8 @@
 //! 2. The configured user is resolved, and every certificate, key, chain,
 //!    CA bundle and CRL is loaded and checked before anything is bound, so
 //!    a bad file fails the start with exit code 2 and nothing half-open.
+//!    ACME entries without a stored certificate obtain one first (exit
+//!    code 1 when they cannot).
 //! 3. Every port is bound (one socket per connection worker), then the
 //!    process switches user and applies the sandbox, all while it is one
 //!    thread.
@@ -15,6 +17,7 @@ use std::process::ExitCode;
 use super::exit::{EXIT_BAD_INPUT, EXIT_RUNTIME};
 use super::{check, devcerts};
 use crate::config::ValidConfig;
+use crate::control::acme;
 use crate::listen::socket::{self, BindError};
 use crate::listen::workers::Workers;
 use crate::process::server::{self, AdminSecurity, RunError};
@@ -24,7 +27,7 @@ use crate::tls;
 /// Runs `moat run`: the start-up sequence, then the gateway.
 pub fn run(config: ValidConfig) -> ExitCode {
     logging::init(&config.config.log);
-    let (account, prepared, admin) = match load(&config) {
+    let (account, prepared, admin, acme) = match load(&config) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -74,6 +77,7 @@ pub fn run(config: ValidConfig) -> ExitCode {
         admin,
         sockets,
         (landlock, workers.clone()),
+        acme,
     ));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     // Connections still open after the drain deadline are dropped here.
@@ -90,7 +94,12 @@ pub fn run(config: ValidConfig) -> ExitCode {
 }
 
 /// What is loaded before anything is bound.
-type Loaded = (Option<privileges::Account>, tls::Prepared, AdminSecurity);
+type Loaded = (
+    Option<privileges::Account>,
+    tls::Prepared,
+    AdminSecurity,
+    Option<acme::Acme>,
+);
 
 /// Everything that is loaded before anything is bound: development
 /// certificates when asked for, the account to switch to, every
@@ -117,6 +126,21 @@ fn load(config: &ValidConfig) -> Result<Loaded, ExitCode> {
         },
         None => None,
     };
+    // ACME entries obtain their first certificate before the TLS state
+    // that loads it.
+    let acme = match acme::prepare(config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {}: {e}", config.path.display());
+            return Err(ExitCode::from(EXIT_RUNTIME));
+        }
+    };
+    if let (Some(acme), Some(a)) = (&acme, &account) {
+        if let Err(e) = acme.hand_over(a.uid.as_raw(), a.gid.as_raw()) {
+            eprintln!("error: {}: {e}", config.path.display());
+            return Err(ExitCode::from(EXIT_RUNTIME));
+        }
+    }
     let prepared = match tls::prepare(config) {
         Ok(p) => p,
         Err(errors) => {
@@ -141,5 +165,5 @@ fn load(config: &ValidConfig) -> Result<Loaded, ExitCode> {
             return Err(ExitCode::from(EXIT_BAD_INPUT));
         }
     };
-    Ok((account, prepared, AdminSecurity { token, tls }))
+    Ok((account, prepared, AdminSecurity { token, tls }, acme))
 }

@@ -81,6 +81,7 @@ pub fn parse(path: &Path, text: &str) -> Result<ValidConfig, ConfigErrors> {
     resolve::expand_routes(&mut config);
     resolve::resolve_paths(&mut config, base);
     let policies = validate::validate(path, &config)?;
+    resolve::acme_files(&mut config);
     Ok(ValidConfig {
         path: path.to_path_buf(),
         config,

@@ -67,8 +67,22 @@ pub fn resolve_paths(config: &mut Config, base: &Path) {
     }
     for l in &mut config.listeners {
         for c in &mut l.tls.certificates {
-            resolve(&mut c.cert);
-            resolve(&mut c.key);
+            if let Some(a) = &mut c.acme {
+                resolve(&mut a.state_dir);
+                if let Some(f) = &mut a.ca_bundle {
+                    resolve(f);
+                }
+                if let Some(e) = &mut a.eab {
+                    resolve(&mut e.hmac_key_file);
+                }
+            }
+            // Empty means not written (an ACME entry); validation tells.
+            if !c.cert.as_os_str().is_empty() {
+                resolve(&mut c.cert);
+            }
+            if !c.key.as_os_str().is_empty() {
+                resolve(&mut c.key);
+            }
             if let Some(f) = &mut c.ocsp_file {
                 resolve(f);
             }
@@ -87,6 +101,20 @@ pub fn resolve_paths(config: &mut Config, base: &Path) {
         }
         for crl in &mut l.tls.client_auth.crl.0 {
             resolve(crl);
+        }
+    }
+}
+
+/// Points each ACME entry's `cert` and `key` at the files its manager
+/// keeps in `state_dir`, so that loading and reloading treat it like any
+/// other certificate. Runs after validation.
+pub fn acme_files(config: &mut Config) {
+    for l in &mut config.listeners {
+        for c in &mut l.tls.certificates {
+            if let Some(a) = &c.acme {
+                c.cert = a.state_dir.join("cert.pem");
+                c.key = a.state_dir.join("key.pem");
+            }
         }
     }
 }

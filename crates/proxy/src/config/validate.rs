@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+mod acme;
 mod backends;
 mod limits;
 mod websocket;
@@ -45,6 +46,7 @@ pub fn validate(path: &Path, config: &Config) -> Result<Vec<TlsPolicy>, ConfigEr
         check_ocsp(path, prefix, l, &mut errors);
         check_tls(path, prefix, l, &mut errors);
         websocket::check(path, prefix, l, &mut errors);
+        acme::check(path, prefix, l, &mut errors);
         if let Some(p) = tls_policy(path, prefix, l, &mut errors) {
             policies.push(p);
         }

@@ -2,6 +2,7 @@
 //! runtime and changes or reports their state, never their bytes.
 //!
 //! - `reload`: certificate reloads, whatever triggers them;
+//! - `acme`: built-in ACME renewal (so far its schedule);
 //! - `stapling`: the OCSP stapling tasks of every served certificate;
 //! - `tls_series`: the certificate and CRL validity metrics;
 //! - `health`: readiness;
@@ -10,6 +11,7 @@
 //!   and closing of live sessions.
 
 pub mod access;
+pub mod acme;
 pub mod admin;
 mod connections;
 pub mod health;

@@ -145,6 +145,12 @@ families! {
     ocsp_refreshes: Family<StapleResultLabels, Counter> = "moat_ocsp_refreshes", "OCSP refresh attempts by result: success, or why the response was not stapled", Default::default();
     /// `moat_ocsp_cache_write_failures`.
     ocsp_cache_write_failures: Family<StapleLabels, Counter> = "moat_ocsp_cache_write_failures", "Failed writes of the OCSP response disk cache (stapling goes on)", Default::default();
+    /// `moat_acme_next_renewal_timestamp_seconds`.
+    acme_next_renewal: Family<ListenerLabels, Gauge> = "moat_acme_next_renewal_timestamp_seconds", "When moat next orders each ACME listener's certificate (a renewal, or the retry after a failure)", Default::default();
+    /// `moat_acme_last_success_timestamp_seconds`.
+    acme_last_success: Family<ListenerLabels, Gauge> = "moat_acme_last_success_timestamp_seconds", "When an ACME certificate was last obtained and written for each listener", Default::default();
+    /// `moat_acme_failures`.
+    acme_failures: Family<ReasonLabels, Counter> = "moat_acme_failures", "Failed ACME orders by reason: directory_unreachable, order_refused, challenge_failed, other (the current certificate stays served)", Default::default();
     /// `moat_connections_closed`.
     connections_closed: Family<ReasonLabels, Counter> = "moat_connections_closed", "Established sessions moat closed on its own, by reason (revoked or no longer trusted after a reload, certificate expired, max_connection_lifetime, kicked through the admin API)", Default::default();
     /// `moat_admin_unauthorized`.

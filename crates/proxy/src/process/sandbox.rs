@@ -58,7 +58,8 @@ pub struct Plan {
 
 /// The files a running moat reads (the configuration file, which every
 /// reload reads again; certificates, keys, CA bundles, CRLs, ticket keys,
-/// static OCSP responses) and the directories it writes (OCSP caches).
+/// static OCSP responses, ACME CA bundles and EAB keys) and the
+/// directories it writes (OCSP caches, ACME state).
 pub fn runtime_paths(config: &ValidConfig) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut files = vec![config.path.clone()];
     let mut dirs = Vec::new();
@@ -72,6 +73,11 @@ pub fn runtime_paths(config: &ValidConfig) -> (Vec<PathBuf>, Vec<PathBuf>) {
         );
         files.extend(l.tls.ocsp.static_file.clone());
         dirs.extend(l.tls.ocsp.cache_dir.clone());
+        for a in l.tls.certificates.iter().filter_map(|c| c.acme.as_ref()) {
+            dirs.push(a.state_dir.clone());
+            files.extend(a.ca_bundle.clone());
+            files.extend(a.eab.as_ref().map(|e| e.hmac_key_file.clone()));
+        }
     }
     files.sort();
     files.dedup();

@@ -2,7 +2,7 @@
 //!
 //! Everything a listener needs was loaded and every socket bound before
 //! this runs (`cli::run`). Here the listeners start accepting, then the
-//! control plane (reloads, stapling, the admin endpoint) starts, and only
+//! control plane (reloads, stapling, ACME renewals, the admin endpoint) starts, and only
 //! then does `/readyz` turn ready.
 //!
 //! SIGTERM or SIGINT stops accepting at once, marks the process not ready,
@@ -22,6 +22,7 @@ use super::sandbox::Landlock;
 use super::systemd;
 use crate::config::ValidConfig;
 use crate::control::access::Access;
+use crate::control::acme::Acme;
 use crate::control::admin::{self, AdminState};
 use crate::control::health::Health;
 use crate::control::reload::{self, ReloadHandle, ReloadTarget, Trigger};
@@ -78,6 +79,7 @@ pub async fn serve(
     admin_security: AdminSecurity,
     mut sockets: Bound,
     (landlock, workers): (Landlock, Arc<Workers>),
+    acme: Option<Acme>,
 ) -> Result<(), RunError> {
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
@@ -120,6 +122,10 @@ pub async fn serve(
         &config.config.reload,
         admin_shutdown.clone(),
     );
+    // Renewals write files; the reloader above swaps them in.
+    if let Some(acme) = acme {
+        acme.start(&metrics, &admin_shutdown);
+    }
     if let (Some(socket), Some(admin)) = (admin_socket, &config.config.admin) {
         let state = Arc::new(AdminState {
             health: health.clone(),

@@ -91,7 +91,15 @@ pub async fn upgrade(
         max_message: u64::from(ws.max_message_size),
         violations,
     };
-    Ok(WsStream::new(tls, parts.read_buf, limits))
+    // hyper's read buffer is an 8 KiB allocation that `read_buf` would keep
+    // alive for the connection's life even when it holds nothing (a client
+    // waits for the 101 before its first frame): copy out what it holds.
+    let early = if parts.read_buf.is_empty() {
+        Bytes::new()
+    } else {
+        Bytes::copy_from_slice(&parts.read_buf)
+    };
+    Ok(WsStream::new(tls, early, limits))
 }
 
 /// The lock's value; a panic elsewhere while it was held cannot leave it

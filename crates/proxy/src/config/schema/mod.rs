@@ -4,6 +4,7 @@
 //! This file holds the top level and the process-wide sections; a
 //! listener's sections are in `listener`, `tls` and `mqtt`.
 
+mod acme;
 mod backend;
 mod listener;
 mod mqtt;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use acme::{AcmeConfig, AcmeKeyType, EabConfig};
 pub use backend::{BackendHealthConfig, BackendNode, Backends, Balance, HealthCheck};
 pub use listener::{
     LimitsConfig, ListenerConfig, ProxyProtocol, RouteConfig, RouteOf, TimeoutsConfig,

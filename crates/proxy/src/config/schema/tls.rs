@@ -148,14 +148,20 @@ fn default_true() -> bool {
     true
 }
 
-/// One certificate chain and its private key.
+/// One certificate chain and its private key: from files (`cert`, `key`)
+/// or obtained by ACME (`acme`, whose `state_dir` then holds both files).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
-    /// PEM file with the chain, leaf first.
+    /// PEM file with the chain, leaf first; set from `acme.state_dir` for
+    /// an ACME entry.
+    #[serde(default)]
     pub cert: PathBuf,
     /// PEM file with the private key (PKCS#8, SEC1 or PKCS#1).
+    #[serde(default)]
     pub key: PathBuf,
+    /// Obtain and renew this certificate by ACME instead.
+    pub acme: Option<super::acme::AcmeConfig>,
     /// A DER OCSP response file to staple for this certificate, instead of
     /// querying a responder.
     pub ocsp_file: Option<PathBuf>,
