@@ -8,7 +8,7 @@ use tracing::{debug, info};
 use super::context::Live;
 use super::metrics::ConnMetrics;
 use crate::tls::stream::TlsStream;
-use crate::transport::{choose, upgrade, ClientStream, Transport, UpgradeResult};
+use crate::transport::{choose, upgrade, ClientStream, Transport};
 
 /// The client's stream for its session, or `None` when the connection is
 /// over (an upgrade refused or broken: answered, logged and counted here).
@@ -36,14 +36,19 @@ pub async fn negotiate(mut tls: TlsStream, live: &Live, m: &ConnMetrics) -> Opti
     if transport == Transport::Mqtt {
         return Some(ClientStream::Tls(tls));
     }
-    match upgrade(tls, ws, timeout, m.websocket_closed.clone()).await {
+    let upgraded = upgrade(
+        tls,
+        ws,
+        timeout,
+        m.websocket_closed.clone(),
+        &m.websocket_upgrades,
+    );
+    match upgraded.await {
         Ok(stream) => {
-            m.websocket_upgrades.inc(UpgradeResult::Accepted);
             debug!("WebSocket session started");
             Some(ClientStream::WebSocket(Box::new(stream)))
         }
         Err(why) => {
-            m.websocket_upgrades.inc(why);
             info!(
                 result = why.as_str(),
                 status = why.status(),

@@ -33,19 +33,25 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves the upgrade request on `tls` under `timeout`: the WebSocket
 /// stream (counting its violations in `violations`), or how the request
-/// was refused (the answer has been sent and
-/// the TLS session closed).
+/// was refused (the answer has been sent and the TLS session closed).
+///
+/// Every attempt is counted once in `results`: a decided request when it
+/// is decided, before its answer goes out (so a client that reads the
+/// answer and then scrapes the metrics sees it counted), and a request
+/// that never came whole when the connection gives up.
 pub async fn upgrade(
     tls: TlsStream,
     ws: &WebSocketConfig,
     timeout: Duration,
     violations: Arc<ByReason<Violation>>,
+    results: &ByReason<UpgradeResult>,
 ) -> Result<WsStream<TlsStream>, UpgradeResult> {
     let policy = Policy {
         path: &ws.path,
         allowed_origins: &ws.origins,
     };
-    let verdict = Mutex::new(UpgradeResult::Broken);
+    // None until the request is decided.
+    let verdict = Mutex::new(None);
     let service = hyper::service::service_fn(|req: Request<Incoming>| {
         let h = req.headers();
         let request = super::choose::Request {
@@ -57,14 +63,16 @@ pub async fn upgrade(
             key: header(h, "sec-websocket-key"),
             version: header(h, "sec-websocket-version"),
         };
-        let response = match (decide(&request, &policy), request.key) {
-            (Decision::Accept(protocol), Some(key)) => {
-                *lock(&verdict) = UpgradeResult::Accepted;
-                switching(&accept_key(key), protocol)
-            }
-            (Decision::Accept(_), None) => refusal(UpgradeResult::BadRequest, &verdict),
-            (Decision::Reject(why), _) => refusal(why, &verdict),
+        let (result, response) = match (decide(&request, &policy), request.key) {
+            (Decision::Accept(protocol), Some(key)) => (
+                UpgradeResult::Accepted,
+                switching(&accept_key(key), protocol),
+            ),
+            (Decision::Accept(_), None) => refusal(UpgradeResult::BadRequest),
+            (Decision::Reject(why), _) => refusal(why),
         };
+        *lock(&verdict) = Some(result);
+        results.inc(result);
         std::future::ready(Ok::<_, Infallible>(response))
     });
     // Without shutdown: hyper hands the stream back once it has answered
@@ -75,12 +83,23 @@ pub async fn upgrade(
         .max_buf_size(MAX_REQUEST_HEAD)
         .serve_connection(TokioIo::new(tls), service)
         .without_shutdown();
-    let parts = match tokio::time::timeout(timeout, conn).await {
-        Err(_) => return Err(UpgradeResult::Timeout),
-        Ok(Err(_)) => return Err(UpgradeResult::Broken),
-        Ok(Ok(parts)) => parts,
+    let ended = tokio::time::timeout(timeout, conn).await;
+    let decided = *lock(&verdict);
+    let parts = match (ended, decided) {
+        (Ok(Ok(parts)), Some(_)) => parts,
+        // Gave up after the decision (the answer did not go out whole):
+        // counted already, as decided.
+        (Err(_) | Ok(Err(_)), Some(outcome)) => {
+            return Err(if outcome == UpgradeResult::Accepted {
+                UpgradeResult::Broken
+            } else {
+                outcome
+            })
+        }
+        (Err(_), _) => return Err(counted(results, UpgradeResult::Timeout)),
+        (Ok(_), _) => return Err(counted(results, UpgradeResult::Broken)),
     };
-    let outcome = *lock(&verdict);
+    let outcome = decided.unwrap_or(UpgradeResult::Broken);
     let mut tls = parts.io.into_inner();
     if outcome != UpgradeResult::Accepted {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, tls.shutdown()).await;
@@ -100,6 +119,12 @@ pub async fn upgrade(
         Bytes::copy_from_slice(&parts.read_buf)
     };
     Ok(WsStream::new(tls, early, limits))
+}
+
+/// `result`, counted in `results`.
+fn counted(results: &ByReason<UpgradeResult>, result: UpgradeResult) -> UpgradeResult {
+    results.inc(result);
+    result
 }
 
 /// The lock's value; a panic elsewhere while it was held cannot leave it
@@ -131,8 +156,7 @@ fn switching(accept: &str, protocol: Option<&'static str>) -> Response<Full<Byte
 
 /// A refusal: its status, a one-line body saying why, and for 426 the
 /// upgrade the client should have asked for.
-fn refusal(why: UpgradeResult, verdict: &Mutex<UpgradeResult>) -> Response<Full<Bytes>> {
-    *lock(verdict) = why;
+fn refusal(why: UpgradeResult) -> (UpgradeResult, Response<Full<Bytes>>) {
     let body = match why {
         UpgradeResult::NotUpgrade => {
             "this port serves MQTT over WebSocket: send a GET with Upgrade: websocket\n"
@@ -150,5 +174,5 @@ fn refusal(why: UpgradeResult, verdict: &Mutex<UpgradeResult>) -> Response<Full<
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         h.insert("sec-websocket-version", HeaderValue::from_static("13"));
     }
-    r
+    (why, r)
 }
