@@ -290,3 +290,92 @@ fn a_reconnect_storm_makes_one_query_even_with_the_responder_failing() {
         failing as f64
     );
 }
+
+#[test]
+fn a_device_revoked_while_connected_is_closed_by_the_next_recheck_alone() {
+    let dir = TestDir::new();
+    let responder = Responder::start(Behaviour::Close);
+    let ca = Arc::new(OpensslCa::with_options(
+        dir.path(),
+        "devices-ca",
+        &CaOptions::ocsp(responder.url()),
+    ));
+    // The shortest nextUpdate openssl gives (a minute): moat keeps each
+    // answer until then, so the first round after it asks again.
+    let fresh = RespOpts {
+        next_update: Some(Duration::from_secs(60)),
+        ..RespOpts::default()
+    };
+    responder.set(Behaviour::answer(ca.clone(), fresh));
+    let server = Ca::new(dir.path(), "ca", "Test CA");
+    let cert = server.issue(
+        dir.path(),
+        "server",
+        &Issue::server("localhost", &["localhost"]),
+    );
+    let g = Gateway::new()
+        .in_dir(dir)
+        .ca(server)
+        .cert(cert)
+        .tls_yaml(&format!(
+            "{}  revocation_recheck: 1s\n",
+            client_auth(&ca, "prefer")
+        ))
+        .start();
+    let s = Scene { g, responder, ca };
+    let (good, stolen, publisher) = (
+        s.device("device-good"),
+        s.device("device-stolen"),
+        s.device("device-pub"),
+    );
+    // Held longer than the answers live (the kit's hold is 60 s).
+    let hold = |device: &CertFiles, name: &str| {
+        let tls = s.g.device_tls(device);
+        Sub::spawn(s.g.path(), name, s.g.port, Some(&tls), "t", 1000, 150)
+    };
+    let mut good_sub = hold(&good, "sub-good");
+    let mut stolen_sub = hold(&stolen, "sub-stolen");
+    s.g.until_all_receive(&publisher, &[&good_sub, &stolen_sub], "before");
+    // Revoked at the CA only: no reload, no new connection of its own.
+    s.ca.revoke(&stolen.cert);
+    let closed = s.g.moat.metric_reaching_within(
+        "moat_connections_closed_total",
+        "reason=\"revoked\"",
+        1.0,
+        Duration::from_secs(90),
+    );
+    assert_eq!(closed, 1.0, "{}", s.g.moat.logs());
+    let logs = s.g.moat.logs();
+    assert!(
+        logs.contains("closing live sessions whose device certificate is now revoked"),
+        "{logs}"
+    );
+    let line = logs
+        .lines()
+        .find(|l| l.contains("session closed by moat"))
+        .expect("the close line");
+    assert!(line.contains("CN=device-stolen"), "{line}");
+    assert!(
+        s.metric("moat_sessions_rechecked_total", "listener=\"mqtts\"") >= 2.0,
+        "both held sessions were checked again"
+    );
+    // The good device stays on and keeps receiving; the stolen one's
+    // retries are refused at connect.
+    assert!(s.g.publish_as(&publisher, "t", "after"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(good_sub.output().contains("after"), "{}", good_sub.output());
+    assert_eq!(good_sub.try_exit(), None, "the good device was closed");
+    assert!(
+        !stolen_sub.output().contains("after"),
+        "{}",
+        stolen_sub.output()
+    );
+    let _ = stolen_sub.try_exit();
+    let out = moat_check(s.g.path(), "check.yaml", &s.g.yaml);
+    assert!(
+        out.stdout
+            .contains("live sessions re-checked for revocation every 1s"),
+        "{}",
+        out.stdout
+    );
+}

@@ -150,6 +150,12 @@ fn revocation_lines(auth: &crate::config::ClientAuthConfig) -> String {
             failure(crl)
         ));
     }
+    if let Some(every) = auth.revocation_recheck() {
+        out.push_str(&format!(
+            "  live sessions re-checked for revocation every {}\n",
+            humantime::format_duration(every)
+        ));
+    }
     out
 }
 

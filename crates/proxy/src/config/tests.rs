@@ -731,6 +731,38 @@ fn client_ocsp_errors_name_the_field() {
 }
 
 #[test]
+fn revocation_recheck_defaults_to_a_minute_with_an_online_check_only() {
+    let c = parse_str(&client_ocsp("required", "ocsp: prefer")).expect("valid");
+    let ca = &c.config.listeners[0].tls.client_auth;
+    assert_eq!(ca.revocation_recheck(), Some(Duration::from_secs(60)));
+    let c = parse_str(&client_ocsp("required", "")).expect("valid");
+    assert_eq!(
+        c.config.listeners[0].tls.client_auth.revocation_recheck(),
+        None
+    );
+    let c = parse_str(&client_ocsp(
+        "required",
+        "crl_distribution_points: require\n        revocation_recheck: 0s",
+    ))
+    .expect("0s turns it off");
+    assert_eq!(
+        c.config.listeners[0].tls.client_auth.revocation_recheck(),
+        None
+    );
+    let e = error_text(&client_ocsp("required", "revocation_recheck: 5m"));
+    assert!(e.contains("tls.client_auth.revocation_recheck"), "{e}");
+    assert!(e.contains("nothing to check again"), "{e}");
+    let e = error_text(&client_ocsp(
+        "required",
+        "ocsp: prefer\n        revocation_recheck: 2d",
+    ));
+    assert!(
+        e.contains("0s (only at connect) or 1s to 24h, not 2days"),
+        "{e}"
+    );
+}
+
+#[test]
 fn websocket_section_defaults_and_bad_values_named_by_field() {
     let on = format!("{MINIMAL}    websocket:\n");
     let c = parse_str(&on).expect("a bare websocket: is valid");

@@ -445,6 +445,47 @@ fn check_client_ocsp(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut
             );
         }
     }
+    check_revocation_recheck(path, &at, ca, errors);
+}
+
+/// The longest `tls.client_auth.revocation_recheck`.
+const MAX_REVOCATION_RECHECK: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// `revocation_recheck` needs an online check to repeat, and is `0s` (off)
+/// or 1 s to a day.
+fn check_revocation_recheck(
+    path: &Path,
+    at: &dyn Fn(&str) -> String,
+    ca: &super::schema::ClientAuthConfig,
+    errors: &mut Vec<ConfigError>,
+) {
+    let Some(every) = ca.revocation_recheck_setting else {
+        return;
+    };
+    if ca.ocsp == ClientOcspMode::Off && ca.crl_distribution_points == ClientOcspMode::Off {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("revocation_recheck"),
+                "revocation_recheck is set but ocsp and crl_distribution_points are off, so there is nothing to check again",
+            )
+            .hint("turn on ocsp or crl_distribution_points, or remove revocation_recheck (CRL files reach live sessions on reload without it)"),
+        );
+    }
+    let d = every.0;
+    if !d.is_zero() && (d < std::time::Duration::from_secs(1) || d > MAX_REVOCATION_RECHECK) {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("revocation_recheck"),
+                format!(
+                    "must be 0s (only at connect) or 1s to 24h, not {}",
+                    humantime::format_duration(d)
+                ),
+            )
+            .hint("the re-check reuses cached answers, so a minute (the default) costs little"),
+        );
+    }
 }
 
 /// Session tickets, ALPN names, and the profile against `min_version`.

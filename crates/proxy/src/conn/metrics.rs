@@ -55,6 +55,8 @@ pub struct ConnMetrics {
     pub client_crl_fetches: ByReason<CrlFetch>,
     /// `moat_client_ocsp_cache_entries`.
     pub client_ocsp_cache_entries: Gauge,
+    /// `moat_sessions_rechecked_total` (by `conn::revocation`).
+    pub sessions_rechecked: Counter,
     /// `moat_backend_connect_failures_total`.
     pub backend_failures: Counter,
     /// `moat_relayed_bytes_total{direction="client_to_backend"}`.
@@ -147,6 +149,7 @@ impl ConnMetrics {
             client_crl_checks: by_result(&metrics.client_crl_checks, name),
             client_crl_fetches: by_result(&metrics.client_crl_fetches, name),
             client_ocsp_cache_entries: metrics.client_ocsp_cache_entries.get_or_create_owned(&l),
+            sessions_rechecked: metrics.sessions_rechecked.get_or_create_owned(&l),
             backend_failures: metrics.backend_connect_failures.get_or_create_owned(&l),
             to_backend: metrics
                 .relayed_bytes

@@ -24,7 +24,8 @@
 //! Failures at any stage close only that connection, with a log line and a
 //! metric (`reasons`, `metrics`). `context` is what a listener's
 //! connections share; `registry` knows every established session, so that
-//! a reload, an operator or a deadline can close one.
+//! a reload, an operator or a deadline can close one, and `revocation`
+//! checks live sessions again against their OCSP answer and CRL.
 
 pub mod admit;
 mod answers;
@@ -44,6 +45,7 @@ mod opaque;
 mod probe;
 pub mod reasons;
 pub mod registry;
+pub mod revocation;
 mod websocket;
 
 use std::net::SocketAddr;

@@ -30,7 +30,8 @@ reasons! {
     /// Why moat closed a live session on its own
     /// (`moat_connections_closed_total`).
     pub enum CloseReason {
-        /// A reloaded CRL revokes its client certificate.
+        /// A reloaded CRL, or a `revocation_recheck` round's OCSP answer or
+        /// CRL distribution point, revokes its client certificate.
         Revoked => "revoked",
         /// Its client certificate no longer passes the reloaded CA bundle
         /// or allow-list.

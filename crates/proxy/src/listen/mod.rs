@@ -136,20 +136,24 @@ impl Listeners {
 
     /// Forgets per-address entries that have nothing open and a full
     /// bucket, every 30 s; and once a second stops the sessions whose
-    /// certificate expired or that reached their lifetime, and forgets
-    /// lapsed bans.
+    /// certificate expired or that reached their lifetime, forgets lapsed
+    /// bans, and starts the revocation re-checks that are due.
     fn spawn_sweep(&self, stop: CancellationToken) {
         let all = self.all.clone();
         let sessions = self.sessions.clone();
         let stop_expiry = stop.clone();
+        let all_rechecks = self.all.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut rechecks = crate::conn::revocation::Rechecks::default();
             loop {
                 tokio::select! {
                     _ = stop_expiry.cancelled() => break,
                     _ = tick.tick() => {
-                        sessions.expire(std::time::Instant::now());
+                        let now = std::time::Instant::now();
+                        sessions.expire(now);
                         sessions.bans.sweep(std::time::SystemTime::now());
+                        rechecks.start_due(&all_rechecks.load(), now);
                     }
                 }
             }

@@ -158,7 +158,7 @@ families! {
     /// `moat_admin_tls_handshake_failures`.
     admin_handshake_failed: Family<AdminReasonLabels, Counter> = "moat_admin_tls_handshake_failures", "Failed TLS handshakes on the admin endpoint (admin.tls), by reason: no_client_certificate and bad_client_certificate are clients refused for their certificate", Default::default();
     /// `moat_sessions_rechecked`.
-    sessions_rechecked: Family<ListenerLabels, Counter> = "moat_sessions_rechecked", "Live sessions whose client certificate a reload verified again against the new CA bundle, CRLs and allow-list", Default::default();
+    sessions_rechecked: Family<ListenerLabels, Counter> = "moat_sessions_rechecked", "Live sessions whose client certificate was checked again: by a reload, against the new CA bundle, CRLs and allow-list; and by tls.client_auth.revocation_recheck, against its OCSP answer and CRL distribution points", Default::default();
     /// `moat_idle_timeouts`.
     idle_timeouts: Family<ListenerLabels, Counter> = "moat_idle_timeouts", "Connections closed after no traffic for timeouts.idle (or 1.5 times the MQTT keep-alive)", Default::default();
     /// `moat_build_info`.

@@ -204,6 +204,11 @@ pub struct ClientAuthConfig {
     /// ([`ClientAuthConfig::crl_fetch_timeout`] gives the default).
     #[serde(rename = "crl_fetch_timeout")]
     pub crl_fetch_timeout_setting: Option<HumanDuration>,
+    /// How often live sessions are checked again against their OCSP answer
+    /// and CRL distribution points (`0s`: only at connect;
+    /// [`ClientAuthConfig::revocation_recheck`] gives the default).
+    #[serde(rename = "revocation_recheck")]
+    pub revocation_recheck_setting: Option<HumanDuration>,
 }
 
 impl ClientAuthConfig {
@@ -212,6 +217,21 @@ impl ClientAuthConfig {
 
     /// The default of `crl_fetch_timeout`.
     pub const DEFAULT_CRL_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// The default of `revocation_recheck`.
+    pub const DEFAULT_REVOCATION_RECHECK: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// How often live sessions are checked again for revocation: `None`
+    /// when neither `ocsp` nor `crl_distribution_points` is on, or
+    /// `revocation_recheck` is `0s`.
+    pub fn revocation_recheck(&self) -> Option<std::time::Duration> {
+        let online =
+            self.ocsp != ClientOcspMode::Off || self.crl_distribution_points != ClientOcspMode::Off;
+        let every = self
+            .revocation_recheck_setting
+            .map_or(Self::DEFAULT_REVOCATION_RECHECK, |d| d.0);
+        (online && !every.is_zero()).then_some(every)
+    }
 
     /// `crl_fetch_timeout`, or its default.
     pub fn crl_fetch_timeout(&self) -> std::time::Duration {

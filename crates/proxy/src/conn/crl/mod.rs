@@ -76,3 +76,20 @@ pub async fn admits(
         }
     }
 }
+
+/// Whether the CRL a live session's device certificate names (its
+/// verified `chain`) now revokes it, when `settings` ask for the check:
+/// the cached CRL, or a new download once it lapsed. No CRL is not
+/// "revoked", whatever the mode (`conn::revocation`).
+pub async fn revokes(
+    checker: &CrlChecker,
+    settings: &ClientAuthConfig,
+    cas: &[CertificateDer<'static>],
+    chain: &[CertificateDer<'_>],
+) -> bool {
+    settings.crl_distribution_points != ClientOcspMode::Off
+        && checker
+            .check(chain, cas, settings.crl_fetch_timeout())
+            .await
+            == Outcome::Revoked
+}

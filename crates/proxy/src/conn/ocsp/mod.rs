@@ -74,3 +74,21 @@ pub async fn admits(
         }
     }
 }
+
+/// Whether the OCSP answer about a live session's device (its verified
+/// `chain`, `identity`) now says revoked, when `settings` ask for OCSP:
+/// the cached answer, or a new query once it lapsed. No answer is not
+/// "revoked", whatever the mode (`conn::revocation`).
+pub async fn revokes(
+    checker: &OcspChecker,
+    settings: &ClientAuthConfig,
+    cas: &[CertificateDer<'static>],
+    chain: &[CertificateDer<'_>],
+    identity: &PeerIdentity,
+) -> bool {
+    settings.ocsp != ClientOcspMode::Off
+        && checker
+            .check(&identity.sha256, chain, cas, settings.ocsp_timeout())
+            .await
+            == Outcome::Revoked
+}
