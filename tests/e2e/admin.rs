@@ -107,12 +107,7 @@ fn health_readiness_and_metrics_that_promtool_accepts() {
 fn healthcheck_command_reports_health_for_container_healthchecks() {
     let dir = TestDir::new();
     let broker = Mosquitto::start(dir.path());
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
+    let (_ca, server) = localhost_pki(dir.path());
     let (port, admin) = (free_port(), free_port());
     let mut moat = Moat::start(
         dir.path(),

@@ -56,6 +56,23 @@ fn tls_yaml(pki: &AdminPki, mtls: bool) -> String {
     y
 }
 
+/// moat with the admin PKI; its `admin:` lines are `before`, then a
+/// `token_file` holding [`TOKEN`] when `token`, then `admin.tls`
+/// ([`tls_yaml`], mutual when `mtls`).
+fn start(before: &str, token: bool, mtls: bool) -> (Running, AdminPki) {
+    let dir = TestDir::new();
+    let pki = admin_pki(dir.path());
+    let mut yaml = before.to_string();
+    if token {
+        let token = dir.path().join("admin.token");
+        std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
+        yaml.push_str(&format!("  token_file: {}\n", token.display()));
+    }
+    yaml.push_str(&tls_yaml(&pki, mtls));
+    let s = Gateway::new().in_dir(dir).admin_yaml(&yaml).start();
+    (s, pki)
+}
+
 /// One HTTPS request through `openssl s_client`, trusting the admin
 /// endpoint's CA, presenting `client` when given: the status code when an
 /// HTTP answer came, and everything s_client printed.
@@ -101,15 +118,7 @@ fn cli(args: &[&str], config: &std::path::Path) -> Finished {
 
 #[test]
 fn mutual_tls_admin_refuses_clients_without_a_certificate_from_its_ca() {
-    let dir = TestDir::new();
-    let pki = admin_pki(dir.path());
-    let s = Gateway::new()
-        .in_dir(dir)
-        .admin_yaml(&format!(
-            "  health: authenticated\n{}",
-            tls_yaml(&pki, true)
-        ))
-        .start();
+    let (s, pki) = start("  health: authenticated\n", false, true);
     let admin = s.admin.expect("an admin port");
 
     // The operator's certificate opens everything, health included.
@@ -198,18 +207,7 @@ fn mutual_tls_admin_refuses_clients_without_a_certificate_from_its_ca() {
 
 #[test]
 fn open_health_on_a_mutual_tls_admin_serves_probes_and_nothing_else_without_credentials() {
-    let dir = TestDir::new();
-    let pki = admin_pki(dir.path());
-    let token = dir.path().join("admin.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
-    let s = Gateway::new()
-        .in_dir(dir)
-        .admin_yaml(&format!(
-            "  token_file: {}\n{}",
-            token.display(),
-            tls_yaml(&pki, true)
-        ))
-        .start();
+    let (s, pki) = start("", true, true);
     let admin = s.admin.expect("an admin port");
 
     // Probes need nothing: no certificate, no token.
@@ -242,18 +240,7 @@ fn open_health_on_a_mutual_tls_admin_serves_probes_and_nothing_else_without_cred
 
 #[test]
 fn authenticated_health_over_https_with_a_token() {
-    let dir = TestDir::new();
-    let pki = admin_pki(dir.path());
-    let token = dir.path().join("admin.token");
-    std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
-    let s = Gateway::new()
-        .in_dir(dir)
-        .admin_yaml(&format!(
-            "  health: authenticated\n  token_file: {}\n{}",
-            token.display(),
-            tls_yaml(&pki, false)
-        ))
-        .start();
+    let (s, pki) = start("  health: authenticated\n", true, false);
     let admin = s.admin.expect("an admin port");
     // No client certificate is asked for: the handshake completes and
     // the token decides, for the health checks too.

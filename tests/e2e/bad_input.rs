@@ -37,12 +37,7 @@ struct Pki {
 
 fn pki() -> Pki {
     let dir = TestDir::new();
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
+    let (ca, server) = localhost_pki(dir.path());
     Pki { dir, ca, server }
 }
 

@@ -66,12 +66,7 @@ fn check_describes_each_certificate() {
 #[test]
 fn check_refuses_a_backend_name_that_does_not_resolve_naming_its_field() {
     let dir = TestDir::new();
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
+    let (_ca, server) = localhost_pki(dir.path());
     let yaml = listener(free_port(), &server.cert, &server.key, "").replace(
         "backend: 127.0.0.1:1883",
         "backend: [127.0.0.1:1883, localhost:1884, broker.moat-test.invalid:1883]",
@@ -176,12 +171,7 @@ fn check_warns_about_expiry_weak_chains_sha1_and_uncovered_names() {
 #[test]
 fn check_warns_about_readable_private_keys() {
     let dir = TestDir::new();
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
+    let (_ca, server) = localhost_pki(dir.path());
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&server.key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let out = moat_check(
@@ -342,12 +332,7 @@ fn json_logs_are_one_object_per_line_with_structured_fields() {
 #[test]
 fn import_mosquitto_translates_a_tls_guide_config_that_then_serves() {
     let dir = TestDir::new();
-    let ca = Ca::new(dir.path(), "ca", "Test CA");
-    let server = ca.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
+    let (ca, server) = localhost_pki(dir.path());
     // The configuration from a typical Mosquitto TLS guide.
     let conf = dir.write(
         "mosquitto.conf",

@@ -34,19 +34,11 @@ fn scene(first: &str, second: &str, listener_yaml: &str) -> Scene {
         &CaOptions::ocsp(responder.url()),
     ));
     responder.set(Behaviour::answer(ca.clone(), RespOpts::default()));
-    let server = Ca::new(dir.path(), "ca", "Test CA");
-    let cert = server.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
     let g = Gateway::new()
         .in_dir(dir)
-        .ca(server)
-        .cert(cert.clone())
         .tls_yaml(&client_auth(&ca, first))
         .listener_yaml(listener_yaml)
-        .also_listener("other", &[&cert], &client_auth(&ca, second))
+        .also_listener_with_its_cert("other", &client_auth(&ca, second))
         .start();
     Scene { g, responder, ca }
 }

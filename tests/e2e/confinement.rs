@@ -40,6 +40,14 @@ fn chmod(path: &std::path::Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
 
+/// Whether `port` serves the certificate of (normalised) serial `want`
+/// for `localhost` within 5 s.
+fn serves_within_5s(port: u16, want: &str) -> bool {
+    wait_until(Duration::from_secs(5), || {
+        norm_serial(&served_serial(port, "localhost")) == want
+    })
+}
+
 #[test]
 fn binds_a_privileged_port_as_root_then_every_thread_runs_as_the_user() {
     if !is_root() {
@@ -146,14 +154,7 @@ fn binds_a_privileged_port_as_root_then_every_thread_runs_as_the_user() {
         std::fs::rename(&tmp, to).expect("rename");
     }
     let want = norm_serial(&next.serial());
-    assert!(
-        wait_until(Duration::from_secs(5), || norm_serial(&served_serial(
-            port,
-            "localhost"
-        )) == want),
-        "{}",
-        moat.logs()
-    );
+    assert!(serves_within_5s(port, &want), "{}", moat.logs());
 }
 
 #[test]
@@ -194,14 +195,7 @@ fn landlock_confines_reads_to_the_configured_directories() {
     );
     replace_atomically(&next, &server.cert, &server.key);
     let want = norm_serial(&next.serial());
-    assert!(
-        wait_until(Duration::from_secs(5), || norm_serial(&served_serial(
-            port,
-            "localhost"
-        )) == want),
-        "{}",
-        moat.logs()
-    );
+    assert!(serves_within_5s(port, &want), "{}", moat.logs());
 
     // Files elsewhere cannot be read, even by root: point the configured
     // paths at a certificate outside through symlinks.

@@ -29,18 +29,10 @@ fn scene(first: &str, second: &str) -> Scene {
     let responder = Responder::start(Behaviour::Status(503));
     let url = format!("{}/devices.crl", responder.url());
     let ca = OpensslCa::with_options(dir.path(), "devices-ca", &CaOptions::crl(url));
-    let server = Ca::new(dir.path(), "ca", "Test CA");
-    let cert = server.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
     let g = Gateway::new()
         .in_dir(dir)
-        .ca(server)
-        .cert(cert.clone())
         .tls_yaml(&client_auth(&ca, first))
-        .also_listener("other", &[&cert], &client_auth(&ca, second))
+        .also_listener_with_its_cert("other", &client_auth(&ca, second))
         .start();
     Scene { g, responder, ca }
 }

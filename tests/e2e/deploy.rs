@@ -1346,18 +1346,11 @@ fn compose_prometheus_config_passes_promtool() {
         "rules/moat-alerts.yaml",
         read(&deploy_dir("prometheus/moat-alerts.yaml")),
     );
-    let out = Command::new("promtool")
-        .arg("check")
-        .arg("config")
-        .arg(&config)
-        .output()
-        .expect("run promtool");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = promtool(
+        dir.path(),
+        &["check", "config", config.to_str().expect("utf-8")],
     );
-    assert!(out.status.success(), "promtool check config:\n{text}");
+    assert!(ok, "promtool check config:\n{text}");
     assert!(text.contains("1 rule files found"), "{text}");
     let targets = yaml(&config)["scrape_configs"][0]["static_configs"][0]["targets"].clone();
     assert_eq!(targets[0], "moat:9090");
@@ -1704,17 +1697,11 @@ fn grafana_dashboard_is_valid_and_uses_documented_metrics() {
         ));
     }
     let file = dir.write("dashboard-rules.yaml", rules);
-    let out = Command::new("promtool")
-        .args(["check", "rules"])
-        .arg(&file)
-        .output()
-        .expect("run promtool");
-    assert!(
-        out.status.success(),
-        "a dashboard expression is not valid PromQL:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = promtool(
+        dir.path(),
+        &["check", "rules", file.to_str().expect("utf-8")],
     );
+    assert!(ok, "a dashboard expression is not valid PromQL:\n{text}");
 }
 
 // ---------------------------------------------------------------------------

@@ -17,26 +17,13 @@ fn start(
     extra: &str,
     admin: &str,
 ) -> Running {
-    let client_auth = format!(
-        "client_auth:\n  mode: required\n  ca: {}\n  crl: {}",
-        devices.cert.display(),
-        crl.display()
-    );
     Gateway::new()
         .in_dir(dir)
         .ca_named("server-ca", "Server CA")
-        .tls_yaml(&client_auth)
+        .tls_yaml(&devices.client_auth_with_crl(crl))
         .listener_yaml(extra)
         .admin_yaml(admin)
         .start()
-}
-
-/// Revokes `cert` and puts the new CRL in place atomically.
-fn revoke(s: &Running, devices: &OpensslCa, crl: &std::path::Path, cert: &CertFiles) {
-    devices.revoke(&cert.cert);
-    let tmp = s.dir.join("devices.crl.pem.new");
-    devices.gencrl(&tmp);
-    std::fs::rename(&tmp, crl).expect("CRL into place");
 }
 
 #[test]
@@ -67,7 +54,7 @@ fn a_crl_that_revokes_one_device_closes_only_its_live_session() {
             }
         });
         std::thread::sleep(Duration::from_millis(300));
-        revoke(s, &devices, &crl, &stolen);
+        devices.revoke_and_publish(&stolen.cert, &crl);
         assert!(
             s.moat.wait_for_log(
                 "closing live sessions the reloaded client-auth state no longer accepts",
@@ -140,7 +127,7 @@ fn a_reload_that_would_close_every_session_is_refused_until_forced() {
 
     // A CRL revoking every connected device: refused, both stay.
     devices.revoke(&a.cert);
-    revoke(&s, &devices, &crl, &b);
+    devices.revoke_and_publish(&b.cert, &crl);
     assert!(
         s.moat.wait_for_log(
             "would close all 2 live sessions (2 revoked)",
@@ -460,9 +447,7 @@ fn a_thousand_live_sessions_are_rechecked_and_only_the_revoked_close() {
     for d in &revoked {
         devices.revoke(&d.cert);
     }
-    let tmp = s.dir.join("devices.crl.pem.new");
-    devices.gencrl(&tmp);
-    std::fs::rename(&tmp, &crl).expect("CRL into place");
+    devices.publish_crl(&crl);
     let line = s.moat.log_line(
         "live sessions re-checked against the new client-auth state",
         Duration::from_secs(30),

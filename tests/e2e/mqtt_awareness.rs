@@ -29,41 +29,14 @@ const ACL: &str = "acl:
     subscribe: [\"commands/%i/+\", \"broadcast/#\"]";
 
 /// What the MQTT tests ask of a running gateway.
-trait Devices {
-    fn device(&self, cn: &str) -> CertFiles;
-    fn paho(
-        &self,
-        device: Option<&CertFiles>,
-        version: &str,
-        client_id: &str,
-        username: Option<&str>,
-        action: &[&str],
-    ) -> Command;
-    fn run(
-        &self,
-        device: Option<&CertFiles>,
-        version: &str,
-        client_id: &str,
-        username: Option<&str>,
-        action: &[&str],
-    ) -> serde_json::Value;
-    fn watch_broker(&self, name: &str) -> Sub;
-    fn publish(
-        &self,
-        device: &CertFiles,
-        version: &str,
-        client_id: &str,
-        size: &str,
-        topic: &str,
-    ) -> serde_json::Value;
-}
-
-impl Devices for Running {
+trait Devices: std::ops::Deref<Target = Prepared> {
     fn device(&self, cn: &str) -> CertFiles {
         self.devices()
             .issue(self.dir.path(), cn, &Issue::client(cn))
     }
 
+    /// paho (`tests/python/mqtt_device.py`) as `device` (or none) at MQTT
+    /// `version`, as `client_id` with `username`, doing `action`.
     fn paho(
         &self,
         device: Option<&CertFiles>,
@@ -90,27 +63,6 @@ impl Devices for Running {
         cmd
     }
 
-    /// Runs a paho action to completion; its JSON result.
-    fn run(
-        &self,
-        device: Option<&CertFiles>,
-        version: &str,
-        client_id: &str,
-        username: Option<&str>,
-        action: &[&str],
-    ) -> serde_json::Value {
-        let out = self
-            .paho(device, version, client_id, username, action)
-            .output()
-            .expect("run paho (pip install paho-mqtt)");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let last = text
-            .lines()
-            .last()
-            .unwrap_or_else(|| panic!("no output: {}", String::from_utf8_lossy(&out.stderr)));
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {text}"))
-    }
-
     /// Publishes one QoS 1 message of `size` bytes on `topic` as
     /// `device` (no username); the paho result.
     fn publish(
@@ -121,13 +73,13 @@ impl Devices for Running {
         size: &str,
         topic: &str,
     ) -> serde_json::Value {
-        self.run(
+        run(self.paho(
             Some(device),
             version,
             client_id,
             None,
             &["publish", "1", size, topic],
-        )
+        ))
     }
 
     /// A subscriber on the broker itself, for what really arrived.
@@ -139,6 +91,40 @@ impl Devices for Running {
             .contains(name)));
         sub
     }
+}
+
+impl Devices for Running {}
+
+/// Runs a paho action ([`Devices::paho`]) to completion; its JSON result.
+fn run(mut paho: Command) -> serde_json::Value {
+    let out = paho.output().expect("run paho (pip install paho-mqtt)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no output: {}", String::from_utf8_lossy(&out.stderr)));
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// A rustls client that trusts `s`'s server CA and presents `device`.
+fn raw_client(s: &Running, device: &CertFiles) -> std::sync::Arc<rustls::ClientConfig> {
+    rustls_client(&s.ca().cert, Some((&device.cert, &device.key)))
+}
+
+/// CONNECTs moat refused for `reason`.
+fn connects_rejected(s: &Running, reason: &str) -> f64 {
+    s.moat.metric(
+        "moat_mqtt_connect_rejected_total",
+        &format!("reason=\"{reason}\""),
+    )
+}
+
+/// Sessions moat closed for `reason`.
+fn sessions_closed(s: &Running, reason: &str) -> f64 {
+    s.moat.metric(
+        "moat_mqtt_sessions_closed_total",
+        &format!("reason=\"{reason}\""),
+    )
 }
 
 fn broker_topics(watch: &Sub) -> Vec<String> {
@@ -153,7 +139,7 @@ fn publishes_are_filtered(version: &str) {
     let s = setup_with("", ACL, None);
     let watch = s.watch_broker(&format!("watch-{version}"));
     let d = s.device("sensor-7");
-    let v = s.run(
+    let v = run(s.paho(
         Some(&d),
         version,
         "sensor-7",
@@ -166,7 +152,7 @@ fn publishes_are_filtered(version: &str) {
             "devices/sensor-8/temp",
             "secrets/x",
         ],
-    );
+    ));
     assert_eq!(v["connack"]["value"], 0, "{v}");
     assert!(
         v["disconnect"].is_null(),
@@ -281,25 +267,19 @@ fn client_id_mismatch_gets_not_authorized() {
     let s = setup_with("", "client_id: equal_to_identity", None);
     let d = s.device("sensor-7");
     // Exact bytes at 3.1.1 with a raw client.
-    let cfg = rustls_client(&s.ca().cert, Some((&d.cert, &d.key)));
+    let cfg = raw_client(&s, &d);
     let mut c = RustlsConn::connect(s.port, "localhost", cfg.clone()).expect("handshake");
     c.write_all(&mqtt_connect_v311("sensor-8"))
         .expect("CONNECT");
     assert_eq!(c.read_exact(4).expect("CONNACK"), [0x20, 0x02, 0x00, 0x05]);
     assert!(c.read_to_end().expect("then a clean close").is_empty());
     // paho at v5.
-    let v = s.run(Some(&d), "5", "sensor-8", None, &["connect"]);
+    let v = run(s.paho(Some(&d), "5", "sensor-8", None, &["connect"]));
     assert_eq!(v["connack"]["value"], 0x87, "{v}");
     // The matching id is accepted.
-    let v = s.run(Some(&d), "5", "sensor-7", None, &["connect"]);
+    let v = run(s.paho(Some(&d), "5", "sensor-7", None, &["connect"]));
     assert_eq!(v["connack"]["value"], 0, "{v}");
-    assert_eq!(
-        s.moat.metric(
-            "moat_mqtt_connect_rejected_total",
-            "reason=\"client_id_mismatch\""
-        ),
-        2.0
-    );
+    assert_eq!(connects_rejected(&s, "client_id_mismatch"), 2.0);
     assert!(
         !s.broker().logs().contains("sensor-8"),
         "a refused CONNECT never reaches the broker"
@@ -321,13 +301,13 @@ fn username_rewrite_lets_a_username_keyed_broker_acl_work() {
         let watch = s.watch_broker(&format!("watch-{policy}"));
         let d = s.device("sensor-7");
         // The device claims another username (with a password).
-        let v = s.run(
+        let v = run(s.paho(
             Some(&d),
             "311",
             "dev-a",
             Some("admin"),
             &["publish", "1", "5", "devices/sensor-7/temp"],
-        );
+        ));
         assert_eq!(v["connack"]["value"], 0, "{v}");
         std::thread::sleep(Duration::from_millis(500));
         let got = broker_topics(&watch).contains(&"devices/sensor-7/temp".to_string());
@@ -344,7 +324,7 @@ fn username_rewrite_lets_a_username_keyed_broker_acl_work() {
 fn backend_down_gets_server_unavailable() {
     let s = setup_with("", "", Some(free_port()));
     let d = s.device("sensor-7");
-    let cfg = rustls_client(&s.ca().cert, Some((&d.cert, &d.key)));
+    let cfg = raw_client(&s, &d);
     let mut c = RustlsConn::connect(s.port, "localhost", cfg).expect("handshake");
     c.write_all(&mqtt_connect_v311("sensor-7"))
         .expect("CONNECT");
@@ -353,15 +333,9 @@ fn backend_down_gets_server_unavailable() {
             .unwrap_or_else(|e| panic!("CONNACK: {e}\n{}", s.moat.logs())),
         [0x20, 0x02, 0x00, 0x03]
     );
-    let v = s.run(Some(&d), "5", "sensor-7", None, &["connect"]);
+    let v = run(s.paho(Some(&d), "5", "sensor-7", None, &["connect"]));
     assert_eq!(v["connack"]["value"], 0x88, "{v}");
-    assert_eq!(
-        s.moat.metric(
-            "moat_mqtt_connect_rejected_total",
-            "reason=\"backend_unavailable\""
-        ),
-        2.0
-    );
+    assert_eq!(connects_rejected(&s, "backend_unavailable"), 2.0);
 }
 
 #[test]
@@ -381,20 +355,14 @@ fn oversize_packets_are_refused() {
     assert!(v["disconnect"].is_null(), "{v}");
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(broker_topics(&watch), ["devices/sensor-7/small"]);
-    assert_eq!(
-        s.moat.metric(
-            "moat_mqtt_sessions_closed_total",
-            "reason=\"packet_too_large\""
-        ),
-        2.0
-    );
+    assert_eq!(sessions_closed(&s, "packet_too_large"), 2.0);
 }
 
 #[test]
 fn the_first_packet_must_be_connect_in_time() {
     let s = setup_with("", "connect_timeout: 1s", None);
     let d = s.device("sensor-7");
-    let cfg = rustls_client(&s.ca().cert, Some((&d.cert, &d.key)));
+    let cfg = raw_client(&s, &d);
     // A PINGREQ first.
     let mut c = RustlsConn::connect(s.port, "localhost", cfg.clone()).expect("handshake");
     c.write_all(&[0xc0, 0x00]).expect("PINGREQ");
@@ -404,18 +372,8 @@ fn the_first_packet_must_be_connect_in_time() {
     let start = std::time::Instant::now();
     assert!(c.read_to_end().map(|b| b.is_empty()).unwrap_or(true));
     assert!(start.elapsed() >= Duration::from_millis(900));
-    assert_eq!(
-        s.moat
-            .metric("moat_mqtt_connect_rejected_total", "reason=\"not_connect\""),
-        1.0
-    );
-    assert_eq!(
-        s.moat.metric(
-            "moat_mqtt_connect_rejected_total",
-            "reason=\"connect_timeout\""
-        ),
-        1.0
-    );
+    assert_eq!(connects_rejected(&s, "not_connect"), 1.0);
+    assert_eq!(connects_rejected(&s, "connect_timeout"), 1.0);
 }
 
 #[test]
@@ -424,11 +382,5 @@ fn denial_with_on_deny_disconnect_closes_the_session() {
     let d = s.device("sensor-7");
     let v = s.publish(&d, "5", "sensor-7", "10", "secrets/x");
     assert_eq!(v["disconnect"]["value"], 0x87, "{v}");
-    assert_eq!(
-        s.moat.metric(
-            "moat_mqtt_sessions_closed_total",
-            "reason=\"publish_denied\""
-        ),
-        1.0
-    );
+    assert_eq!(sessions_closed(&s, "publish_denied"), 1.0);
 }

@@ -44,6 +44,29 @@ fn start(dir: TestDir, devices: &OpensslCa, allow: &str, extra: &str) -> Running
         .start()
 }
 
+/// [`start`] with no `allow` rules and one device (`CN=device-1`), which
+/// it returns.
+fn start_with_a_device(extra: &str) -> (Running, CertFiles) {
+    let dir = TestDir::new();
+    let devices = OpensslCa::new(dir.path(), "devices");
+    let device = devices.issue_client(dir.path(), "d", "/CN=device-1", None);
+    (start(dir, &devices, "", extra), device)
+}
+
+/// An ACL that allows every publish and subscription.
+const OPEN_ACL: &str = "mqtt:\n  acl:\n    - publish: [\"#\"]\n      subscribe: [\"#\"]";
+
+/// A publish by `device` on `plant/valve` (which the edited ACL no longer
+/// allows) is denied: the listener's first denial.
+fn assert_plant_publish_denied(s: &Running, device: &CertFiles) {
+    assert!(s.publish_as(device, "plant/valve", "open"));
+    assert_eq!(
+        s.moat
+            .metric_reaching("moat_mqtt_publish_denied_total", "listener=\"mqtts\"", 1.0),
+        1.0
+    );
+}
+
 #[test]
 fn an_allow_list_edit_closes_only_the_live_sessions_it_refuses() {
     let dir = TestDir::new();
@@ -88,15 +111,7 @@ fn an_allow_list_edit_closes_only_the_live_sessions_it_refuses() {
 
 #[test]
 fn an_acl_edit_applies_to_the_sessions_that_connect_after_it() {
-    let dir = TestDir::new();
-    let devices = OpensslCa::new(dir.path(), "devices");
-    let device = devices.issue_client(dir.path(), "d", "/CN=device-1", None);
-    let s = start(
-        dir,
-        &devices,
-        "",
-        "mqtt:\n  acl:\n    - publish: [\"#\"]\n      subscribe: [\"#\"]",
-    );
+    let (s, device) = start_with_a_device(OPEN_ACL);
     assert!(s.publish_as(&device, "plant/valve", "open"));
     assert_eq!(s.moat.metric("moat_mqtt_publish_denied_total", ""), 0.0);
 
@@ -110,12 +125,7 @@ fn an_acl_edit_applies_to_the_sessions_that_connect_after_it() {
         s.moat.logs()
     );
     // The same publish is now denied; an allowed one passes.
-    assert!(s.publish_as(&device, "plant/valve", "open"));
-    assert_eq!(
-        s.moat
-            .metric_reaching("moat_mqtt_publish_denied_total", "listener=\"mqtts\"", 1.0),
-        1.0
-    );
+    assert_plant_publish_denied(&s, &device);
     assert!(s.publish_as(&device, "telemetry/t", "21.5"));
     assert_eq!(
         s.moat
@@ -126,15 +136,7 @@ fn an_acl_edit_applies_to_the_sessions_that_connect_after_it() {
 
 #[test]
 fn an_acl_edit_reaches_live_sessions_and_closes_those_it_takes_a_subscription_from() {
-    let dir = TestDir::new();
-    let devices = OpensslCa::new(dir.path(), "devices");
-    let device = devices.issue_client(dir.path(), "d", "/CN=device-1", None);
-    let s = start(
-        dir,
-        &devices,
-        "",
-        "mqtt:\n  acl:\n    - publish: [\"#\"]\n      subscribe: [\"#\"]",
-    );
+    let (s, device) = start_with_a_device(OPEN_ACL);
     let (ca, dev) = (&s.ca().cert, (device.cert.as_path(), device.key.as_path()));
     // One session holds a subscription the edit takes away; the other
     // holds one it keeps.
@@ -200,10 +202,7 @@ fn an_acl_edit_reaches_live_sessions_and_closes_those_it_takes_a_subscription_fr
 
 #[test]
 fn a_bad_file_or_a_fixed_setting_is_refused_and_the_old_configuration_stays() {
-    let dir = TestDir::new();
-    let devices = OpensslCa::new(dir.path(), "devices");
-    let device = devices.issue_client(dir.path(), "d", "/CN=device-1", None);
-    let s = start(dir, &devices, "", "");
+    let (s, device) = start_with_a_device("");
     let admin = s.admin.expect("admin");
 
     // An unknown key: refused with its line, counted, pending.
@@ -249,10 +248,7 @@ fn a_bad_file_or_a_fixed_setting_is_refused_and_the_old_configuration_stays() {
 
 #[test]
 fn a_saved_moat_yaml_is_applied_without_a_signal() {
-    let dir = TestDir::new();
-    let devices = OpensslCa::new(dir.path(), "devices");
-    let device = devices.issue_client(dir.path(), "d", "/CN=device-1", None);
-    let s = start(dir, &devices, "", "mqtt:\n  acl:\n    - publish: [\"#\"]");
+    let (s, device) = start_with_a_device("mqtt:\n  acl:\n    - publish: [\"#\"]");
     // Saved the way editors and config managers save: a rename.
     edit(&s, "- publish: [\"#\"]", "- publish: [\"telemetry/#\"]");
     assert!(
@@ -261,10 +257,5 @@ fn a_saved_moat_yaml_is_applied_without_a_signal() {
         "{}",
         s.moat.logs()
     );
-    assert!(s.publish_as(&device, "plant/valve", "open"));
-    assert_eq!(
-        s.moat
-            .metric_reaching("moat_mqtt_publish_denied_total", "listener=\"mqtts\"", 1.0),
-        1.0
-    );
+    assert_plant_publish_denied(&s, &device);
 }

@@ -12,15 +12,10 @@ use moat_testkit::*;
 /// in front of a broker, with devices of `devices` and `allow` rules,
 /// checking `crl`.
 fn wss_gateway(dir: TestDir, devices: &OpensslCa, crl: &std::path::Path, allow: &str) -> Running {
-    let client_auth = format!(
-        "client_auth:\n  mode: required\n  ca: {}\n  crl: {}\n{allow}",
-        devices.cert.display(),
-        crl.display()
-    );
     Gateway::new()
         .in_dir(dir)
         .ca_named("server-ca", "Server CA")
-        .tls_yaml(&client_auth)
+        .tls_yaml(&format!("{}\n{allow}", devices.client_auth_with_crl(crl)))
         .listener_yaml(
             "mqtt:\n  acl:\n    - publish: [\"t\", \"sensors/#\"]\n      subscribe: [\"t\", \"sensors/#\"]\nwebsocket:\n  path: /mqtt",
         )
@@ -115,10 +110,7 @@ fn over_wss_a_device_off_the_allow_list_is_refused_and_a_revoked_one_is_closed()
         "/mqtt",
     );
     ws.ask("subscribe t", r#"{"suback": [1]}"#);
-    devices.revoke(&sensor.cert);
-    let tmp = s.dir.join("devices.crl.pem.new");
-    devices.gencrl(&tmp);
-    std::fs::rename(&tmp, &crl).expect("CRL into place");
+    devices.revoke_and_publish(&sensor.cert, &crl);
     assert!(
         wait_until(Duration::from_secs(10), || ws
             .events()

@@ -14,6 +14,30 @@ fn broker_saw(broker: &Mosquitto, client: &str, protocol: u8) -> bool {
     broker.logs().contains(&format!(" as {client} ({p}, "))
 }
 
+/// The page served from `page_port` round-tripped in MQTT 3.1.1 and 5,
+/// sending its Origin, and `broker` saw both sessions
+/// (`<client_id>-v4`, `<client_id>-v5`).
+fn assert_both_sessions(
+    report: &BrowserReport,
+    page_port: u16,
+    broker: &Mosquitto,
+    client_id: &str,
+) {
+    report.assert_round_trips(&[4, 5]);
+    assert_eq!(
+        report.origin.as_deref(),
+        Some(format!("http://127.0.0.1:{page_port}").as_str())
+    );
+    for protocol in [4, 5] {
+        let client = format!("{client_id}-v{protocol}");
+        assert!(
+            broker_saw(broker, &client, protocol),
+            "{client}: {}",
+            broker.logs()
+        );
+    }
+}
+
 #[test]
 fn browser_round_trips_through_moat_wss() {
     // As a 443 listener would be: ALPN picks the transport, the page's
@@ -30,20 +54,8 @@ fn browser_round_trips_through_moat_wss() {
         .client_id("through-moat")
         .page_port(page_port)
         .run();
-    report.assert_round_trips(&[4, 5]);
-    assert_eq!(
-        report.origin.as_deref(),
-        Some(format!("http://127.0.0.1:{page_port}").as_str())
-    );
     // The broker listens on TCP alone: the sessions came through moat.
-    for protocol in [4, 5] {
-        let client = format!("through-moat-v{protocol}");
-        assert!(
-            broker_saw(s.broker(), &client, protocol),
-            "{client}: {}",
-            s.broker().logs()
-        );
-    }
+    assert_both_sessions(&report, page_port, s.broker(), "through-moat");
     assert_eq!(
         s.moat
             .metric("moat_websocket_upgrades_total", "result=\"ok\""),
@@ -86,19 +98,7 @@ fn browser_harness_self_check_against_mosquitto_wss() {
         .page_port(page_port)
         .reject(&format!("wss://127.0.0.1:{refused}/mqtt"))
         .run();
-    report.assert_round_trips(&[4, 5]);
-    assert_eq!(
-        report.origin.as_deref(),
-        Some(format!("http://127.0.0.1:{page_port}").as_str())
-    );
-    for protocol in [4, 5] {
-        let client = format!("self-check-v{protocol}");
-        assert!(
-            broker_saw(&broker, &client, protocol),
-            "{client}: {}",
-            broker.logs()
-        );
-    }
+    assert_both_sessions(&report, page_port, &broker, "self-check");
     // The pin is the only exception: a certificate from the same CA with
     // another key is refused as any browser would refuse it.
     let rejected = report.rejected.expect("the rejection was asked for");

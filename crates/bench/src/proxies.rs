@@ -151,16 +151,21 @@ pub struct Proc {
     log: PathBuf,
 }
 
+/// Starts `cmd` (called `name` in errors) with no stdin and its stdout and
+/// stderr both written to `log`.
+pub(crate) fn spawn_logged(name: &str, cmd: &mut Command, log: &Path) -> Result<Child> {
+    let out = std::fs::File::create(log)?;
+    let err = out.try_clone()?;
+    cmd.stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .with_context(|| format!("start {name} ({cmd:?})"))
+}
+
 impl Proc {
     fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Result<Self> {
-        let out = std::fs::File::create(&log)?;
-        let err = out.try_clone()?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("start {name} ({cmd:?})"))?;
+        let child = spawn_logged(name, cmd, &log)?;
         Ok(Self {
             name: name.to_string(),
             child,

@@ -114,7 +114,9 @@ async fn open(spec: &Spec, cfg: &Arc<rustls::ClientConfig>, i: usize) -> std::io
     Ok(s)
 }
 
-fn emit(e: &Event) {
+/// Prints `e` as one JSON line on stdout, flushed at once: how a worker
+/// process (this one or the soak's) speaks to its orchestrator.
+pub(crate) fn emit<E: Serialize>(e: &E) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,

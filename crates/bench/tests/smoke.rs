@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
+use moat_testkit::moat_bin;
+
 fn require(command: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(command).is_file()))
@@ -23,33 +25,6 @@ fn require(command: &str, package: &str) {
         found,
         "missing benchmark peer: `{command}` is not installed. Install it with `apt-get install -y {package}`."
     );
-}
-
-/// `$MOAT_BIN` when set, otherwise `cargo build -p moat` (so the test never
-/// runs a stale binary) and the binary next to this test's profile.
-fn moat_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("MOAT_BIN") {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "MOAT_BIN={} does not exist", p.display());
-        return p;
-    }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "moat", "--bin", "moat"])
-        .current_dir(&root)
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build -p moat failed");
-    // Tests run from target/<profile>/deps/; the binary is in target/<profile>/.
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("moat"))
-        .expect("target dir");
-    assert!(bin.is_file(), "moat binary not found at {}", bin.display());
-    bin
 }
 
 #[test]

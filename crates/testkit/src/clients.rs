@@ -126,61 +126,52 @@ impl Sub {
         count: u32,
         secs: u32,
     ) -> Self {
-        require("mosquitto_sub", "mosquitto-clients");
-        let out = dir.join(format!("{name}.out"));
-        let file = std::fs::File::create(&out).expect("create sub output");
-        let err = file.try_clone().expect("clone");
-        let mut cmd = Command::new("mosquitto_sub");
-        cmd.args([
-            "-h",
-            "localhost",
-            "-p",
-            &port.to_string(),
-            "-t",
-            topic,
-            "-q",
-            "1",
-            "-C",
-            &count.to_string(),
-            "-W",
-            &secs.to_string(),
-            "-i",
+        let (count, secs) = (count.to_string(), secs.to_string());
+        Self::start(
+            dir,
             name,
-        ]);
-        if let Some(t) = tls {
-            cmd.args(t.args());
-        }
-        let child = cmd
-            .stdout(file)
-            .stderr(err)
-            .spawn()
-            .expect("start mosquitto_sub");
-        Self { child, out }
+            port,
+            topic,
+            &["-q", "1", "-C", &count, "-W", &secs],
+            tls,
+        )
     }
 
     /// Subscribes to `topic` with `-v` (each line: topic, then payload),
     /// for up to 100 messages or 30 seconds.
     pub fn watch(dir: &Path, name: &str, port: u16, topic: &str) -> Self {
+        Self::start(
+            dir,
+            name,
+            port,
+            topic,
+            &["-v", "-C", "100", "-W", "30"],
+            None,
+        )
+    }
+
+    /// `mosquitto_sub` on `topic` with client id `name` and `args`, its
+    /// output in `dir/<name>.out`.
+    fn start(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        topic: &str,
+        args: &[&str],
+        tls: Option<&Tls>,
+    ) -> Self {
         require("mosquitto_sub", "mosquitto-clients");
         let out = dir.join(format!("{name}.out"));
         let file = std::fs::File::create(&out).expect("create sub output");
         let err = file.try_clone().expect("clone");
-        let child = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "localhost",
-                "-p",
-                &port.to_string(),
-                "-t",
-                topic,
-                "-v",
-                "-C",
-                "100",
-                "-W",
-                "30",
-                "-i",
-                name,
-            ])
+        let mut cmd = Command::new("mosquitto_sub");
+        cmd.args(["-h", "localhost", "-p", &port.to_string(), "-t", topic])
+            .args(args)
+            .args(["-i", name]);
+        if let Some(t) = tls {
+            cmd.args(t.args());
+        }
+        let child = cmd
             .stdout(file)
             .stderr(err)
             .spawn()

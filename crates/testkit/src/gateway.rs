@@ -36,7 +36,8 @@ pub struct Gateway {
     client_auth: Option<String>,
     admin: bool,
     admin_yaml: String,
-    more: Vec<(String, Vec<CertFiles>, String)>,
+    /// Name, certificates (`None`: the main listener's) and `tls:` lines.
+    more: Vec<(String, Option<Vec<CertFiles>>, String)>,
     server: ServerCert,
     extra_certs: Vec<CertFiles>,
     port: Option<u16>,
@@ -195,7 +196,14 @@ impl Gateway {
     /// same backend, with these certificates and `tls:` lines.
     pub fn also_listener(mut self, name: &str, certs: &[&CertFiles], tls_yaml: &str) -> Self {
         let certs = certs.iter().map(|c| (*c).clone()).collect();
-        self.more.push((name.into(), certs, tls_yaml.into()));
+        self.more.push((name.into(), Some(certs), tls_yaml.into()));
+        self
+    }
+
+    /// As [`Gateway::also_listener`], serving the main listener's
+    /// certificate.
+    pub fn also_listener_with_its_cert(mut self, name: &str, tls_yaml: &str) -> Self {
+        self.more.push((name.into(), None, tls_yaml.into()));
         self
     }
 
@@ -252,7 +260,10 @@ impl Gateway {
         let mut ports = Vec::new();
         for (name, certs, tls) in &self.more {
             let p = free_port();
-            let certs: Vec<&CertFiles> = certs.iter().collect();
+            let certs: Vec<&CertFiles> = match certs {
+                Some(certs) => certs.iter().collect(),
+                None => vec![&server],
+            };
             listeners.push(listener_yaml(name, p, backend, &certs, tls, ""));
             ports.push(p);
         }

@@ -140,27 +140,20 @@ impl OpensslCa {
         let out = self.scratch("resp");
         // The CertID digest option must come before -cert.
         let digest = if opts.sha256 { "-sha256" } else { "-sha1" };
-        let mut args = vec![
-            "ocsp".to_string(),
-            "-index".into(),
-            "index.txt".into(),
-            "-CA".into(),
-            "ca.pem".into(),
-            "-rsigner".into(),
-            path_arg(&signer.cert),
-            "-rkey".into(),
-            path_arg(&signer.key),
-            "-issuer".into(),
-            "ca.pem".into(),
-            digest.into(),
-            "-cert".into(),
-            path_arg(cert),
-            "-no_nonce".into(),
-            "-respout".into(),
-            path_arg(&out),
-        ];
-        args.extend(opts.args());
-        self.run_ocsp(&args);
+        self.run_ocsp(
+            &signer,
+            &[
+                "-issuer".into(),
+                "ca.pem".into(),
+                digest.into(),
+                "-cert".into(),
+                path_arg(cert),
+                "-no_nonce".into(),
+                "-respout".into(),
+                path_arg(&out),
+            ],
+            &opts,
+        );
         std::fs::read(&out).expect("read OCSP response")
     }
 
@@ -172,23 +165,16 @@ impl OpensslCa {
         let req = self.scratch("req");
         let out = self.scratch("answer");
         std::fs::write(&req, request).expect("write OCSP request");
-        let mut args = vec![
-            "ocsp".to_string(),
-            "-index".into(),
-            "index.txt".into(),
-            "-CA".into(),
-            "ca.pem".into(),
-            "-rsigner".into(),
-            path_arg(&signer.cert),
-            "-rkey".into(),
-            path_arg(&signer.key),
-            "-reqin".into(),
-            path_arg(&req),
-            "-respout".into(),
-            path_arg(&out),
-        ];
-        args.extend(opts.args());
-        self.run_ocsp(&args);
+        self.run_ocsp(
+            &signer,
+            &[
+                "-reqin".into(),
+                path_arg(&req),
+                "-respout".into(),
+                path_arg(&out),
+            ],
+            &opts,
+        );
         std::fs::read(&out).expect("read OCSP response")
     }
 
@@ -216,9 +202,24 @@ impl OpensslCa {
         dir.join(format!("{what}-{n}.der"))
     }
 
-    /// Runs `openssl ocsp` with the database held: `openssl ca` replaces
-    /// `index.txt` by renaming, and it is briefly missing.
-    fn run_ocsp(&self, args: &[String]) {
+    /// Runs `openssl ocsp` from `index.txt`, signed by `signer`, with
+    /// `what` (the request and the output) and then `opts`, and the
+    /// database held: `openssl ca` replaces `index.txt` by renaming, and it
+    /// is briefly missing.
+    fn run_ocsp(&self, signer: &CertFiles, what: &[String], opts: &RespOpts) {
+        let mut args = vec![
+            "ocsp".to_string(),
+            "-index".into(),
+            "index.txt".into(),
+            "-CA".into(),
+            "ca.pem".into(),
+            "-rsigner".into(),
+            path_arg(&signer.cert),
+            "-rkey".into(),
+            path_arg(&signer.key),
+        ];
+        args.extend_from_slice(what);
+        args.extend(opts.args());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let _db = self.lock_db();
         openssl(&self.dir, &args);

@@ -411,9 +411,6 @@ subjectKeyIdentifier = hash
         let p = |x: &Path| x.to_str().expect("utf-8 path").to_string();
         let (csr, cert_out) = (p(&csr), p(&cert));
         let mut args = vec![
-            "ca",
-            "-config",
-            "openssl.cnf",
             "-batch",
             "-notext",
             "-extensions",
@@ -424,62 +421,45 @@ subjectKeyIdentifier = hash
             &cert_out,
         ];
         args.extend(validity.iter().map(String::as_str));
-        let _db = self.lock_db();
-        openssl(&self.dir, &args);
+        self.ca_command(&args);
         cert_files(cert, key)
+    }
+
+    /// Runs `openssl ca -config openssl.cnf` with `args`, the database
+    /// held.
+    fn ca_command(&self, args: &[&str]) {
+        let mut all = vec!["ca", "-config", "openssl.cnf"];
+        all.extend_from_slice(args);
+        let _db = self.lock_db();
+        openssl(&self.dir, &all);
     }
 
     /// Revokes a certificate in the CA's database (reason keyCompromise).
     pub fn revoke(&self, cert: &Path) {
-        let _db = self.lock_db();
-        openssl(
-            &self.dir,
-            &[
-                "ca",
-                "-config",
-                "openssl.cnf",
-                "-revoke",
-                cert.to_str().expect("path"),
-                "-crl_reason",
-                "keyCompromise",
-            ],
-        );
+        self.ca_command(&[
+            "-revoke",
+            cert.to_str().expect("path"),
+            "-crl_reason",
+            "keyCompromise",
+        ]);
     }
 
     /// Publishes a CRL (valid for a day) to `out`.
     pub fn gencrl(&self, out: &Path) {
-        let _db = self.lock_db();
-        openssl(
-            &self.dir,
-            &[
-                "ca",
-                "-config",
-                "openssl.cnf",
-                "-gencrl",
-                "-out",
-                out.to_str().expect("path"),
-            ],
-        );
+        self.ca_command(&["-gencrl", "-out", out.to_str().expect("path")]);
     }
 
     /// Publishes a CRL whose nextUpdate is already past.
     pub fn gencrl_expired(&self, out: &Path) {
-        let _db = self.lock_db();
-        openssl(
-            &self.dir,
-            &[
-                "ca",
-                "-config",
-                "openssl.cnf",
-                "-gencrl",
-                "-crl_lastupdate",
-                "20200101000000Z",
-                "-crl_nextupdate",
-                "20200102000000Z",
-                "-out",
-                out.to_str().expect("path"),
-            ],
-        );
+        self.ca_command(&[
+            "-gencrl",
+            "-crl_lastupdate",
+            "20200101000000Z",
+            "-crl_nextupdate",
+            "20200102000000Z",
+            "-out",
+            out.to_str().expect("path"),
+        ]);
     }
 
     /// Publishes a new CRL over `crl` atomically: written to `<crl>.new`

@@ -166,6 +166,24 @@ fn write(path: &Path, text: &str) {
     }
 }
 
+/// The usual server PKI in `dir`: a CA `ca.pem` ("Test CA") and the
+/// certificate `server.pem` for `localhost` it issued.
+pub fn localhost_pki(dir: &Path) -> (Ca, CertFiles) {
+    let ca = Ca::new(dir, "ca", "Test CA");
+    let server = ca.issue(dir, "server", &Issue::server("localhost", &["localhost"]));
+    (ca, server)
+}
+
+/// The parameters of a CA called `name`, which signs certificates and
+/// CRLs.
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params
+}
+
 impl Ca {
     /// A new self-signed CA written to `dir/<stem>.pem`.
     pub fn new(dir: &Path, stem: &str, name: &str) -> Self {
@@ -174,32 +192,30 @@ impl Ca {
 
     /// A new self-signed CA with the given key algorithm.
     pub fn with_alg(dir: &Path, stem: &str, name: &str, alg: KeyAlg) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let params = ca_params(name);
         let key = KeyPair::generate_for(alg.alg()).expect("CA key");
         let cert = params.self_signed(&key).expect("self-sign CA");
-        let path = dir.join(format!("{stem}.pem"));
-        write(&path, &cert.pem());
-        write(&dir.join(format!("{stem}.key")), &key.serialize_pem());
-        Self {
-            params,
-            key,
-            cert: path,
-            cert_pem: cert.pem(),
-        }
+        Self::written(dir, stem, params, key, &cert)
     }
 
     /// An intermediate CA signed by this one.
     pub fn intermediate(&self, dir: &Path, stem: &str, name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let params = ca_params(name);
         let key = KeyPair::generate().expect("key");
         let issuer = Issuer::from_params(&self.params, &self.key);
         let cert = params.signed_by(&key, &issuer).expect("sign intermediate");
+        Self::written(dir, stem, params, key, &cert)
+    }
+
+    /// The CA of `params`, `key` and `cert`, written to `dir/<stem>.pem`
+    /// and `.key`.
+    fn written(
+        dir: &Path,
+        stem: &str,
+        params: CertificateParams,
+        key: KeyPair,
+        cert: &rcgen::Certificate,
+    ) -> Ca {
         let path = dir.join(format!("{stem}.pem"));
         write(&path, &cert.pem());
         write(&dir.join(format!("{stem}.key")), &key.serialize_pem());
@@ -356,47 +372,24 @@ pub fn openssl_issue(
             &p(&csr),
         ],
     );
-    match issuer {
-        Some((ic, ik)) => openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &p(&csr),
-                "-CA",
-                &p(ic),
-                "-CAkey",
-                &p(ik),
-                "-CAcreateserial",
-                "-days",
-                &days,
-                &digest,
-                "-extfile",
-                &p(&ext),
-                "-out",
-                &p(&cert),
-            ],
-        ),
-        None => openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &p(&csr),
-                "-signkey",
-                &p(&key),
-                "-days",
-                &days,
-                &digest,
-                "-extfile",
-                &p(&ext),
-                "-out",
-                &p(&cert),
-            ],
-        ),
+    // Signed by the issuer, or by its own key.
+    let signer: Vec<String> = match issuer {
+        Some((ic, ik)) => vec![
+            "-CA".into(),
+            p(ic),
+            "-CAkey".into(),
+            p(ik),
+            "-CAcreateserial".into(),
+        ],
+        None => vec!["-signkey".into(), p(&key)],
     };
+    let (csr_arg, ext_arg, cert_arg) = (p(&csr), p(&ext), p(&cert));
+    let mut x509 = vec!["x509", "-req", "-in", &csr_arg];
+    x509.extend(signer.iter().map(String::as_str));
+    x509.extend([
+        "-days", &days, &digest, "-extfile", &ext_arg, "-out", &cert_arg,
+    ]);
+    openssl(dir, &x509);
     let cert_pem = std::fs::read_to_string(&cert).expect("read cert");
     CertFiles {
         cert,

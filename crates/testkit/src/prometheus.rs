@@ -1,4 +1,27 @@
-//! Reading Prometheus text exposition, as `/metrics` serves it.
+//! Reading Prometheus text exposition, as `/metrics` serves it, and
+//! running the real `promtool`.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::require::require;
+
+/// Runs `promtool` with `args` in `dir`, failing the test when it is not
+/// installed: whether it succeeded, and its stdout then stderr.
+pub fn promtool(dir: &Path, args: &[&str]) -> (bool, String) {
+    require("promtool", "prometheus");
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
 
 /// Sums the samples in Prometheus text whose name is `name` and whose
 /// labels contain every comma-separated part of `labels`; 0 when none.

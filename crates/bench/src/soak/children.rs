@@ -14,6 +14,7 @@ use rustls::ClientConfig;
 use tokio::net::TcpStream;
 
 use crate::client;
+use crate::proxies::spawn_logged;
 use crate::soak::pki::SoakPki;
 use crate::soak::protocol::{Close, WEvent, WFinal, WStats, WorkerSpec};
 
@@ -34,14 +35,7 @@ pub(crate) struct Managed {
 
 impl Managed {
     pub(crate) fn spawn(name: &str, cmd: &mut Command, log: PathBuf) -> Result<Self> {
-        let out = std::fs::File::create(&log)?;
-        let err = out.try_clone()?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .with_context(|| format!("start {name} ({cmd:?})"))?;
+        let child = spawn_logged(name, cmd, &log)?;
         Ok(Self {
             name: name.to_string(),
             child,

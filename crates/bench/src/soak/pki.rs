@@ -5,10 +5,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SerialNumber,
-};
+use rcgen::{CertificateParams, Issuer, KeyPair, SerialNumber};
+
+use crate::pki::{localhost_server_params, self_signed_ca};
 
 /// The test CA, and the server certificate it renews.
 pub(crate) struct SoakPki {
@@ -37,14 +36,7 @@ pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
 impl SoakPki {
     pub(crate) fn new(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "moat soak CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let (ca_params, ca_key, ca_cert) = self_signed_ca("moat soak CA")?;
         let ca_pem = dir.join("ca.pem");
         std::fs::write(&ca_pem, ca_cert.pem())?;
         let mut pki = Self {
@@ -64,13 +56,7 @@ impl SoakPki {
     /// renamed over them (the key first). Returns the certificate's DER.
     pub(crate) fn renew(&mut self) -> Result<Vec<u8>> {
         self.serial += 1;
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let mut params = localhost_server_params()?;
         params.serial_number = Some(SerialNumber::from(1000 + self.serial));
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let issuer = Issuer::from_params(&self.ca_params, &self.ca_key);

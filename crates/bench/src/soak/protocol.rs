@@ -2,12 +2,11 @@
 //! worker specs, the events on stdout, the phases set from stdin, and the
 //! counters a worker reports.
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -209,13 +208,7 @@ pub(crate) enum WEvent {
 }
 
 pub(crate) fn emit(e: &WEvent) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{}",
-        serde_json::to_string(e).expect("event serializes")
-    );
-    let _ = out.flush();
+    crate::worker::emit(e);
 }
 
 /// The phases a worker goes through, driven by commands on stdin.
@@ -257,6 +250,24 @@ impl Counters {
             kind,
             held_s: held.as_secs_f64(),
         });
+    }
+
+    /// A session is established: counts the connect and the live session,
+    /// and the connection as up when it is its `first` session (clearing
+    /// `first`). The session's start, for how long it was held.
+    pub(crate) fn session_up(&self, first: &mut bool) -> Instant {
+        if std::mem::take(first) {
+            self.up.fetch_add(1, Ordering::Relaxed);
+        }
+        self.connects.fetch_add(1, Ordering::Relaxed);
+        self.connected.fetch_add(1, Ordering::Relaxed);
+        Instant::now()
+    }
+
+    /// A connect attempt failed with `e`.
+    pub(crate) fn connect_failed(&self, e: String) {
+        self.connect_failures.fetch_add(1, Ordering::Relaxed);
+        self.error(e);
     }
 
     pub(crate) fn error(&self, e: String) {

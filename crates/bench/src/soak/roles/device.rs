@@ -202,21 +202,14 @@ pub(crate) async fn device(
         let mut sess = match attempt {
             Ok((s, _)) => s,
             Err(e) => {
-                c.connect_failures.fetch_add(1, Ordering::Relaxed);
-                c.error(format!("d{d}: {e}"));
+                c.connect_failed(format!("d{d}: {e}"));
                 if nap(rng.between(0.5, 3.0), &mut phase).await {
                     break;
                 }
                 continue;
             }
         };
-        if first {
-            first = false;
-            c.up.fetch_add(1, Ordering::Relaxed);
-        }
-        c.connects.fetch_add(1, Ordering::Relaxed);
-        c.connected.fetch_add(1, Ordering::Relaxed);
-        let since = Instant::now();
+        let since = c.session_up(&mut first);
         let end = device_session(&mut dev, &mut sess, &spec, &c, &book, &mut phase).await;
         c.connected.fetch_sub(1, Ordering::Relaxed);
         match end {

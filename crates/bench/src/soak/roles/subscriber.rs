@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Result;
 use rustls::ClientConfig;
@@ -141,8 +141,7 @@ pub(crate) async fn subscriber(
             match mqtt_session(target, &cfg, &id, spec.keep_alive, false, CONNECT_LIMIT).await {
                 Ok((s, _)) => s,
                 Err(e) => {
-                    c.connect_failures.fetch_add(1, Ordering::Relaxed);
-                    c.error(format!("s{k}: {e}"));
+                    c.connect_failed(format!("s{k}: {e}"));
                     if nap(rng.between(0.5, 3.0), &mut phase).await {
                         return;
                     }
@@ -154,13 +153,7 @@ pub(crate) async fn subscriber(
             c.error(format!("s{k}: subscribe: {e}"));
             continue;
         }
-        if first {
-            first = false;
-            c.up.fetch_add(1, Ordering::Relaxed);
-        }
-        c.connects.fetch_add(1, Ordering::Relaxed);
-        c.connected.fetch_add(1, Ordering::Relaxed);
-        let since = Instant::now();
+        let since = c.session_up(&mut first);
         let mut last_send = tokio::time::Instant::now();
         let end = loop {
             if *phase.borrow() == Phase::Quit {

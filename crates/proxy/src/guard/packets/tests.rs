@@ -3,12 +3,9 @@
 use super::*;
 use crate::guard::acl::{AclRule, Subject};
 
-fn acl() -> ClientAcl {
-    let rule = AclRule {
-        publish: vec!["devices/%c/#".into()],
-        subscribe: vec!["commands/%c/+".into()],
-        ..AclRule::default()
-    };
+/// `rule` resolved for the device with client id `d1` (no username, no
+/// identity).
+fn for_d1(rule: AclRule) -> ClientAcl {
     ClientAcl::resolve(
         &[rule],
         &Subject {
@@ -17,6 +14,15 @@ fn acl() -> ClientAcl {
             identity: None,
         },
     )
+}
+
+fn acl() -> ClientAcl {
+    let rule = AclRule {
+        publish: vec!["devices/%c/#".into()],
+        subscribe: vec!["commands/%c/+".into()],
+        ..AclRule::default()
+    };
+    for_d1(rule)
 }
 
 fn session(v: ProtocolVersion, on_deny: OnDeny) -> PacketGuard {
@@ -40,13 +46,16 @@ fn publish(topic: &str, qos: u8, id: u16, payload: &[u8], v5: bool) -> Vec<u8> {
         body.push(0);
     }
     body.extend_from_slice(payload);
-    let mut p = vec![0x30 | (qos << 1)];
-    encode_varint(body.len() as u32, &mut p).unwrap();
-    p.extend(body);
-    p
+    packet(0x30 | (qos << 1), body)
 }
 
 fn subscribe(id: u16, filters: &[&str], v5: bool) -> Vec<u8> {
+    packet(0x82, filters_body(id, filters, v5, Some(1)))
+}
+
+/// The body of a SUBSCRIBE (each filter followed by `options`) or an
+/// UNSUBSCRIBE (`options` none).
+fn filters_body(id: u16, filters: &[&str], v5: bool, options: Option<u8>) -> Vec<u8> {
     let mut body = id.to_be_bytes().to_vec();
     if v5 {
         body.push(0);
@@ -54,9 +63,14 @@ fn subscribe(id: u16, filters: &[&str], v5: bool) -> Vec<u8> {
     for f in filters {
         body.extend_from_slice(&(f.len() as u16).to_be_bytes());
         body.extend_from_slice(f.as_bytes());
-        body.push(1);
+        body.extend(options);
     }
-    let mut p = vec![0x82];
+    body
+}
+
+/// A packet of first byte `first` and `body`.
+fn packet(first: u8, body: Vec<u8>) -> Vec<u8> {
+    let mut p = vec![first];
     encode_varint(body.len() as u32, &mut p).unwrap();
     p.extend(body);
     p
@@ -130,14 +144,12 @@ fn partial_subscribe_is_split_and_the_suback_merged() {
             subscribe(5, &["commands/d1/reboot", "commands/d1/+"], v5)
         );
         // The broker grants both forwarded filters at QoS 1.
-        let mut broker = vec![0x90];
         let mut body = vec![0x00, 0x05];
         if v5 {
             body.push(0);
         }
         body.extend([1, 1]);
-        encode_varint(body.len() as u32, &mut broker).unwrap();
-        broker.extend(body);
+        let broker = packet(0x90, body);
         let Step::Replace { bytes, .. } = s.downstream(&broker) else {
             panic!("expected a merged SUBACK")
         };
@@ -199,10 +211,7 @@ fn topic_aliases_resolve_and_are_checked() {
         body.extend([3, 0x23]);
         body.extend_from_slice(&alias.to_be_bytes());
         body.extend_from_slice(b"payload");
-        let mut p = vec![0x30];
-        encode_varint(body.len() as u32, &mut p).unwrap();
-        p.extend(body);
-        p
+        packet(0x30, body)
     };
     let p = with_alias("devices/d1/t", 1);
     assert_eq!(s.upstream(&p), Step::Forward(p.len()));
@@ -237,18 +246,7 @@ fn other_packets_pass_and_incomplete_headers_wait() {
 }
 
 fn unsubscribe(id: u16, filters: &[&str], v5: bool) -> Vec<u8> {
-    let mut body = id.to_be_bytes().to_vec();
-    if v5 {
-        body.push(0);
-    }
-    for f in filters {
-        body.extend_from_slice(&(f.len() as u16).to_be_bytes());
-        body.extend_from_slice(f.as_bytes());
-    }
-    let mut p = vec![0xa2];
-    encode_varint(body.len() as u32, &mut p).unwrap();
-    p.extend(body);
-    p
+    packet(0xa2, filters_body(id, filters, v5, None))
 }
 
 fn only_subscribe(filter: &str) -> ClientAcl {
@@ -256,14 +254,7 @@ fn only_subscribe(filter: &str) -> ClientAcl {
         subscribe: vec![filter.into()],
         ..AclRule::default()
     };
-    ClientAcl::resolve(
-        &[rule],
-        &Subject {
-            client_id: "d1",
-            username: None,
-            identity: None,
-        },
-    )
+    for_d1(rule)
 }
 
 #[test]
