@@ -299,16 +299,8 @@ fn a_device_revoked_while_connected_is_closed_by_the_next_recheck_alone() {
         ..RespOpts::default()
     };
     responder.set(Behaviour::answer(ca.clone(), fresh));
-    let server = Ca::new(dir.path(), "ca", "Test CA");
-    let cert = server.issue(
-        dir.path(),
-        "server",
-        &Issue::server("localhost", &["localhost"]),
-    );
     let g = Gateway::new()
         .in_dir(dir)
-        .ca(server)
-        .cert(cert)
         .tls_yaml(&format!(
             "{}  revocation_recheck: 1s\n",
             client_auth(&ca, "prefer")
