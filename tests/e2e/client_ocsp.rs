@@ -25,15 +25,22 @@ fn client_auth(ca: &OpensslCa, mode: &str) -> String {
     )
 }
 
-fn scene(first: &str, second: &str, listener_yaml: &str) -> Scene {
-    let dir = TestDir::new();
+/// A device CA whose certificates name a loopback responder, answering
+/// from its `index.txt` with `opts`.
+fn devices_ca(dir: &TestDir, opts: RespOpts) -> (Responder, Arc<OpensslCa>) {
     let responder = Responder::start(Behaviour::Close);
     let ca = Arc::new(OpensslCa::with_options(
         dir.path(),
         "devices-ca",
         &CaOptions::ocsp(responder.url()),
     ));
-    responder.set(Behaviour::answer(ca.clone(), RespOpts::default()));
+    responder.set(Behaviour::answer(ca.clone(), opts));
+    (responder, ca)
+}
+
+fn scene(first: &str, second: &str, listener_yaml: &str) -> Scene {
+    let dir = TestDir::new();
+    let (responder, ca) = devices_ca(&dir, RespOpts::default());
     let g = Gateway::new()
         .in_dir(dir)
         .tls_yaml(&client_auth(&ca, first))
@@ -286,19 +293,13 @@ fn a_reconnect_storm_makes_one_query_even_with_the_responder_failing() {
 #[test]
 fn a_device_revoked_while_connected_is_closed_by_the_next_recheck_alone() {
     let dir = TestDir::new();
-    let responder = Responder::start(Behaviour::Close);
-    let ca = Arc::new(OpensslCa::with_options(
-        dir.path(),
-        "devices-ca",
-        &CaOptions::ocsp(responder.url()),
-    ));
     // The shortest nextUpdate openssl gives (a minute): moat keeps each
     // answer until then, so the first round after it asks again.
     let fresh = RespOpts {
         next_update: Some(Duration::from_secs(60)),
         ..RespOpts::default()
     };
-    responder.set(Behaviour::answer(ca.clone(), fresh));
+    let (responder, ca) = devices_ca(&dir, fresh);
     let g = Gateway::new()
         .in_dir(dir)
         .tls_yaml(&format!(
