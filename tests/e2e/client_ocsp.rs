@@ -364,3 +364,65 @@ fn a_device_revoked_while_connected_is_closed_by_the_next_recheck_alone() {
         out.stdout
     );
 }
+
+#[test]
+fn answers_kept_on_disk_let_a_restarted_moat_admit_without_its_responder() {
+    let dir = TestDir::new();
+    let (mut responder, ca) = devices_ca(&dir, RespOpts::default());
+    let cache = dir.path().join("device-ocsp");
+    let g = Gateway::new()
+        .in_dir(dir)
+        .tls_yaml(&format!(
+            "{}  ocsp_cache_dir: {}\n",
+            client_auth(&ca, "require"),
+            cache.display()
+        ))
+        .prepare();
+    let device = ca.issue(
+        g.path(),
+        "device-kept",
+        "/CN=device-kept",
+        Profile::ClientOcsp,
+    );
+    let tls = Tls::ca(&g.ca().cert).with_client(&device.cert, &device.key);
+    let publish = || {
+        mosquitto_pub("localhost", g.port, Some(&tls), "t", "hi")
+            .status
+            .success()
+    };
+    {
+        let moat = g.start_moat();
+        assert!(publish(), "{}", moat.logs());
+        assert_eq!(responder.hits(), 1);
+        // The answer is written after it is handed out: wait for the file.
+        let kept = wait_until(Duration::from_secs(5), || {
+            std::fs::read_dir(&cache).is_ok_and(|d| d.count() == 1)
+        });
+        assert!(kept, "no answer kept in {}", cache.display());
+    }
+    // The responder is down for the restart; `require` would refuse every
+    // device without the kept answer.
+    responder.stop();
+    let moat = g.start_moat();
+    assert!(publish(), "{}", moat.logs());
+    let queries: f64 = ["good", "revoked", "unknown", "error"]
+        .iter()
+        .map(|r| {
+            moat.metric(
+                "moat_client_ocsp_queries_total",
+                &format!("listener=\"mqtts\",result=\"{r}\""),
+            )
+        })
+        .sum();
+    assert_eq!(queries, 0.0, "the kept answer was used, no query sent");
+    let out = moat_check(g.path(), "check.yaml", &g.yaml);
+    let line = format!("client OCSP answers also kept in {}", cache.display());
+    assert!(out.stdout.contains(&line), "{}", out.stdout);
+    assert_eq!(
+        moat.metric(
+            "moat_client_ocsp_checks_total",
+            "listener=\"mqtts\",result=\"good\""
+        ),
+        1.0
+    );
+}

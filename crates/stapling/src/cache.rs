@@ -14,7 +14,7 @@ use aws_lc_rs::digest;
 pub(crate) const MAX_RESPONSE_SIZE: u64 = 1 << 20;
 
 /// Runs blocking file work on `path` on Tokio's blocking pool.
-pub(crate) async fn in_background<T: Send + 'static>(
+pub async fn in_background<T: Send + 'static>(
     path: &Path,
     work: impl FnOnce(&Path) -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
@@ -47,7 +47,7 @@ pub(crate) fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
 }
 
 /// Reads a cache file; a missing file is `Ok(None)`.
-pub(crate) fn read_cached(path: &Path) -> io::Result<Option<Vec<u8>>> {
+pub fn read_cached(path: &Path) -> io::Result<Option<Vec<u8>>> {
     match read_capped(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -60,7 +60,7 @@ pub(crate) fn read_cached(path: &Path) -> io::Result<Option<Vec<u8>>> {
 /// directory is flushed. Readers see the old or the new file, never a mix.
 /// The directory is created if needed. On failure the temporary file is
 /// removed and the old file is left as it was.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()

@@ -54,7 +54,7 @@ pub mod schedule;
 mod stapler;
 mod verify;
 
-pub use cache::cache_path;
+pub use cache::{cache_path, in_background, read_cached, write_atomic};
 pub use cert::{leaf_facts, LeafFacts};
 pub use clock::{Clock, SystemClock};
 pub use config::{ConfigError, StaplingConfig};

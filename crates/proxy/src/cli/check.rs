@@ -141,6 +141,12 @@ fn revocation_lines(auth: &crate::config::ClientAuthConfig) -> String {
             humantime::format_duration(auth.ocsp_timeout()),
             failure(auth.ocsp)
         ));
+        if let Some(dir) = &auth.ocsp_cache_dir {
+            out.push_str(&format!(
+                "  client OCSP answers also kept in {}\n",
+                dir.display()
+            ));
+        }
     }
     let crl = auth.crl_distribution_points;
     if crl != ClientOcspMode::Off {

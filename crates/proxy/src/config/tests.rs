@@ -763,6 +763,22 @@ fn revocation_recheck_defaults_to_a_minute_with_an_online_check_only() {
 }
 
 #[test]
+fn ocsp_cache_dir_needs_ocsp() {
+    let c = parse_str(&client_ocsp(
+        "required",
+        "ocsp: prefer\n        ocsp_cache_dir: /var/cache/moat/devices",
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.config.listeners[0].tls.client_auth.ocsp_cache_dir,
+        Some(std::path::PathBuf::from("/var/cache/moat/devices"))
+    );
+    let e = error_text(&client_ocsp("required", "ocsp_cache_dir: /tmp/x"));
+    assert!(e.contains("tls.client_auth.ocsp_cache_dir"), "{e}");
+    assert!(e.contains("ocsp is off"), "{e}");
+}
+
+#[test]
 fn websocket_section_defaults_and_bad_values_named_by_field() {
     let on = format!("{MINIMAL}    websocket:\n");
     let c = parse_str(&on).expect("a bare websocket: is valid");

@@ -446,6 +446,16 @@ fn check_client_ocsp(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut
         }
     }
     check_revocation_recheck(path, &at, ca, errors);
+    if ca.ocsp_cache_dir.is_some() && ca.ocsp == ClientOcspMode::Off {
+        errors.push(
+            ConfigError::at(
+                path,
+                at("ocsp_cache_dir"),
+                "ocsp_cache_dir is set but ocsp is off, so nothing would be kept there",
+            )
+            .hint("set ocsp: prefer or ocsp: require, or remove ocsp_cache_dir"),
+        );
+    }
 }
 
 /// The longest `tls.client_auth.revocation_recheck`.

@@ -194,6 +194,10 @@ pub struct ClientAuthConfig {
     /// ([`ClientAuthConfig::ocsp_timeout`] gives the default).
     #[serde(rename = "ocsp_timeout")]
     pub ocsp_timeout_setting: Option<HumanDuration>,
+    /// Keep each device's verified OCSP answer here too (one file per
+    /// certificate, written atomically), so that a fleet reconnecting
+    /// after a restart reuses them instead of asking the responder again.
+    pub ocsp_cache_dir: Option<PathBuf>,
     /// Download the CRL each device certificate names (its CRL
     /// distribution points, over HTTP) and refuse a revoked device, after
     /// the handshake; the same modes as `ocsp` (`prefer`: fail open,

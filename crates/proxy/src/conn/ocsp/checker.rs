@@ -2,19 +2,26 @@
 //! with the I/O: the query to the certificate's responder (through
 //! moat-stapling's [`OcspClient`]), its verification
 //! ([`moat_stapling::verify_response`]), and the per-certificate cache
-//! with single flight ([`AnswerCache`]) shared by every worker thread.
+//! with single flight ([`AnswerCache`]) shared by every worker thread;
+//! with `client_auth.ocsp_cache_dir`, verified answers are also kept on
+//! disk (moat-stapling's atomic cache files), read before a query.
 //!
 //! A query runs in a task of its own, bounded by the listener's
 //! `ocsp_timeout`, so that a device that goes away does not cancel the
 //! query other devices with the same certificate wait for.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
-use moat_stapling::{responder_url_of, verify_response, CertStatus, OcspClient};
+use moat_stapling::{
+    cache_path, in_background, read_cached, responder_url_of, verify_response, write_atomic,
+    CertStatus, OcspClient, Staple,
+};
 use prometheus_client::metrics::gauge::Gauge;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::watch;
+use tracing::warn;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::verdict::Outcome;
@@ -61,6 +68,8 @@ struct Query {
     issuer: Vec<u8>,
     url: String,
     timeout: Duration,
+    /// The certificate's file under `client_auth.ocsp_cache_dir`.
+    disk: Option<PathBuf>,
 }
 
 impl OcspChecker {
@@ -78,13 +87,17 @@ impl OcspChecker {
     /// of the chain or the client CA bundle `cas`) with its responder,
     /// waiting at most about `timeout`. `key` is the leaf's SHA-256
     /// fingerprint. A cached answer is used while it lasts; a query in
-    /// flight about the same certificate is waited for, not repeated.
+    /// flight about the same certificate is waited for, not repeated. With
+    /// `disk` (`client_auth.ocsp_cache_dir`), an answer is first looked for
+    /// there, and every verified answer is written there, so that a fleet
+    /// reconnecting after a restart is not an OCSP storm.
     pub async fn check(
         &self,
         key: &str,
         chain: &[CertificateDer<'_>],
         cas: &[CertificateDer<'static>],
         timeout: Duration,
+        disk: Option<&Path>,
     ) -> Outcome {
         let Some((leaf, rest)) = chain.split_first() else {
             return Outcome::NoResponder("no client certificate");
@@ -132,6 +145,7 @@ impl OcspChecker {
                             issuer: issuer.to_vec(),
                             url,
                             timeout,
+                            disk: disk.map(|dir| cache_path(dir, leaf)),
                         },
                         tx,
                     );
@@ -156,14 +170,23 @@ impl OcspChecker {
         let queries = self.queries.clone();
         let entries = self.entries.clone();
         tokio::spawn(async move {
-            let (outcome, next_update) = match client {
-                Ok(client) => ask(&client, &query).await,
-                Err(e) => (
-                    Outcome::ResponderError(format!("no OCSP client: {e}").into()),
-                    None,
-                ),
+            let stored = match &query.disk {
+                Some(path) => from_disk(path, &query).await,
+                None => None,
             };
-            queries.inc(outcome.query_result());
+            let (outcome, next_update, fresh) = match (stored, client) {
+                (Some((outcome, next_update)), _) => (outcome, Some(next_update), None),
+                (None, Ok(client)) => {
+                    let (outcome, next_update, der) = ask(&client, &query).await;
+                    queries.inc(outcome.query_result());
+                    (outcome, next_update, der)
+                }
+                (None, Err(e)) => {
+                    let outcome = Outcome::ResponderError(format!("no OCSP client: {e}").into());
+                    queries.inc(outcome.query_result());
+                    (outcome, None, None)
+                }
+            };
             let now = SystemTime::now();
             {
                 let mut cache = lock(&cache);
@@ -176,14 +199,46 @@ impl OcspChecker {
                 entries.set(len_i64(&cache));
             }
             let _ = tx.send(Some(outcome));
+            // After the answer is out: no device waits for the disk.
+            if let (Some(path), Some(der)) = (&query.disk, fresh) {
+                let written = in_background(path, move |p| write_atomic(p, &der)).await;
+                if let Err(e) = written {
+                    warn!(file = %path.display(), error = %e, "could not keep a device's OCSP answer on disk (client_auth.ocsp_cache_dir); it stays in memory");
+                }
+            }
         });
     }
 }
 
-/// Queries and verifies: the outcome, and the response's nextUpdate when
-/// it verified.
-async fn ask(client: &OcspClient, q: &Query) -> (Outcome, Option<SystemTime>) {
-    let error = |text: String| (Outcome::ResponderError(text.into()), None);
+/// A verified, current answer kept on disk for `q`'s certificate, with
+/// its nextUpdate. A missing, unreadable, stale or foreign file is no
+/// answer (the responder is asked); only an unreadable one is logged.
+async fn from_disk(path: &Path, q: &Query) -> Option<(Outcome, SystemTime)> {
+    let der = match in_background(path, read_cached).await {
+        Ok(Some(der)) => der,
+        Ok(None) => return None,
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "could not read a device's kept OCSP answer; asking its responder");
+            return None;
+        }
+    };
+    let staple = verify_response(&der, &q.leaf, &q.issuer, SystemTime::now(), CLOCK_SKEW).ok()?;
+    Some((outcome_of(&staple), staple.next_update()))
+}
+
+/// What a verified response says.
+fn outcome_of(staple: &Staple) -> Outcome {
+    match staple.cert_status() {
+        CertStatus::Good => Outcome::Good,
+        CertStatus::Revoked { .. } => Outcome::Revoked,
+        CertStatus::Unknown => Outcome::Unknown,
+    }
+}
+
+/// Queries and verifies: the outcome, and the response's nextUpdate and
+/// DER when it verified.
+async fn ask(client: &OcspClient, q: &Query) -> (Outcome, Option<SystemTime>, Option<Vec<u8>>) {
+    let error = |text: String| (Outcome::ResponderError(text.into()), None, None);
     let der = match tokio::time::timeout(q.timeout, client.query(&q.leaf, &q.issuer)).await {
         Err(_) => {
             return error(format!(
@@ -196,14 +251,7 @@ async fn ask(client: &OcspClient, q: &Query) -> (Outcome, Option<SystemTime>) {
         Ok(Ok(der)) => der,
     };
     match verify_response(&der, &q.leaf, &q.issuer, SystemTime::now(), CLOCK_SKEW) {
-        Ok(staple) => {
-            let outcome = match staple.cert_status() {
-                CertStatus::Good => Outcome::Good,
-                CertStatus::Revoked { .. } => Outcome::Revoked,
-                CertStatus::Unknown => Outcome::Unknown,
-            };
-            (outcome, Some(staple.next_update()))
-        }
+        Ok(staple) => (outcome_of(&staple), Some(staple.next_update()), Some(der)),
         Err(e) => error(format!(
             "the response of the OCSP responder {} does not verify: {e}",
             q.url
@@ -302,7 +350,7 @@ mod tests {
         let chain = [CertificateDer::from(leaf.cert.der().to_vec())];
         let cas = [CertificateDer::from(ca.cert.der().to_vec())];
         let outcome = checker
-            .check("k", &chain, &cas, Duration::from_secs(1))
+            .check("k", &chain, &cas, Duration::from_secs(1), None)
             .await;
         assert!(matches!(outcome, Outcome::NoResponder(why) if why.contains("AIA")));
         assert_eq!(checker.entries.get(), 0);

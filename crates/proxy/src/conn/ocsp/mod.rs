@@ -44,7 +44,13 @@ pub async fn admits(
         return true;
     };
     let outcome = checker
-        .check(&id.sha256, chain, cas, settings.ocsp_timeout())
+        .check(
+            &id.sha256,
+            chain,
+            cas,
+            settings.ocsp_timeout(),
+            settings.ocsp_cache_dir.as_deref(),
+        )
         .await;
     m.client_ocsp_checks.inc(outcome.result());
     match decide(mode, &outcome) {
@@ -88,7 +94,13 @@ pub async fn revokes(
 ) -> bool {
     settings.ocsp != ClientOcspMode::Off
         && checker
-            .check(&identity.sha256, chain, cas, settings.ocsp_timeout())
+            .check(
+                &identity.sha256,
+                chain,
+                cas,
+                settings.ocsp_timeout(),
+                settings.ocsp_cache_dir.as_deref(),
+            )
             .await
             == Outcome::Revoked
 }
