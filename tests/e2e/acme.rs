@@ -1,25 +1,29 @@
 //! Built-in ACME (issue 19) against a real pebble that really validates
-//! HTTP-01 (`PEBBLE_VA_ALWAYS_VALID=0`): first issuance at start-up, a
-//! restart that reuses the stored certificate, a renewal at 2/3 of a
-//! short lifetime with a session held across the swap, a CA that is down
-//! at renewal time, and one that is unreachable at the first start.
+//! the challenges (`PEBBLE_VA_ALWAYS_VALID=0`): first issuance over
+//! HTTP-01, and over TLS-ALPN-01 on a listener that requires device
+//! certificates; a restart that reuses the stored certificate; renewals at
+//! 2/3 of a short lifetime while 500 mosquitto_sub sessions stay connected
+//! and receive every QoS 1 message; a CA that is down at renewal time; and
+//! a first start with no CA, which serves nothing on the name and is not
+//! ready.
 
 use std::time::Duration;
 
 use moat_testkit::*;
 
-/// One listener whose certificate is an `acme:` entry for `moat.test`.
+/// One listener whose certificate is an `acme:` entry for `moat.test`;
+/// `challenge` is the entry's challenge lines, `tls_extra` more lines of
+/// the listener's `tls:` (indented by 6).
 fn acme_yaml(
-    admin: u16,
-    port: u16,
-    backend: u16,
+    (admin, port, backend): (u16, u16, u16),
     directory: &str,
     ca: &str,
-    http01: u16,
+    challenge: &str,
     state: &str,
+    tls_extra: &str,
 ) -> String {
     format!(
-        "log:\n  level: info,moat=debug\nadmin:\n  listen: 127.0.0.1:{admin}\nlisteners:\n  - name: mqtts\n    listen: 127.0.0.1:{port}\n    backend: 127.0.0.1:{backend}\n    tls:\n      certificates:\n        - acme:\n            directory: {directory}\n            contact: [mailto:ops@moat.test]\n            domains: [moat.test]\n            state_dir: {state}\n            ca_bundle: {ca}\n            http01_listen: 127.0.0.1:{http01}\n"
+        "log:\n  level: info,moat=debug\nadmin:\n  listen: 127.0.0.1:{admin}\nlisteners:\n  - name: mqtts\n    listen: 127.0.0.1:{port}\n    backend: 127.0.0.1:{backend}\n    tls:\n      certificates:\n        - acme:\n            directory: {directory}\n            contact: [mailto:ops@moat.test]\n            domains: [moat.test]\n            state_dir: {state}\n            ca_bundle: {ca}\n            {challenge}\n{tls_extra}"
     )
 }
 
@@ -33,19 +37,29 @@ struct Scene {
 }
 
 impl Scene {
+    /// HTTP-01 on pebble's `http_port`.
     fn new(validity: Option<u64>) -> Self {
+        Self::with(
+            validity,
+            |p| format!("http01_listen: 127.0.0.1:{}", p.http_port),
+            "",
+        )
+    }
+
+    /// `challenge` from the running pebble; pebble validates TLS-ALPN-01
+    /// on moat's listener.
+    fn with(validity: Option<u64>, challenge: impl Fn(&Pebble) -> String, tls_extra: &str) -> Self {
         let dir = TestDir::new();
-        let pebble = Pebble::start(&dir, validity);
-        let broker = Mosquitto::start(dir.path());
         let (port, admin) = (free_port(), free_port());
+        let pebble = Pebble::start_with(&dir, validity, port);
+        let broker = Mosquitto::start(dir.path());
         let yaml = acme_yaml(
-            admin,
-            port,
-            broker.port,
+            (admin, port, broker.port),
             &pebble.directory(),
             &pebble.ca_bundle.display().to_string(),
-            pebble.http_port,
+            &challenge(&pebble),
             &dir.join("acme").display().to_string(),
+            tls_extra,
         );
         Self {
             dir,
@@ -57,8 +71,16 @@ impl Scene {
         }
     }
 
+    /// moat, once its certificate is obtained and it reports ready.
     fn moat(&self) -> Moat {
-        Moat::start(self.dir.path(), &self.yaml, Some(self.admin))
+        let moat = Moat::start(self.dir.path(), &self.yaml, Some(self.admin));
+        assert!(
+            wait_until(Duration::from_secs(30), || moat.get("/readyz").0 == 200),
+            "not ready: {:?}; log:\n{}",
+            moat.get("/readyz"),
+            moat.logs()
+        );
+        moat
     }
 
     fn stored_serial(&self) -> String {
@@ -145,7 +167,9 @@ fn acme_first_issuance_over_http01_then_a_restart_reuses_the_stored_certificate(
     assert!(orders >= 1, "pebble logs no order:\n{}", s.pebble.logs());
     let moat = s.moat();
     assert!(
-        !moat.logs().contains("obtaining the first ACME certificate"),
+        !moat
+            .logs()
+            .contains("no ACME certificate for these names yet"),
         "{}",
         moat.logs()
     );
@@ -154,45 +178,165 @@ fn acme_first_issuance_over_http01_then_a_restart_reuses_the_stored_certificate(
 }
 
 #[test]
-fn acme_renews_at_two_thirds_of_the_lifetime_while_sessions_stay_connected() {
-    // 30 s certificates: the renewal comes 20 s after notBefore.
+fn acme_first_issuance_over_tls_alpn_01_on_a_listener_that_requires_device_certificates() {
+    let dir_ca = TestDir::new();
+    let devices = Ca::new(dir_ca.path(), "devices", "Devices CA");
+    let device = devices.issue(dir_ca.path(), "dev-1", &Issue::client("dev-1"));
+    let s = Scene::with(
+        None,
+        |_| "challenge: tls-alpn-01".to_string(),
+        &format!(
+            "      client_auth:\n        mode: required\n        ca: {}\n",
+            devices.cert.display()
+        ),
+    );
+    let moat = s.moat();
+    // pebble validated on the listener itself: no HTTP listener exists.
+    assert!(
+        moat.metric("moat_acme_tls_alpn_validations_total", "listener=\"mqtts\"") >= 1.0,
+        "{}",
+        moat.metrics()
+    );
+    assert!(moat.logs().contains("answered a TLS-ALPN-01 validation"));
+    assert!(
+        !moat.logs().contains("HTTP-01 challenge listener started"),
+        "{}",
+        moat.logs()
+    );
+    let root = s.pebble.root(&s.dir);
+    let (cert, key) = (
+        device.cert.display().to_string(),
+        device.key.display().to_string(),
+    );
+    s_client_ok(
+        s.port,
+        &root,
+        &[
+            "-servername",
+            "moat.test",
+            "-verify_hostname",
+            "moat.test",
+            "-verify_return_error",
+            "-cert",
+            &cert,
+            "-key",
+            &key,
+        ],
+    );
+    assert_eq!(s.served(), s.stored_serial());
+    // The device requirement still holds for everything else.
+    let tls = Tls::ca(&root).with_insecure();
+    let out = mosquitto_pub("localhost", s.port, Some(&tls), "acme/t", "no cert");
+    assert!(
+        !out.status.success(),
+        "a device without a certificate got in"
+    );
+    let out = mosquitto_pub(
+        "localhost",
+        s.port,
+        Some(&tls.with_client(&device.cert, &device.key)),
+        "acme/t",
+        "hi",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With no order in progress, an acme-tls/1 hello gets nothing.
+    let (ok, out) = s_client(
+        s.port,
+        &["-servername", "moat.test", "-alpn", "acme-tls/1"],
+        "",
+    );
+    assert!(!(ok && handshake_ok(&out)), "{out}");
+    assert!(
+        moat.metric_reaching(
+            "moat_tls_handshakes_total",
+            "reason=\"acme_no_challenge\"",
+            1.0
+        ) >= 1.0,
+        "{}",
+        moat.metrics()
+    );
+}
+
+#[test]
+fn acme_renews_at_two_thirds_of_the_lifetime_while_500_sessions_stay_connected_and_lose_nothing() {
+    const SESSIONS: usize = 500;
+    const MESSAGES: u32 = 400;
+    // 30 s certificates: a renewal every 20 s, so the 24 s of publishing
+    // below span at least one.
     let s = Scene::new(Some(30));
     let moat = s.moat();
-    let first = s.served();
     let root = s.pebble.root(&s.dir);
     let tls = Tls::ca(&root).with_insecure();
-    let mut sub = Sub::spawn(s.dir.path(), "held", s.port, Some(&tls), "acme/held", 1, 60);
-    assert!(wait_until(Duration::from_secs(10), || s
-        .broker
-        .logs()
-        .contains("held")));
+    let subs: Vec<Sub> = (0..SESSIONS)
+        .map(|i| {
+            Sub::spawn(
+                s.dir.path(),
+                &format!("acme-sub-{i}"),
+                s.port,
+                Some(&tls),
+                "acme/load",
+                MESSAGES,
+                150,
+            )
+        })
+        .collect();
     assert!(
-        wait_until(Duration::from_secs(40), || s.served() != first),
-        "not renewed; moat log:\n{}",
+        wait_until(Duration::from_secs(60), || s
+            .broker
+            .logs()
+            .matches(" as acme-sub-")
+            .count()
+            >= SESSIONS),
+        "only {} of {SESSIONS} sessions reached the broker",
+        s.broker.logs().matches(" as acme-sub-").count()
+    );
+    // Let the subscriptions land before the first message.
+    std::thread::sleep(Duration::from_secs(2));
+    let first = s.served();
+    let reloads = moat.metric("moat_certificate_reloads_total", "result=\"success\"");
+    let mut publisher = LinePub::spawn("acme-pub", s.port, Some(&tls), "acme/load");
+    for n in 0..MESSAGES {
+        publisher.send(&n.to_string());
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    assert_eq!(publisher.finish(), Some(0), "the publisher failed");
+    assert_ne!(
+        s.served(),
+        first,
+        "no renewal while publishing; log:\n{}",
         moat.logs()
     );
     assert_eq!(s.served(), s.stored_serial());
+    assert!(
+        moat.metric("moat_certificate_reloads_total", "result=\"success\"") > reloads,
+        "the renewal was not swapped in"
+    );
     assert!(
         moat.metric(
             "moat_acme_last_success_timestamp_seconds",
             "listener=\"mqtts\""
         ) > 0.0
     );
-    assert!(moat.metric("moat_certificate_reloads_total", "result=\"success\"") >= 1.0);
-    let out = mosquitto_pub(
-        "localhost",
-        s.broker.port,
-        None,
-        "acme/held",
-        "still-connected",
-    );
-    assert!(out.status.success());
+    let want: Vec<String> = (0..MESSAGES).map(|n| n.to_string()).collect();
+    for (i, mut sub) in subs.into_iter().enumerate() {
+        assert_eq!(
+            sub.wait(Duration::from_secs(60)),
+            Some(0),
+            "session {i} did not get all {MESSAGES} messages"
+        );
+        let got: Vec<String> = sub.output().lines().map(str::to_string).collect();
+        assert_eq!(got, want, "session {i} lost or reordered messages");
+    }
+    // No session was dropped and came back: one connection each.
     assert_eq!(
-        sub.wait(Duration::from_secs(5)),
-        Some(0),
-        "the held session was dropped"
+        s.broker.logs().matches(" as acme-sub-").count(),
+        SESSIONS,
+        "a session reconnected"
     );
-    assert_eq!(sub.output().trim(), "still-connected");
 }
 
 #[test]
@@ -221,29 +365,58 @@ fn acme_ca_down_at_renewal_counts_a_failure_and_keeps_serving() {
 }
 
 #[test]
-fn acme_unreachable_directory_at_first_start_fails_naming_the_field() {
+fn acme_with_no_certificate_yet_and_no_ca_serves_nothing_on_the_name_and_is_not_ready() {
     let dir = TestDir::new();
     let (port, admin, http01) = (free_port(), free_port(), free_port());
     let ca = Ca::new(dir.path(), "ca", "Some CA");
     let yaml = acme_yaml(
-        admin,
-        port,
-        free_port(),
+        (admin, port, free_port()),
         &format!("https://127.0.0.1:{}/dir", free_port()),
         &ca.cert.display().to_string(),
-        http01,
+        &format!("http01_listen: 127.0.0.1:{http01}"),
         &dir.join("acme").display().to_string(),
+        "",
     );
-    let mut moat = Moat::spawn(dir.path(), "moat.yaml", &yaml, Some(admin));
-    let status = moat
-        .wait_exit(Duration::from_secs(30))
-        .expect("moat should exit");
-    assert!(!status.success());
+    let moat = Moat::start(dir.path(), &yaml, Some(admin));
+    let failures = moat.metric_reaching_within(
+        "moat_acme_failures_total",
+        "reason=\"directory_unreachable\"",
+        1.0,
+        Duration::from_secs(20),
+    );
+    assert!(failures >= 1.0, "no failure counted; log:\n{}", moat.logs());
+    // Still running, not ready, and saying why.
+    let (code, body) = moat.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("moat.test") && body.contains("ACME"),
+        "{body}"
+    );
+    assert_eq!(moat.metric("moat_ready", ""), 0.0);
     let log = moat.logs();
     assert!(
-        log.contains("listeners[0].tls.certificates[0].acme"),
+        log.contains("listeners[0].tls.certificates[0].acme") && log.contains("ACME order failed"),
         "{log}"
     );
     assert!(log.contains("directory_unreachable"), "{log}");
+    // Nothing is served on the name: no self-signed stand-in.
+    let (ok, out) = s_client(port, &["-servername", "moat.test"], "");
+    assert!(!(ok && handshake_ok(&out)), "{out}");
+    assert!(
+        moat.metric_reaching(
+            "moat_tls_handshakes_total",
+            "reason=\"no_certificate\"",
+            1.0
+        ) >= 1.0,
+        "{}",
+        moat.metrics()
+    );
     assert!(!dir.join("acme/cert.pem").exists());
+    // `moat check` says the entry is not obtained yet.
+    let check = moat_cmd(&["check", "--config", dir.join("moat.yaml").to_str().unwrap()]);
+    assert!(
+        check.stdout.contains("not obtained yet"),
+        "{}",
+        check.stdout
+    );
 }

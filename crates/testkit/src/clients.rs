@@ -108,6 +108,58 @@ pub fn mosquitto_pub(
     cmd.output().expect("run mosquitto_pub")
 }
 
+/// A running `mosquitto_pub -l`: each line written is one QoS 1 message.
+pub struct LinePub {
+    child: Child,
+}
+
+impl LinePub {
+    /// Connects as `id` to `localhost:port` and publishes to `topic`.
+    pub fn spawn(id: &str, port: u16, tls: Option<&Tls>, topic: &str) -> Self {
+        require("mosquitto_pub", "mosquitto-clients");
+        let mut cmd = Command::new("mosquitto_pub");
+        cmd.args(["-h", "localhost", "-p", &port.to_string(), "-t", topic])
+            .args(["-q", "1", "-l", "-i", id]);
+        if let Some(t) = tls {
+            cmd.args(t.args());
+        }
+        let child = cmd
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("start mosquitto_pub -l");
+        Self { child }
+    }
+
+    /// Publishes `message` (one line).
+    pub fn send(&mut self, message: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{message}").expect("mosquitto_pub -l is gone");
+        stdin.flush().expect("flush");
+    }
+
+    /// Ends the input and waits (up to 15 s) for every message to be sent;
+    /// the exit code, `None` on a timeout.
+    pub fn finish(mut self) -> Option<i32> {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        None
+    }
+}
+
+impl Drop for LinePub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A running `mosquitto_sub`.
 pub struct Sub {
     child: Child,

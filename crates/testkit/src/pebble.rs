@@ -1,7 +1,8 @@
 //! A real ACME CA: Debian's `pebble`, with `pebble-challtestsrv` as the
 //! DNS stub that resolves every name to 127.0.0.1, on free ports, its
 //! HTTPS certificate from a test CA made here. Challenges are really
-//! validated (`PEBBLE_VA_ALWAYS_VALID=0`) against `http_port`.
+//! validated (`PEBBLE_VA_ALWAYS_VALID=0`): HTTP-01 against `http_port`,
+//! TLS-ALPN-01 against `tls_port` (a moat listener's, to test it).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -25,12 +26,19 @@ pub struct Pebble {
     pub mgmt_port: u16,
     /// Where pebble validates HTTP-01 challenges.
     pub http_port: u16,
+    /// Where pebble validates TLS-ALPN-01 challenges.
+    pub tls_port: u16,
 }
 
 impl Pebble {
     /// Starts the DNS stub and pebble; `validity_secs` sets
     /// `certificateValidityPeriod` (pebble's default: about five years).
     pub fn start(dir: &TestDir, validity_secs: Option<u64>) -> Self {
+        Self::start_with(dir, validity_secs, free_port())
+    }
+
+    /// As [`Pebble::start`], validating TLS-ALPN-01 on 127.0.0.1:`tls_port`.
+    pub fn start_with(dir: &TestDir, validity_secs: Option<u64>, tls_port: u16) -> Self {
         require("pebble", "pebble");
         require("pebble-challtestsrv", "pebble");
         let tls_ca = Ca::new(dir.path(), "pebble-tls-ca", "Pebble TLS CA");
@@ -78,7 +86,7 @@ impl Pebble {
                 r#"{{"pebble": {{"listenAddress": "127.0.0.1:{acme_port}", "managementListenAddress": "127.0.0.1:{mgmt_port}", "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {}, "ocspResponderURL": "", "externalAccountBindingRequired": false{validity}}}}}"#,
                 tls.cert.display(),
                 tls.key.display(),
-                free_port()
+                tls_port
             ),
         );
         let pebble = Daemon::start(
@@ -105,6 +113,7 @@ impl Pebble {
             acme_port,
             mgmt_port,
             http_port,
+            tls_port,
         }
     }
 

@@ -242,7 +242,23 @@ pub fn report(config: &ValidConfig, prepared: &Prepared, now: SystemTime) -> Str
                 out,
                 "    OCSP:      responder {responder}{must}; stapled: {stapling}"
             );
-            if let Some(a) = l.tls.certificates.get(i).and_then(|c| c.acme.as_ref()) {
+            if let Some(a) = l
+                .tls
+                .certificates
+                .get(tls.entry(i))
+                .and_then(|c| c.acme.as_ref())
+            {
+                let _ = writeln!(out, "    ACME:      {}", crate::control::acme::describe(a));
+            }
+        }
+        for &j in &tls.pending {
+            if let Some(a) = l.tls.certificates.get(j).and_then(|c| c.acme.as_ref()) {
+                let _ = writeln!(
+                    out,
+                    "  certificate entry #{}: ACME, not obtained yet: {} not served until it is",
+                    j + 1,
+                    a.domains.join(", ")
+                );
                 let _ = writeln!(out, "    ACME:      {}", crate::control::acme::describe(a));
             }
         }

@@ -126,8 +126,8 @@ fn load(config: &ValidConfig) -> Result<Loaded, ExitCode> {
         },
         None => None,
     };
-    // ACME entries obtain their first certificate before the TLS state
-    // that loads it.
+    // ACME entries' state directories and HTTP-01 sockets; an entry with
+    // no certificate yet loads as pending and is ordered once serving.
     let acme = match acme::prepare(config) {
         Ok(a) => a,
         Err(e) => {

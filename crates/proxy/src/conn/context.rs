@@ -25,6 +25,7 @@ use super::registry::Registry;
 use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
 use crate::relay::throttle::DeviceLimits;
+use crate::tls::acme_alpn::AlpnChallenges;
 use crate::tls::certs::name_matches;
 use crate::tls::policy::TlsPolicy;
 use crate::tls::ListenerTls;
@@ -47,6 +48,9 @@ pub struct Context {
     /// Its CRL distribution point checks of device certificates, with
     /// their per-URL cache.
     pub crl: CrlChecker,
+    /// TLS-ALPN-01 answers of ACME orders in progress (one table per
+    /// process).
+    pub challenges: Arc<AlpnChallenges>,
 }
 
 /// Every listener and route in service, each listener followed by its
@@ -105,11 +109,13 @@ impl Context {
         metrics: &Metrics,
         routes: Vec<Route>,
         sessions: Arc<Registry>,
+        challenges: Arc<AlpnChallenges>,
     ) -> Self {
         let backend = BackendLink::start(config, metrics);
         let metrics = ConnMetrics::new(metrics, &config.name);
         Self {
             sessions,
+            challenges,
             name: config.name.clone(),
             admission: Admission::new(config),
             ocsp: OcspChecker::new(

@@ -8,8 +8,11 @@
 //! suites the client offers pick the configuration
 //! ([`ListenerTls::config_for`]). A resumed session's client certificate
 //! is verified again against the current CA bundle, CRLs and allow-list,
-//! since rustls does not. Failures are classified into a bounded set of
-//! reasons for the metric and logged once.
+//! since rustls does not. A hello with ALPN `acme-tls/1` is an ACME
+//! TLS-ALPN-01 validation: answered from the process's challenge table
+//! (`tls::acme_alpn`) and closed, before any route or client check.
+//! Failures are classified into a bounded set of reasons for the metric
+//! and logged once.
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,6 +28,7 @@ use super::finish::close;
 use super::identity::ConnDetails;
 use super::reasons::{HandshakeFailure, RejectReason};
 use super::registry::{NewSession, Registered};
+use crate::tls::acme_alpn::{AlpnAnswer, NoChallenge};
 use crate::tls::client_auth::DenialReason;
 use crate::tls::stream::TlsStream;
 use crate::tls::ListenerTls;
@@ -98,7 +102,8 @@ pub async fn establish(
     let timeout = parent_live.config.timeouts.handshake.0;
     let (mut tls, sni, ctx, live) =
         match tokio::time::timeout(timeout, handshake(stream, parent, parent_live)).await {
-            Ok(Ok(done)) => done,
+            Ok(Ok(Some(done))) => done,
+            Ok(Ok(None)) => return None,
             Ok(Err((e, ctx))) => {
                 failed(&e, &ctx);
                 return None;
@@ -195,9 +200,10 @@ fn failed(e: &io::Error, ctx: &Context) {
 
 /// A finished handshake: the stream, the server name the client asked for,
 /// the listener (or route) that owns the connection and the live state the
-/// handshake used; or the error and the listener it happened on.
+/// handshake used; `None` for an ACME validation, answered and over; or
+/// the error and the listener it happened on.
 type HandshakeResult =
-    Result<(TlsStream, Option<String>, Arc<Context>, Arc<Live>), (io::Error, Arc<Context>)>;
+    Result<Option<(TlsStream, Option<String>, Arc<Context>, Arc<Live>)>, (io::Error, Arc<Context>)>;
 
 /// Reads the ClientHello, picks the route (from `parent_live`, the
 /// parent's state when the connection came) and the configuration, and
@@ -212,6 +218,25 @@ async fn handshake(
         .map_err(|e| (e, parent.clone()))?;
     let hello = start.client_hello();
     let sni = hello.server_name().map(str::to_string);
+    let provider = parent_live.tls.server_config.crypto_provider();
+    match parent.challenges.answer(&hello, provider) {
+        AlpnAnswer::NotAcme => {}
+        AlpnAnswer::Challenge(config) => {
+            // Before routes and client authentication: the CA presents no
+            // certificate, and the connection never reaches a broker.
+            let mut tls = start
+                .finish(config)
+                .await
+                .map_err(|e| (e, parent.clone()))?;
+            parent.metrics.acme_validations.inc();
+            info!(server_name = ?sni, "answered a TLS-ALPN-01 validation");
+            close(&mut tls, &[]).await;
+            return Ok(None);
+        }
+        AlpnAnswer::NoChallenge => {
+            return Err((io::Error::other(NoChallenge), parent.clone()));
+        }
+    }
     let route = sni.as_deref().and_then(|name| parent_live.route_for(name));
     let (chosen, live) = match route {
         Some(r) => (r.clone(), r.live.load_full()),
@@ -219,7 +244,7 @@ async fn handshake(
     };
     let config = live.tls.config_for(hello.cipher_suites()).clone();
     match start.finish(config).await {
-        Ok(tls) => Ok((tls, sni, chosen, live)),
+        Ok(tls) => Ok(Some((tls, sni, chosen, live))),
         Err(e) => Err((e, chosen)),
     }
 }

@@ -43,6 +43,8 @@ pub struct ConnMetrics {
     pub handshake_duration: Histogram,
     /// `moat_tls_sessions_resumed_total`.
     pub resumed: Counter,
+    /// `moat_acme_tls_alpn_validations_total`.
+    pub acme_validations: Counter,
     /// `moat_client_auth_denied_total`, by reason.
     pub client_auth_denied: ByReason<DenialReason>,
     /// `moat_client_ocsp_checks_total`, by result.
@@ -143,6 +145,7 @@ impl ConnMetrics {
             }),
             handshake_duration: metrics.handshake_duration.get_or_create_owned(&l),
             resumed: metrics.sessions_resumed.get_or_create_owned(&l),
+            acme_validations: metrics.acme_tls_alpn_validations.get_or_create_owned(&l),
             client_auth_denied: by_reason(&metrics.client_auth_denied, name),
             client_ocsp_checks: by_result(&metrics.client_ocsp_checks, name),
             client_ocsp_queries: by_result(&metrics.client_ocsp_queries, name),

@@ -53,6 +53,11 @@ reasons! {
         ProtocolError => "protocol_error",
         /// No ALPN protocol in common.
         NoApplicationProtocol => "no_application_protocol",
+        /// No certificate for the name asked for: an ACME entry whose
+        /// certificate is not obtained yet.
+        NoCertificate => "no_certificate",
+        /// ALPN `acme-tls/1` for a name with no ACME challenge in progress.
+        AcmeNoChallenge => "acme_no_challenge",
         /// Another TLS error.
         Other => "other",
         /// The client closed the connection.
@@ -125,8 +130,16 @@ impl HandshakeFailure {
     /// The reason for a failed handshake's error.
     pub fn of(e: &io::Error) -> Self {
         use rustls::{Error as E, PeerIncompatible as P};
+        if e.get_ref()
+            .is_some_and(|i| i.is::<crate::tls::acme_alpn::NoChallenge>())
+        {
+            return Self::AcmeNoChallenge;
+        }
         let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
         match inner {
+            // What rustls says when the resolver has nothing for the name
+            // (a pending ACME entry); the e2e test of a first start sees it.
+            Some(E::General(m)) if m.starts_with("no server certificate") => Self::NoCertificate,
             Some(E::NoCertificatesPresented) => Self::NoClientCertificate,
             Some(E::InvalidCertificate(_)) => Self::BadClientCertificate,
             Some(E::AlertReceived(_)) => Self::ClientAlert,

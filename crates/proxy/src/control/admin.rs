@@ -357,13 +357,17 @@ async fn route(
         }
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET | &Method::HEAD, "/readyz") => {
-            if state.health.is_ready() {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            match state.health.not_ready_because() {
+                None => text(StatusCode::OK, "ready\n"),
+                Some(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
             }
         }
         (&Method::GET | &Method::HEAD, "/metrics") => {
+            // `moat_ready` says what /readyz would (a pending ACME
+            // certificate, a lost backend), as of this scrape.
+            state
+                .metrics
+                .set_ready(state.health.not_ready_because().is_none());
             let mut r = text(StatusCode::OK, state.metrics.render());
             r.headers_mut().insert(
                 CONTENT_TYPE,

@@ -1,6 +1,7 @@
 //! Process health as the admin endpoint reports it: ready once every
-//! listener is bound and serving, and not draining, and while no listener
-//! has lost its backend (when `unready_after_backend_failures` is set).
+//! listener is bound and serving, and not draining, while no listener
+//! has lost its backend (when `unready_after_backend_failures` is set),
+//! and once every ACME certificate is obtained.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,14 +28,34 @@ impl Health {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Whether the process is ready: serving, and no listener's backend
-    /// is down.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-            && !self
-                .listeners
-                .load()
+    /// Why the process is not ready, for `/readyz`; `None` when it is.
+    pub fn not_ready_because(&self) -> Option<String> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Some("not serving (starting or draining)".into());
+        }
+        let listeners = self.listeners.load();
+        if let Some(l) = listeners
+            .iter()
+            .find(|l| l.live.load().backend.health.is_down())
+        {
+            return Some(format!("listener {}: its backend is down", l.name));
+        }
+        listeners.iter().find_map(|l| {
+            let live = l.live.load();
+            let names: Vec<&str> = live
+                .tls
+                .pending
                 .iter()
-                .any(|l| l.live.load().backend.health.is_down())
+                .filter_map(|&i| live.config.tls.certificates.get(i)?.acme.as_ref())
+                .flat_map(|a| a.domains.iter().map(String::as_str))
+                .collect();
+            (!names.is_empty()).then(|| {
+                format!(
+                    "listener {}: no certificate yet for {} (ACME order pending; see the log and moat_acme_failures_total)",
+                    l.name,
+                    names.join(", ")
+                )
+            })
+        })
     }
 }

@@ -50,7 +50,8 @@ pub fn skip_reason(listener: &ListenerConfig, index: usize, tls: &ListenerTls) -
         return Some(Skip::Off);
     }
     let cert = &tls.certs[index];
-    let has_file = o.static_file.is_some() || listener.tls.certificates[index].ocsp_file.is_some();
+    let entry = &listener.tls.certificates[tls.entry(index)];
+    let has_file = o.static_file.is_some() || entry.ocsp_file.is_some();
     let has_url = o.responder_url.is_some()
         || leaf_facts(&cert.key.cert[0]).is_ok_and(|f| f.responder_url.is_some());
     if !has_file && !has_url {
@@ -68,13 +69,14 @@ pub fn skip_reason(listener: &ListenerConfig, index: usize, tls: &ListenerTls) -
     None
 }
 
-fn stapling_config(listener: &ListenerConfig, index: usize) -> StaplingConfig {
+/// `entry` is the certificate's index in `tls.certificates`.
+fn stapling_config(listener: &ListenerConfig, entry: usize) -> StaplingConfig {
     let o = &listener.tls.ocsp;
     StaplingConfig {
         responder_url: o.responder_url.clone(),
         refresh_fraction: o.refresh_fraction,
         cache_dir: o.cache_dir.clone(),
-        static_file: listener.tls.certificates[index]
+        static_file: listener.tls.certificates[entry]
             .ocsp_file
             .clone()
             .or_else(|| o.static_file.clone()),
@@ -214,7 +216,7 @@ pub fn sync(
                     certificate: certificate.clone(),
                     metrics: metrics.clone(),
                 });
-                match Stapler::spawn(target, stapling_config(listener, i), observer) {
+                match Stapler::spawn(target, stapling_config(listener, tls.entry(i)), observer) {
                     Ok(h) => {
                         info!(listener = %listener.name, certificate, "OCSP stapling started");
                         Some(h)

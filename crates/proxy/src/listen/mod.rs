@@ -18,12 +18,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::ValidConfig;
 use crate::conn::context::{Catalog, Context, Route};
 use crate::conn::registry::Registry;
 use crate::metrics::Metrics;
+use crate::tls::acme_alpn::AlpnChallenges;
 use crate::tls::ListenerTls;
 use socket::BindError;
 use workers::Workers;
@@ -41,7 +42,13 @@ pub struct Listeners {
 impl Listeners {
     /// Builds every listener's context from its configuration and its TLS
     /// state (in configuration order), linking routes to their listener.
-    pub fn build(config: &ValidConfig, tls: Vec<ListenerTls>, metrics: &Metrics) -> Self {
+    /// `challenges` is the ACME manager's TLS-ALPN-01 table.
+    pub fn build(
+        config: &ValidConfig,
+        tls: Vec<ListenerTls>,
+        metrics: &Metrics,
+        challenges: &Arc<AlpnChallenges>,
+    ) -> Self {
         // Routes come after their listener in the expanded configuration:
         // build them first, so that each listener is built with its routes.
         let sessions = Arc::new(Registry::default());
@@ -57,6 +64,7 @@ impl Listeners {
                         metrics,
                         Vec::new(),
                         sessions.clone(),
+                        challenges.clone(),
                     );
                     routes
                         .entry(of.parent.as_str())
@@ -77,6 +85,7 @@ impl Listeners {
                     metrics,
                     own,
                     sessions.clone(),
+                    challenges.clone(),
                 ))
             })
             .collect();
@@ -179,7 +188,14 @@ impl Listeners {
 /// The line that says a listener (or route) serves, and what.
 pub fn log_listening(ctx: &Context) {
     let live = ctx.live.load();
-    let leaf = live.tls.certs[0].leaf();
+    let Some(leaf) = live.tls.certs.first().map(|c| c.leaf()) else {
+        warn!(
+            listener = %ctx.name,
+            address = %live.config.listen,
+            "listening, but serving no certificate yet: every certificate is an ACME entry not obtained yet; handshakes fail and /readyz says not ready until it arrives"
+        );
+        return;
+    };
     info!(
         listener = %ctx.name,
         address = %live.config.listen,

@@ -82,7 +82,7 @@ families! {
     /// `moat_relayed_bytes`.
     relayed_bytes: Family<DirectionLabels, Counter> = "moat_relayed_bytes", "Plaintext bytes relayed between clients and the backend", Default::default();
     /// `moat_ready`.
-    ready: Gauge = "moat_ready", "1 when every listener is bound and serving a certificate, else 0", Default::default();
+    ready: Gauge = "moat_ready", "1 while /readyz answers 200: every listener bound and serving, every ACME certificate obtained, no backend lost; else 0", Default::default();
     /// `moat_landlock_enforced`.
     landlock_enforced: Gauge = "moat_landlock_enforced", "1 when the kernel confines moat's file access with Landlock (sandbox.landlock), else 0", Default::default();
     /// `moat_certificate_not_after_timestamp_seconds`.
@@ -149,6 +149,8 @@ families! {
     acme_next_renewal: Family<ListenerLabels, Gauge> = "moat_acme_next_renewal_timestamp_seconds", "When moat next orders each ACME listener's certificate (a renewal, or the retry after a failure)", Default::default();
     /// `moat_acme_last_success_timestamp_seconds`.
     acme_last_success: Family<ListenerLabels, Gauge> = "moat_acme_last_success_timestamp_seconds", "When an ACME certificate was last obtained and written for each listener", Default::default();
+    /// `moat_acme_tls_alpn_validations`.
+    acme_tls_alpn_validations: Family<ListenerLabels, Counter> = "moat_acme_tls_alpn_validations", "TLS-ALPN-01 validations answered on each listener (handshakes with ALPN acme-tls/1 given a challenge certificate, then closed)", Default::default();
     /// `moat_acme_failures`.
     acme_failures: Family<ReasonLabels, Counter> = "moat_acme_failures", "Failed ACME orders by reason: directory_unreachable, order_refused, challenge_failed, other (the current certificate stays served)", Default::default();
     /// `moat_connections_closed`.

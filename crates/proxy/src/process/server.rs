@@ -86,7 +86,8 @@ pub async fn serve(
     let admin_shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
-    let listeners = Listeners::build(&config, prepared.tls, &metrics);
+    let challenges = acme.as_ref().map(Acme::challenges).unwrap_or_default();
+    let listeners = Listeners::build(&config, prepared.tls, &metrics, &challenges);
     let health = Arc::new(Health::new(listeners.all.clone()));
     let admin_socket = match sockets.admin.take() {
         Some(s) => Some(

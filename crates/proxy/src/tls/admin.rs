@@ -108,8 +108,10 @@ pub fn server_config(
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
-    let mut config =
-        builder.with_cert_resolver(Arc::new(SniResolver::new(std::slice::from_ref(&loaded))));
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(
+        std::slice::from_ref(&loaded),
+        &[],
+    )));
     config.ignore_client_order = policy.server_order;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))

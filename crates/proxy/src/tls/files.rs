@@ -52,8 +52,9 @@ pub fn reloadable_files(listener: &ListenerConfig) -> Vec<PathBuf> {
 
 /// Every file of one listener's TLS settings.
 pub struct Sources {
-    /// (chain, key) per configured certificate.
-    pub certs: Vec<(SourceFile, SourceFile)>,
+    /// (chain, key) per configured certificate, in configuration order;
+    /// `None` for an ACME entry whose certificate is not obtained yet.
+    pub certs: Vec<Option<(SourceFile, SourceFile)>>,
     /// The client CA bundle, when client authentication is on.
     pub client_ca: Option<SourceFile>,
     /// Certificate revocation lists for client certificates.
@@ -63,14 +64,20 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// Reads every file the listener names.
+    /// Reads every file the listener names. An ACME entry whose chain
+    /// file does not exist yet is pending: its names are not served until
+    /// the ACME manager writes it. Any other missing file is an error.
     pub fn read(listener: &ListenerConfig) -> Result<Self, CertError> {
         let mut certs = Vec::with_capacity(listener.tls.certificates.len());
         for c in &listener.tls.certificates {
-            certs.push((
+            if c.acme.is_some() && !c.cert.exists() {
+                certs.push(None);
+                continue;
+            }
+            certs.push(Some((
                 SourceFile::read(&c.cert, "certificate file")?,
                 SourceFile::read(&c.key, "private key file")?,
-            ));
+            )));
         }
         let auth = &listener.tls.client_auth;
         let client_ca = match (auth.mode, &auth.ca) {
@@ -101,9 +108,14 @@ impl Sources {
     /// A hash of every file's path and contents.
     pub fn digest(&self) -> Digest {
         let mut ctx = Context::new(&SHA256);
-        for (c, k) in &self.certs {
-            feed(&mut ctx, c);
-            feed(&mut ctx, k);
+        for entry in &self.certs {
+            match entry {
+                Some((c, k)) => {
+                    feed(&mut ctx, c);
+                    feed(&mut ctx, k);
+                }
+                None => ctx.update(b"pending"),
+            }
         }
         if let Some(ca) = &self.client_ca {
             feed(&mut ctx, ca);

@@ -11,6 +11,7 @@
 //!
 //! - `state`: [`ListenerTls`] and [`Resumption`];
 //! - `admin`: TLS on the admin endpoint, and the CLI's side of it;
+//! - `acme_alpn`: TLS-ALPN-01 challenge answers for the ACME manager;
 //! - `policy`: versions, suites and groups; weak suites refused. Pure;
 //! - `certs`: reading and checking certificate chains and keys;
 //! - `resolver`: SNI certificate selection, and each certificate's staple;
@@ -21,6 +22,7 @@
 //! - `tickets`: session ticket keys shared between replicas;
 //! - `stream`: one connection's TLS session on rustls' unbuffered API.
 
+pub mod acme_alpn;
 pub mod admin;
 pub mod allow;
 pub mod certs;

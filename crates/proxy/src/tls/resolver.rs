@@ -5,6 +5,9 @@
 //! whose key the client can verify is chosen. A client that sends no SNI,
 //! as many embedded MQTT clients connecting by IP do, or an unknown name,
 //! gets the first certificate the client can use, in configuration order.
+//! A name of an ACME entry whose certificate is not obtained yet gets
+//! nothing: the handshake fails rather than serve another name's
+//! certificate.
 //!
 //! Each certificate has a staple slot. The stapling task publishes the
 //! current OCSP response there; the resolver reads it on every handshake
@@ -29,6 +32,8 @@ pub struct SniResolver {
     staples: Vec<StapleSlot>,
     exact: HashMap<String, Vec<usize>>,
     wildcard: HashMap<String, Vec<usize>>,
+    /// Names of ACME entries not obtained yet (lowercase).
+    pending: Vec<String>,
 }
 
 impl std::fmt::Debug for SniResolver {
@@ -49,7 +54,8 @@ struct StapleSlot {
 
 impl SniResolver {
     /// Indexes certificates by their DNS SANs; order is preference order.
-    pub fn new(certs: &[LoadedCert]) -> Self {
+    /// `pending` names are refused unless a certificate names them exactly.
+    pub fn new(certs: &[LoadedCert], pending: &[&str]) -> Self {
         let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
         let mut wildcard: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, c) in certs.iter().enumerate() {
@@ -69,6 +75,7 @@ impl SniResolver {
             staples: certs.iter().map(|_| StapleSlot::default()).collect(),
             exact,
             wildcard,
+            pending: pending.iter().map(|n| n.to_ascii_lowercase()).collect(),
         }
     }
 
@@ -126,6 +133,9 @@ impl SniResolver {
     ) -> Option<Arc<CertifiedKey>> {
         let usable = |i: &usize| self.keys[*i].key.choose_scheme(schemes).is_some();
         let by_name = server_name.map(|n| self.candidates(n)).unwrap_or(&[]);
+        if by_name.is_empty() && server_name.is_some_and(|n| self.is_pending(n)) {
+            return None;
+        }
         let chosen = by_name
             .iter()
             .copied()
@@ -138,8 +148,61 @@ impl SniResolver {
     }
 }
 
+impl SniResolver {
+    /// Whether `name` belongs to an ACME entry with no certificate yet.
+    fn is_pending(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.');
+        self.pending.iter().any(|p| p.eq_ignore_ascii_case(name))
+    }
+}
+
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.pick(hello.server_name(), hello.signature_schemes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::path::Path;
+
+    fn cert_for(name: &str) -> LoadedCert {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        super::super::certs::build(
+            Path::new("c.pem"),
+            Path::new("k.pem"),
+            vec![cert.der().clone()],
+            der,
+            &rustls::crypto::aws_lc_rs::default_provider(),
+            std::time::SystemTime::now(),
+        )
+        .expect("loads")
+    }
+
+    #[test]
+    fn a_pending_acme_name_gets_no_other_names_certificate() {
+        let schemes = [rustls::SignatureScheme::ECDSA_NISTP256_SHA256];
+        let r = SniResolver::new(&[cert_for("files.test")], &["Acme.Test"]);
+        assert!(r.pick(Some("acme.test."), &schemes).is_none());
+        // Other names, and hellos without SNI, still get the default.
+        assert!(r.pick(Some("other.test"), &schemes).is_some());
+        assert!(r.pick(None, &schemes).is_some());
+        // Once a certificate names it, it is served.
+        let r = SniResolver::new(
+            &[cert_for("files.test"), cert_for("acme.test")],
+            &["acme.test"],
+        );
+        let k = r.pick(Some("acme.test"), &schemes).expect("served");
+        assert!(Arc::ptr_eq(&k, &r.keys[1]));
+        // A listener whose only entry is pending serves nothing.
+        let r = SniResolver::new(&[], &["acme.test"]);
+        assert!(r.pick(None, &schemes).is_none());
     }
 }

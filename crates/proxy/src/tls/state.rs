@@ -21,6 +21,10 @@ use crate::config::{ListenerConfig, ValidConfig};
 /// Number of TLS 1.2 session IDs remembered per listener.
 const SESSION_CACHE_SIZE: usize = 4096;
 
+/// What logs and reload answers say for a listener that serves no
+/// certificate yet.
+pub const NO_CERTIFICATE_YET: &str = "none yet (ACME pending)";
+
 /// The complete TLS state of a listener at one point in time.
 pub struct ListenerTls {
     /// What handshakes use: the client's order of suites decides.
@@ -33,6 +37,12 @@ pub struct ListenerTls {
     pub server_order_config: Option<Arc<ServerConfig>>,
     /// The served certificates, in configuration order.
     pub certs: Vec<LoadedCert>,
+    /// For each of `certs`, its index in `tls.certificates` (they differ
+    /// while an ACME entry is pending).
+    pub entries: Vec<usize>,
+    /// The ACME entries (indices in `tls.certificates`) with no certificate
+    /// yet: their names are refused, and the process is not ready.
+    pub pending: Vec<usize>,
     /// The client CA bundle (empty without mutual TLS).
     pub client_cas: Vec<CertInfo>,
     /// The client CA bundle, DER, in the same order (the issuers OCSP
@@ -57,6 +67,20 @@ pub struct ListenerTls {
 }
 
 impl ListenerTls {
+    /// The serial of the default (first served) certificate, or a note
+    /// that none is served yet (every entry a pending ACME one).
+    pub fn default_serial(&self) -> String {
+        self.certs.first().map_or_else(
+            || NO_CERTIFICATE_YET.to_string(),
+            |c| c.leaf().serial.clone(),
+        )
+    }
+
+    /// The index in `tls.certificates` of served certificate `index`.
+    pub fn entry(&self, index: usize) -> usize {
+        self.entries.get(index).copied().unwrap_or(index)
+    }
+
     /// Verifies a client chain against this state's client-auth settings
     /// (CA bundle, CRLs, allow-list) as of now; Ok when the listener does
     /// not verify clients. A resumed session's check, and a reload's
@@ -179,7 +203,12 @@ pub fn build_from(
     now: SystemTime,
 ) -> Result<ListenerTls, CertError> {
     let mut loaded = Vec::with_capacity(sources.certs.len());
-    for (c, k) in &sources.certs {
+    let (mut entries, mut pending) = (Vec::new(), Vec::new());
+    for (i, entry) in sources.certs.iter().enumerate() {
+        let Some((c, k)) = entry else {
+            pending.push(i);
+            continue;
+        };
         loaded.push(certs::load(
             &c.path,
             &c.bytes,
@@ -188,7 +217,13 @@ pub fn build_from(
             &policy.provider,
             now,
         )?);
+        entries.push(i);
     }
+    let pending_names: Vec<&str> = pending
+        .iter()
+        .filter_map(|&i| listener.tls.certificates[i].acme.as_ref())
+        .flat_map(|a| a.domains.iter().map(String::as_str))
+        .collect();
     let client_auth = client_auth::build(
         &listener.tls.client_auth,
         sources.client_ca.as_ref(),
@@ -207,7 +242,7 @@ pub fn build_from(
         Some(v) => builder.with_client_cert_verifier(v.clone()),
         None => builder.with_no_client_auth(),
     };
-    let resolver = Arc::new(resolver::SniResolver::new(&loaded));
+    let resolver = Arc::new(resolver::SniResolver::new(&loaded, &pending_names));
     let mut config = builder.with_cert_resolver(resolver.clone());
     config.alpn_protocols = listener
         .tls
@@ -241,6 +276,8 @@ pub fn build_from(
         server_config: Arc::new(config),
         server_order_config,
         certs: loaded,
+        entries,
+        pending,
         client_cas: client_auth.cas,
         client_ca_ders: client_auth.ca_ders,
         client_ca_path: listener.tls.client_auth.ca.clone(),

@@ -1,5 +1,6 @@
 //! A certificate entry's `acme:` section: moat obtains and renews the
-//! certificate itself (issue 19), over HTTP-01 for now.
+//! certificate itself (issue 19), answering HTTP-01 on a small listener of
+//! its own or TLS-ALPN-01 on the TLS listener itself.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,8 +28,37 @@ pub struct AcmeConfig {
     pub ca_bundle: Option<PathBuf>,
     /// External account binding, for CAs that require it.
     pub eab: Option<EabConfig>,
-    /// Where the HTTP-01 challenge listener binds, e.g. `0.0.0.0:80`.
-    pub http01_listen: SocketAddr,
+    /// How the CA validates the names: `http-01` (the default) or
+    /// `tls-alpn-01`.
+    #[serde(default)]
+    pub challenge: AcmeChallenge,
+    /// Where the HTTP-01 challenge listener binds, e.g. `0.0.0.0:80`;
+    /// required with `challenge: http-01`, refused otherwise.
+    pub http01_listen: Option<SocketAddr>,
+}
+
+/// The ACME challenge type an entry answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AcmeChallenge {
+    /// HTTP-01: the CA fetches `http://<name>/.well-known/acme-challenge/`
+    /// from port 80, forwarded to `http01_listen`.
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// TLS-ALPN-01 (RFC 8737): the CA opens TLS to port 443 of the name
+    /// with ALPN `acme-tls/1`, answered by the listener itself.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    /// The name in the configuration and in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http01 => "http-01",
+            Self::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
 }
 
 /// External account binding credentials.
@@ -52,4 +82,7 @@ pub enum AcmeKeyType {
     Rsa2048,
     /// RSA, 3072 bits.
     Rsa3072,
+    /// Ed25519, where the CA signs it (Let's Encrypt does not; step-ca and
+    /// pebble do) and the devices verify it.
+    Ed25519,
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use acme::{AcmeConfig, AcmeKeyType, EabConfig};
+pub use acme::{AcmeChallenge, AcmeConfig, AcmeKeyType, EabConfig};
 pub use backend::{BackendHealthConfig, BackendNode, Backends, Balance, HealthCheck};
 pub use listener::{
     LimitsConfig, ListenerConfig, ProxyProtocol, RouteConfig, RouteOf, TimeoutsConfig,

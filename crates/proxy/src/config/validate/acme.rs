@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::super::error::ConfigError;
-use super::super::schema::{CertificateConfig, ListenerConfig};
+use super::super::schema::{AcmeChallenge, CertificateConfig, ListenerConfig};
 
 /// Problems with each `tls.certificates[j]` of a listener.
 pub(super) fn check(path: &Path, prefix: &str, l: &ListenerConfig, errors: &mut Vec<ConfigError>) {
@@ -54,7 +54,7 @@ fn check_entry(path: &Path, at: &str, c: &CertificateConfig, errors: &mut Vec<Co
             push(
                 &format!("acme.domains[{k}]"),
                 &format!("{d:?} is not a DNS name"),
-                "HTTP-01 validates plain DNS names: no wildcards, IP addresses, ports or schemes",
+                "HTTP-01 and TLS-ALPN-01 validate plain DNS names: no wildcards, IP addresses, ports or schemes",
             );
         }
     }
@@ -66,6 +66,19 @@ fn check_entry(path: &Path, at: &str, c: &CertificateConfig, errors: &mut Vec<Co
                 "write contacts as mailto:ops@example.com",
             );
         }
+    }
+    match (a.challenge, a.http01_listen) {
+        (AcmeChallenge::Http01, None) => push(
+            "acme.http01_listen",
+            "missing: challenge http-01 needs a listener for the CA's requests",
+            "e.g. http01_listen: 0.0.0.0:80 (port 80 of every name must reach it), or challenge: tls-alpn-01",
+        ),
+        (AcmeChallenge::TlsAlpn01, Some(_)) => push(
+            "acme.http01_listen",
+            "is only used with challenge: http-01",
+            "remove http01_listen: TLS-ALPN-01 is answered on this listener itself",
+        ),
+        _ => {}
     }
     if a.eab.as_ref().is_some_and(|e| e.kid.is_empty()) {
         push(
@@ -148,6 +161,36 @@ listeners:
             "domains: [moat.test]\n            key_type: rsa1024",
         ));
         assert!(e.contains("key_type"), "{e}");
+        let e = errors(&ACME.replace("            http01_listen: 127.0.0.1:5002\n", ""));
+        assert!(e.contains("certificates[0].acme.http01_listen"), "{e}");
+        assert!(e.contains("missing"), "{e}");
+        let e = errors(&ACME.replace(
+            "http01_listen",
+            "challenge: tls-alpn-01\n            http01_listen",
+        ));
+        assert!(e.contains("acme.http01_listen"), "{e}");
+        assert!(e.contains("only used with challenge: http-01"), "{e}");
+        let e = errors(&ACME.replace(
+            "http01_listen",
+            "challenge: dns-01\n            http01_listen",
+        ));
+        assert!(e.contains("challenge"), "{e}");
+    }
+
+    #[test]
+    fn tls_alpn_01_needs_no_http_listener() {
+        let text = ACME.replace(
+            "            http01_listen: 127.0.0.1:5002\n",
+            "            challenge: tls-alpn-01\n            key_type: ed25519\n",
+        );
+        let c = parse(Path::new("/etc/moat/moat.yaml"), &text).expect("valid");
+        let a = c.config.listeners[0].tls.certificates[0]
+            .acme
+            .as_ref()
+            .expect("acme");
+        assert_eq!(a.challenge, crate::config::AcmeChallenge::TlsAlpn01);
+        assert_eq!(a.http01_listen, None);
+        assert_eq!(a.key_type, AcmeKeyType::Ed25519);
     }
 
     #[test]

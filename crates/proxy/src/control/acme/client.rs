@@ -1,6 +1,6 @@
 //! One ACME order, start to finish, with `instant-acme`: the account
-//! (created once, then reused from `account.json`), the HTTP-01
-//! challenges, a CSR for a fresh key of the configured type, and the
+//! (created once, then reused from `account.json`), the HTTP-01 or
+//! TLS-ALPN-01 challenges, a CSR for a fresh key of the configured type, and the
 //! issued chain. Every failure comes back classified for the
 //! `moat_acme_failures_total` reason, with the CA's problem document.
 
@@ -19,7 +19,24 @@ use zeroize::Zeroizing;
 
 use super::http01::Tokens;
 use super::store;
-use crate::config::{AcmeConfig, AcmeKeyType};
+use crate::config::{AcmeChallenge, AcmeConfig, AcmeKeyType};
+use crate::tls::acme_alpn::AlpnChallenges;
+
+/// Where an order puts its challenge answers: the HTTP-01 listeners'
+/// tokens, or the TLS listeners' TLS-ALPN-01 table.
+#[derive(Clone, Copy)]
+pub struct Responders<'a> {
+    /// HTTP-01 tokens and key authorizations.
+    pub http01: &'a Tokens,
+    /// TLS-ALPN-01 challenge certificates, by name.
+    pub tls_alpn01: &'a AlpnChallenges,
+}
+
+/// A challenge answer to take back when the order is over.
+enum Answered {
+    Token(String),
+    Name(String),
+}
 
 /// Why an order failed: the metric's reason and what to log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,11 +204,12 @@ pub struct Issued {
     pub key: Zeroizing<String>,
 }
 
-/// Orders a certificate for `cfg.domains`, answering HTTP-01 through `tokens`.
+/// Orders a certificate for `cfg.domains`, answering `cfg.challenge`
+/// through `responders`.
 pub async fn order(
     cfg: &AcmeConfig,
     account: &Account,
-    tokens: &Tokens,
+    responders: Responders<'_>,
 ) -> Result<Issued, Failure> {
     let ids: Vec<Identifier> = cfg
         .domains
@@ -210,11 +228,41 @@ pub async fn order(
             if a.status != AuthorizationStatus::Pending {
                 continue;
             }
-            let mut ch = a.challenge(ChallengeType::Http01).ok_or_else(|| {
-                Failure::new("order_refused", "the CA offers no http-01 challenge")
+            let kind = match cfg.challenge {
+                AcmeChallenge::Http01 => ChallengeType::Http01,
+                AcmeChallenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            };
+            let mut ch = a.challenge(kind).ok_or_else(|| {
+                Failure::new(
+                    "order_refused",
+                    format!(
+                        "the CA offers no {} challenge for this name",
+                        cfg.challenge.as_str()
+                    ),
+                )
             })?;
-            tokens.insert(&ch.token, ch.key_authorization().as_str());
-            answered.push(ch.token.clone());
+            match cfg.challenge {
+                AcmeChallenge::Http01 => {
+                    responders
+                        .http01
+                        .insert(&ch.token, ch.key_authorization().as_str());
+                    answered.push(Answered::Token(ch.token.clone()));
+                }
+                AcmeChallenge::TlsAlpn01 => {
+                    let Identifier::Dns(name) = ch.identifier().identifier else {
+                        return Err(Failure::new(
+                            "order_refused",
+                            "the CA asks to validate an identifier that is not a DNS name",
+                        ));
+                    };
+                    let name = name.clone();
+                    responders
+                        .tls_alpn01
+                        .insert(&name, ch.key_authorization().digest().as_ref())
+                        .map_err(|e| Failure::new("other", e))?;
+                    answered.push(Answered::Name(name));
+                }
+            }
             ch.set_ready()
                 .await
                 .map_err(|e| Failure::of(e, "challenge_failed", "directory_unreachable"))?;
@@ -239,8 +287,11 @@ pub async fn order(
         Ok(Issued { chain, key })
     }
     .await;
-    for t in &answered {
-        tokens.remove(t);
+    for a in &answered {
+        match a {
+            Answered::Token(t) => responders.http01.remove(t),
+            Answered::Name(n) => responders.tls_alpn01.remove(n),
+        }
     }
     result
 }
@@ -267,6 +318,7 @@ fn csr(domains: &[String], key_type: AcmeKeyType) -> Result<(Vec<u8>, Zeroizing<
         AcmeKeyType::Rsa3072 => {
             rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072)
         }
+        AcmeKeyType::Ed25519 => rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519),
     }
     .map_err(fail)?;
     let mut params = rcgen::CertificateParams::new(domains.to_vec()).map_err(fail)?;
@@ -282,7 +334,11 @@ mod tests {
     #[test]
     fn csrs_for_every_key_type() {
         let names = vec!["moat.test".to_string()];
-        for t in [AcmeKeyType::EcdsaP256, AcmeKeyType::Rsa2048] {
+        for t in [
+            AcmeKeyType::EcdsaP256,
+            AcmeKeyType::Rsa2048,
+            AcmeKeyType::Ed25519,
+        ] {
             let (der, key) = csr(&names, t).expect("csr");
             assert!(!der.is_empty());
             assert!(key.contains("PRIVATE KEY"));

@@ -6,16 +6,18 @@
 //! watch, validate-then-swap path as a certbot renewal, and live
 //! connections are untouched.
 //!
-//! At start-up, before any listener loads its TLS state, an entry with no
-//! usable stored certificate obtains one synchronously (bounded by
-//! [`FIRST_ISSUANCE_TIMEOUT`]); a failure stops the start. A stored
-//! certificate for the same names is reused: no order. Then one task per
-//! entry sleeps until `schedule` says (2/3 of the lifetime, or a
-//! jittered back-off after a failure), orders, and writes the files.
+//! An entry with no stored certificate yet is pending: the listeners start
+//! without it, refuse its names (`tls::resolver`), and `/readyz` says not
+//! ready and why, until the first order writes the files. Nothing
+//! self-signed is ever served in its place. A stored certificate for the
+//! same names is reused at a restart: no order. One task per entry sleeps
+//! until `schedule` says (at once while pending, 2/3 of the lifetime, or
+//! a jittered back-off after a failure), orders, and writes the files.
 //!
 //! - `schedule`: when to renew and when to retry (pure);
 //! - `client`: one order with `instant-acme`, failures classified;
-//! - `http01`: the challenge listener;
+//! - `http01`: the HTTP-01 challenge listener (TLS-ALPN-01 is answered by
+//!   the TLS listeners, from `tls::acme_alpn`);
 //! - `store`: the state directory's files.
 
 mod client;
@@ -34,11 +36,9 @@ use tracing::{error, info, warn};
 use crate::config::{AcmeConfig, ValidConfig};
 use crate::metrics::labels::{ListenerLabels, ReasonLabels};
 use crate::metrics::Metrics;
-use client::{AcmeHttp, Failure};
+use crate::tls::acme_alpn::AlpnChallenges;
+use client::{AcmeHttp, Failure, Responders};
 use http01::Tokens;
-
-/// How long the first issuance at start-up may take.
-pub const FIRST_ISSUANCE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One `acme:` certificate entry.
 struct Entry {
@@ -48,17 +48,19 @@ struct Entry {
     http: AcmeHttp,
 }
 
-/// Every ACME entry of the configuration, with its challenge sockets
-/// (bound at start-up, before moat drops privileges).
+/// Every ACME entry of the configuration, with its HTTP-01 sockets (bound
+/// at start-up, before moat drops privileges) and the TLS-ALPN-01 table
+/// the listeners answer from.
 pub struct Acme {
     entries: Vec<Entry>,
     sockets: Vec<std::net::TcpListener>,
     tokens: Tokens,
+    challenges: Arc<AlpnChallenges>,
 }
 
-/// Binds the HTTP-01 listeners and obtains every certificate that is not
-/// stored yet. Returns `None` when no entry uses ACME; an error names the
-/// field and the CA's problem.
+/// Checks every ACME entry's CA bundle and state directory and binds the
+/// HTTP-01 listeners. Returns `None` when no entry uses ACME; an error
+/// names the field. Orders nothing: that starts with [`Acme::start`].
 pub fn prepare(config: &ValidConfig) -> Result<Option<Acme>, String> {
     let mut entries = Vec::new();
     let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
@@ -70,9 +72,11 @@ pub fn prepare(config: &ValidConfig) -> Result<Option<Acme>, String> {
                 .map_err(|e| format!("{field}.ca_bundle: {e}"))?;
             store::ensure_dir(&a.state_dir)
                 .map_err(|e| format!("{field}.state_dir {}: {e}", a.state_dir.display()))?;
-            addrs
-                .entry(a.http01_listen)
-                .or_insert_with(|| format!("{field}.http01_listen"));
+            if let Some(addr) = a.http01_listen {
+                addrs
+                    .entry(addr)
+                    .or_insert_with(|| format!("{field}.http01_listen"));
+            }
             entries.push(Entry {
                 listener: l.name.clone(),
                 field,
@@ -92,16 +96,20 @@ pub fn prepare(config: &ValidConfig) -> Result<Option<Acme>, String> {
             .map_err(|e| format!("{field}: {e}"))?;
         sockets.push(s);
     }
-    let acme = Acme {
+    Ok(Some(Acme {
         entries,
         sockets,
         tokens: Tokens::default(),
-    };
-    acme.first_issuance()?;
-    Ok(Some(acme))
+        challenges: Arc::default(),
+    }))
 }
 
 impl Acme {
+    /// The TLS-ALPN-01 table the listeners answer validations from.
+    pub fn challenges(&self) -> Arc<AlpnChallenges> {
+        self.challenges.clone()
+    }
+
     /// Gives each `state_dir` and its files to the user moat switches to,
     /// so renewals can write them after the switch.
     pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), String> {
@@ -123,54 +131,9 @@ impl Acme {
         Ok(())
     }
 
-    /// Orders, on a runtime of its own, the certificates not stored yet.
-    fn first_issuance(&self) -> Result<(), String> {
-        let missing: Vec<&Entry> = self
-            .entries
-            .iter()
-            .filter(|e| store::stored(&e.cfg.state_dir.join("cert.pem"), &e.cfg.domains).is_none())
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the ACME runtime: {e}"))?;
-        rt.block_on(async {
-            let stop = CancellationToken::new();
-            for s in &self.sockets {
-                let s = s.try_clone().and_then(tokio::net::TcpListener::from_std);
-                let s = s.map_err(|e| format!("ACME HTTP-01 listener: {e}"))?;
-                tokio::spawn(http01::serve(s, self.tokens.clone(), stop.clone()));
-            }
-            for e in missing {
-                info!(listener = %e.listener, domains = ?e.cfg.domains, "obtaining the first ACME certificate");
-                let done = tokio::time::timeout(FIRST_ISSUANCE_TIMEOUT, e.obtain(&self.tokens)).await;
-                match done {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(f)) => {
-                        return Err(format!(
-                            "{}: the first certificate could not be obtained from {} ({}): {}",
-                            e.field, e.cfg.directory, f.reason, f.message
-                        ))
-                    }
-                    Err(_) => {
-                        return Err(format!(
-                            "{}: the first certificate could not be obtained from {} within {} s",
-                            e.field,
-                            e.cfg.directory,
-                            FIRST_ISSUANCE_TIMEOUT.as_secs()
-                        ))
-                    }
-                }
-            }
-            stop.cancel();
-            Ok(())
-        })
-    }
-
-    /// Starts the challenge listeners and one renewal task per entry.
+    /// Starts the HTTP-01 listeners and one order-and-renewal task per
+    /// entry (the listeners are up by now, so TLS-ALPN-01 validations of a
+    /// first order reach them).
     pub fn start(self, metrics: &Arc<Metrics>, shutdown: &CancellationToken) {
         for s in self.sockets {
             match tokio::net::TcpListener::from_std(s) {
@@ -181,12 +144,20 @@ impl Acme {
             }
         }
         for e in self.entries {
-            let (tokens, metrics, shutdown) =
-                (self.tokens.clone(), metrics.clone(), shutdown.clone());
+            let (tokens, challenges, metrics, shutdown) = (
+                self.tokens.clone(),
+                self.challenges.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            );
             tokio::spawn(async move {
+                let responders = Responders {
+                    http01: &tokens,
+                    tls_alpn01: &challenges,
+                };
                 tokio::select! {
                     () = shutdown.cancelled() => {}
-                    () = e.renew_forever(&tokens, &metrics) => {}
+                    () = e.renew_forever(responders, &metrics) => {}
                 }
             });
         }
@@ -196,9 +167,9 @@ impl Acme {
 impl Entry {
     /// One order; on success the key and chain are written (key first:
     /// the watcher's debounce loads them together).
-    async fn obtain(&self, tokens: &Tokens) -> Result<store::Stored, Failure> {
+    async fn obtain(&self, responders: Responders<'_>) -> Result<store::Stored, Failure> {
         let account = client::account(&self.cfg, &self.http).await?;
-        let issued = client::order(&self.cfg, &account, tokens).await?;
+        let issued = client::order(&self.cfg, &account, responders).await?;
         let write = |name: &str, bytes: &[u8]| {
             let path = self.cfg.state_dir.join(name);
             store::write_private(&path, bytes).map_err(|e| Failure {
@@ -222,12 +193,15 @@ impl Entry {
     /// Sleeps until renewal time, orders, and starts over; after a failure
     /// retries with a jittered back-off. The served certificate stays as
     /// it is until a new one is written.
-    async fn renew_forever(&self, tokens: &Tokens, metrics: &Metrics) {
+    async fn renew_forever(&self, responders: Responders<'_>, metrics: &Metrics) {
         let labels = ListenerLabels {
             listener: self.listener.clone(),
         };
         let mut failures = 0u32;
         let mut current = store::stored(&self.cfg.state_dir.join("cert.pem"), &self.cfg.domains);
+        if current.is_none() {
+            warn!(listener = %self.listener, field = %self.field, domains = ?self.cfg.domains, challenge = self.cfg.challenge.as_str(), "no ACME certificate for these names yet: ordering one now; until it arrives they are not served and /readyz says not ready");
+        }
         loop {
             let now = unix_now();
             let at = match (&current, failures) {
@@ -241,7 +215,7 @@ impl Entry {
                 .set(i64::try_from(at).unwrap_or(i64::MAX));
             info!(listener = %self.listener, renew_at = at, "next ACME order scheduled");
             tokio::time::sleep(Duration::from_secs(at.saturating_sub(now))).await;
-            match self.obtain(tokens).await {
+            match self.obtain(responders).await {
                 Ok(s) => {
                     failures = 0;
                     current = Some(s);
@@ -252,7 +226,11 @@ impl Entry {
                 }
                 Err(f) => {
                     failures = failures.saturating_add(1);
-                    warn!(listener = %self.listener, reason = f.reason, error = %f.message, failures, "ACME renewal failed; the current certificate stays served");
+                    if current.is_some() {
+                        warn!(listener = %self.listener, field = %self.field, reason = f.reason, error = %f.message, failures, "ACME renewal failed; the current certificate stays served");
+                    } else {
+                        error!(listener = %self.listener, field = %self.field, reason = f.reason, error = %f.message, failures, "ACME order failed: no certificate for these names yet, so they are not served; retrying with back-off");
+                    }
                     metrics
                         .acme_failures
                         .get_or_create(&ReasonLabels {
@@ -280,7 +258,10 @@ pub fn describe(cfg: &AcmeConfig) -> String {
             let at = crate::tls::certs::rfc3339(i64::try_from(at).unwrap_or(i64::MAX));
             format!("renewal due {at}")
         }
-        None => "no certificate for these names yet: ordered at start-up".to_string(),
+        None => format!(
+            "no certificate for these names yet: ordered over {} once moat runs, and not served until then",
+            cfg.challenge.as_str()
+        ),
     };
     format!(
         "{} for {}; account {account}; {renewal}",

@@ -73,6 +73,7 @@ pub fn plan(
     // `settings::needs_restart` refused a file that changes the listeners,
     // so every name that comes or goes is a route, and a registry exists.
     let sessions = targets[0].ctx.sessions.clone();
+    let challenges = targets[0].ctx.challenges.clone();
     let now = SystemTime::now();
     let mut built = Vec::new();
     for (l, policy) in new.listeners().filter(|(l, _)| added.contains(&l.name)) {
@@ -89,6 +90,7 @@ pub fn plan(
                 metrics,
                 Vec::new(),
                 sessions.clone(),
+                challenges.clone(),
             );
             Arc::new(ReloadTarget::new(Arc::new(ctx), resumption, metrics))
         })

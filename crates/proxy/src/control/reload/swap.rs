@@ -296,7 +296,9 @@ impl ReloadTarget {
     ) -> String {
         let (name, metrics) = (&self.ctx.name, &self.metrics);
         let new = &next.tls;
-        let leaf = new.certs[0].leaf().clone();
+        let leaf = new.certs.first().map(|c| c.leaf().clone());
+        let serial = new.default_serial();
+        let pending_acme = new.pending.len();
         state.series = TlsSeries::export(metrics, name, new, &state.series);
         // Before the swap, so the new certificates staple from their first
         // handshake when the leaf is unchanged.
@@ -311,20 +313,29 @@ impl ReloadTarget {
         self.ctx.live.store(Arc::new(next));
         self.counters.results.inc(ReloadResult::Success);
         self.counters.succeeded(unix(now));
-        info!(
-            listener = %name,
-            trigger = trigger.as_str(),
-            certificate = %leaf.subject,
-            serial = %leaf.serial,
-            not_after = %leaf.not_after_rfc3339(),
-            days_left = leaf.days_left(now),
-            settings_changed = reconfigured,
-            "certificates reloaded"
-        );
+        match &leaf {
+            Some(leaf) => info!(
+                listener = %name,
+                trigger = trigger.as_str(),
+                certificate = %leaf.subject,
+                serial = %leaf.serial,
+                not_after = %leaf.not_after_rfc3339(),
+                days_left = leaf.days_left(now),
+                settings_changed = reconfigured,
+                pending_acme,
+                "certificates reloaded"
+            ),
+            None => info!(
+                listener = %name,
+                trigger = trigger.as_str(),
+                settings_changed = reconfigured,
+                "settings reloaded; no certificate yet (ACME pending)"
+            ),
+        }
         for w in crl_warnings {
             warn!("{w}");
         }
-        leaf.serial
+        serial
     }
 
     /// Tells the sessions a re-check refused to stop.

@@ -131,7 +131,7 @@ fn apply(
     for t in &change.targets {
         let name = t.ctx.name.clone();
         if change.added.contains(&name) {
-            let serial = t.ctx.live.load().tls.certs[0].leaf().serial.clone();
+            let serial = t.ctx.live.load().tls.default_serial();
             outcomes.push((name, ReloadOutcome::Reloaded { serial }));
         } else {
             let settings = new.listeners().find(|(l, _)| l.name == name);
