@@ -11,8 +11,10 @@
 //! ready and why, until the first order writes the files. Nothing
 //! self-signed is ever served in its place. A stored certificate for the
 //! same names is reused at a restart: no order. One task per entry sleeps
-//! until `schedule` says (at once while pending, 2/3 of the lifetime, or
-//! a jittered back-off after a failure), orders, and writes the files.
+//! until `schedule` says (at once while pending; inside the CA's ACME
+//! Renewal Information window where its directory offers one, else at 2/3
+//! of the lifetime; or a jittered back-off after a failure), orders, and
+//! writes the files.
 //!
 //! - `schedule`: when to renew and when to retry (pure);
 //! - `client`: one order with `instant-acme`, failures classified;
@@ -31,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{AcmeConfig, ValidConfig};
 use crate::metrics::labels::{ListenerLabels, ReasonLabels};
@@ -190,6 +192,40 @@ impl Entry {
         Ok(stored)
     }
 
+    /// When to renew `c`: inside the CA's ACME Renewal Information window
+    /// when its directory offers one (RFC 9773), at `spread` of the way
+    /// through it, else at 2/3 of the lifetime; and when to ask the CA
+    /// again (a window can move earlier, e.g. before a mass revocation).
+    async fn renewal_time(&self, c: &store::Stored, spread: f64) -> (u64, Option<u64>) {
+        let fallback = schedule::renewal_at(c.not_before, c.not_after);
+        let Some(id) = &c.ari else {
+            return (fallback, None);
+        };
+        let now = unix_now();
+        let account = match client::account(&self.cfg, &self.http).await {
+            Ok(a) => a,
+            Err(f) => {
+                debug!(listener = %self.listener, reason = f.reason, error = %f.message, "cannot reach the CA for its renewal window; renewing at 2/3 of the lifetime");
+                return (fallback, Some(now + 3600));
+            }
+        };
+        match account.renewal_info(id).await {
+            Ok((info, retry_after)) => {
+                let window = &info.suggested_window;
+                let start = u64::try_from(window.start.unix_timestamp()).unwrap_or(0);
+                let end = u64::try_from(window.end.unix_timestamp()).unwrap_or(0);
+                let at = schedule::ari_renewal_at(start, end, now, spread, c.not_after);
+                debug!(listener = %self.listener, window_start = start, window_end = end, explanation = ?info.explanation_url, renew_at = at, "renewal window from the CA (ARI)");
+                (at, Some(now + schedule::ari_recheck(retry_after).as_secs()))
+            }
+            Err(instant_acme::Error::Unsupported(_)) => (fallback, None),
+            Err(e) => {
+                warn!(listener = %self.listener, error = %e, "cannot read the CA's renewal window (ARI); renewing at 2/3 of the lifetime, asking again in an hour");
+                (fallback, Some(now + 3600))
+            }
+        }
+    }
+
     /// Sleeps until renewal time, orders, and starts over; after a failure
     /// retries with a jittered back-off. The served certificate stays as
     /// it is until a new one is written.
@@ -202,23 +238,38 @@ impl Entry {
         if current.is_none() {
             warn!(listener = %self.listener, field = %self.field, domains = ?self.cfg.domains, challenge = self.cfg.challenge.as_str(), "no ACME certificate for these names yet: ordering one now; until it arrives they are not served and /readyz says not ready");
         }
+        // Where in an ARI window this certificate renews: drawn once per
+        // certificate, so asking again does not move it.
+        let mut spread = jitter();
+        let mut announced = None;
         loop {
             let now = unix_now();
-            let at = match (&current, failures) {
-                (Some(c), 0) => schedule::renewal_at(c.not_before, c.not_after),
-                (None, 0) => now,
-                (c, n) => schedule::next_retry(now, n, jitter(), c.as_ref().map(|c| c.not_after)),
+            let (at, recheck) = match (&current, failures) {
+                (Some(c), 0) => self.renewal_time(c, spread).await,
+                (None, 0) => (now, None),
+                (c, n) => (
+                    schedule::next_retry(now, n, jitter(), c.as_ref().map(|c| c.not_after)),
+                    None,
+                ),
             };
             metrics
                 .acme_next_renewal
                 .get_or_create(&labels)
                 .set(i64::try_from(at).unwrap_or(i64::MAX));
-            info!(listener = %self.listener, renew_at = at, "next ACME order scheduled");
-            tokio::time::sleep(Duration::from_secs(at.saturating_sub(now))).await;
+            if announced != Some(at) {
+                info!(listener = %self.listener, renew_at = at, "next ACME order scheduled");
+                announced = Some(at);
+            }
+            let wake = recheck.map_or(at, |r| r.min(at));
+            tokio::time::sleep(Duration::from_secs(wake.saturating_sub(now))).await;
+            if unix_now() < at {
+                continue;
+            }
             match self.obtain(responders).await {
                 Ok(s) => {
                     failures = 0;
                     current = Some(s);
+                    spread = jitter();
                     metrics
                         .acme_last_success
                         .get_or_create(&labels)

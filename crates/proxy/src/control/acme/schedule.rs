@@ -18,6 +18,26 @@ pub fn renewal_at(not_before: u64, not_after: u64) -> u64 {
     not_before + lifetime / 3 * 2 + (lifetime % 3) * 2 / 3
 }
 
+/// When to renew inside an ACME Renewal Information window (RFC 9773
+/// section 4.2): at once if it has started, else at a point `jitter` of
+/// the way through it (so a fleet of replicas spreads over the window),
+/// and never later than the certificate's expiry minus one base back-off.
+pub fn ari_renewal_at(start: u64, end: u64, now: u64, jitter: f64, not_after: u64) -> u64 {
+    if start <= now || end <= start {
+        return now;
+    }
+    let span = (end - start) as f64;
+    let at = start + (span * jitter.clamp(0.0, 1.0)) as u64;
+    let last = not_after.saturating_sub(BASE_BACKOFF.as_secs()).max(now);
+    at.min(end).min(last)
+}
+
+/// How long until the ARI window is asked for again: the CA's
+/// Retry-After, bounded to between a minute and a day.
+pub fn ari_recheck(retry_after: Duration) -> Duration {
+    retry_after.clamp(Duration::from_secs(60), Duration::from_secs(24 * 3600))
+}
+
 /// Delay before retry number `failures` (1 = first failure): exponential
 /// from `BASE_BACKOFF`, capped at `MAX_BACKOFF`, then spread by up to
 /// -25 %..+25 % with `jitter` in `[0, 1)` so replicas do not retry in step.
@@ -49,6 +69,30 @@ mod tests {
         assert_eq!(renewal_at(1000, 1060), 1040);
         assert_eq!(renewal_at(5, 5), 5);
         assert_eq!(renewal_at(10, 5), 10);
+    }
+
+    #[test]
+    fn ari_windows_are_followed() {
+        // A window in the future: a point inside it, by the jitter.
+        assert_eq!(ari_renewal_at(1000, 2000, 0, 0.0, 10_000), 1000);
+        assert_eq!(ari_renewal_at(1000, 2000, 0, 0.5, 10_000), 1500);
+        assert_eq!(ari_renewal_at(1000, 2000, 0, 7.0, 10_000), 2000);
+        // Started, or over (a revocation moves it into the past): now.
+        assert_eq!(ari_renewal_at(1000, 2000, 1500, 0.9, 10_000), 1500);
+        assert_eq!(ari_renewal_at(100, 200, 1500, 0.9, 10_000), 1500);
+        // A nonsense window (end before start): now.
+        assert_eq!(ari_renewal_at(2000, 1000, 0, 0.5, 10_000), 0);
+        // Never past expiry minus a back-off.
+        assert_eq!(ari_renewal_at(1000, 9000, 0, 1.0, 2000), 2000 - 30);
+        assert_eq!(ari_recheck(Duration::from_secs(1)), Duration::from_secs(60));
+        assert_eq!(
+            ari_recheck(Duration::from_secs(6 * 3600)),
+            Duration::from_secs(6 * 3600)
+        );
+        assert_eq!(
+            ari_recheck(Duration::from_secs(9 * 86400)),
+            Duration::from_secs(86400)
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use instant_acme::CertificateIdentifier;
+use rustls::pki_types::Der;
 use x509_parser::prelude::*;
 
 /// The account's credentials (its private key and URL).
@@ -65,15 +67,28 @@ pub fn stored(cert_pem: &Path, domains: &[String]) -> Option<Stored> {
     names.sort();
     wanted.sort();
     wanted.dedup();
+    let ari = cert
+        .iter_extensions()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| {
+                CertificateIdentifier::new(
+                    Der::from_slice(k.0),
+                    Der::from_slice(cert.tbs_certificate.raw_serial()),
+                )
+                .into_owned()
+            }),
+            _ => None,
+        });
     (names == wanted).then(|| Stored {
         not_before: u64::try_from(cert.validity().not_before.timestamp()).unwrap_or(0),
         not_after: u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0),
         serial: cert.raw_serial_as_string(),
+        ari,
     })
 }
 
 /// What the stored certificate says of itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Stored {
     /// Start of validity, Unix seconds.
     pub not_before: u64,
@@ -81,6 +96,9 @@ pub struct Stored {
     pub not_after: u64,
     /// Serial number, hex.
     pub serial: String,
+    /// Its ACME Renewal Information identifier (authority key identifier
+    /// and serial), when it has an authority key identifier.
+    pub ari: Option<CertificateIdentifier<'static>>,
 }
 
 #[cfg(test)]
@@ -114,6 +132,8 @@ mod tests {
         std::fs::write(&f, cert.pem()).unwrap();
         let s = stored(&f, &["MOAT.test".to_string()]).expect("stored");
         assert!(s.not_after > s.not_before);
+        // Self-signed, with no authority key identifier: no ARI id.
+        assert!(s.ari.is_none());
         assert!(stored(&f, &["other.test".to_string()]).is_none());
         assert!(stored(&dir.path().join("none.pem"), &["moat.test".to_string()]).is_none());
     }
