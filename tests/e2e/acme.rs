@@ -51,7 +51,7 @@ impl Scene {
     fn with(validity: Option<u64>, challenge: impl Fn(&Pebble) -> String, tls_extra: &str) -> Self {
         let dir = TestDir::new();
         let (port, admin) = (free_port(), free_port());
-        let pebble = Pebble::start_with(&dir, validity, port);
+        let pebble = Pebble::start_with(&dir, validity, port, "");
         let broker = Mosquitto::start(dir.path());
         let yaml = acme_yaml(
             (admin, port, broker.port),
@@ -184,7 +184,7 @@ fn acme_first_issuance_over_tls_alpn_01_on_a_listener_that_requires_device_certi
     let device = devices.issue(dir_ca.path(), "dev-1", &Issue::client("dev-1"));
     let s = Scene::with(
         None,
-        |_| "challenge: tls-alpn-01".to_string(),
+        |_| "challenge: tls-alpn-01\n            key_type: ed25519".to_string(),
         &format!(
             "      client_auth:\n        mode: required\n        ca: {}\n",
             devices.cert.display()
@@ -208,7 +208,7 @@ fn acme_first_issuance_over_tls_alpn_01_on_a_listener_that_requires_device_certi
         device.cert.display().to_string(),
         device.key.display().to_string(),
     );
-    s_client_ok(
+    let out = s_client_ok(
         s.port,
         &root,
         &[
@@ -222,6 +222,12 @@ fn acme_first_issuance_over_tls_alpn_01_on_a_listener_that_requires_device_certi
             "-key",
             &key,
         ],
+    );
+    // key_type: ed25519, which pebble signs.
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("peer signature type: ed25519"),
+        "{out}"
     );
     assert_eq!(s.served(), s.stored_serial());
     // The device requirement still holds for everything else.
@@ -419,4 +425,174 @@ fn acme_with_no_certificate_yet_and_no_ca_serves_nothing_on_the_name_and_is_not_
         "{}",
         check.stdout
     );
+}
+
+/// A listener block with one `acme:` entry for `domain`; `more` are more
+/// lines of the entry (indented by 12).
+fn acme_listener(
+    name: &str,
+    port: u16,
+    backend: u16,
+    domain: &str,
+    pebble: &Pebble,
+    state: &str,
+    more: &str,
+) -> String {
+    format!(
+        "  - name: {name}\n    listen: 127.0.0.1:{port}\n    backend: 127.0.0.1:{backend}\n    tls:\n      certificates:\n        - acme:\n            directory: {}\n            domains: [{domain}]\n            state_dir: {state}\n            ca_bundle: {}\n{more}",
+        pebble.directory(),
+        pebble.ca_bundle.display()
+    )
+}
+
+#[test]
+fn acme_refusals_from_the_ca_are_logged_with_its_problem_counted_and_nothing_is_served() {
+    // pebble requires external account binding and refuses one name.
+    let dir = TestDir::new();
+    let good_key = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let pebble = Pebble::start_with(
+        &dir,
+        None,
+        free_port(),
+        &format!(
+            r#", "externalAccountBindingRequired": true, "externalAccountMACKeys": {{"kid-1": "{good_key}"}}, "domainBlocklist": ["blocked.test"]"#
+        ),
+    );
+    let broker = Mosquitto::start(dir.path());
+    let good = dir.write("eab-good", good_key);
+    let bad = dir.write(
+        "eab-bad",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    );
+    let eab = |f: &std::path::Path| {
+        format!(
+            "            eab:\n              kid: kid-1\n              hmac_key_file: {}\n",
+            f.display()
+        )
+    };
+    let http01 = format!(
+        "            http01_listen: 127.0.0.1:{}\n",
+        pebble.http_port
+    );
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let state = |n: &str| dir.join(n).display().to_string();
+    let admin = free_port();
+    let listeners = [
+        // Good EAB, an RSA key: obtained.
+        acme_listener(
+            "good",
+            ports[0],
+            broker.port,
+            "moat.test",
+            &pebble,
+            &state("good"),
+            &format!("{http01}            key_type: rsa2048\n{}", eab(&good)),
+        ),
+        // A wrong HMAC key: the account is refused.
+        acme_listener(
+            "bad_eab",
+            ports[1],
+            broker.port,
+            "eab.test",
+            &pebble,
+            &state("bad_eab"),
+            &eab(&bad),
+        )
+        .replace(
+            "domains: [eab.test]\n",
+            &format!("domains: [eab.test]\n{http01}"),
+        ),
+        // A name the CA will not issue for: the order is refused.
+        acme_listener(
+            "blocked",
+            ports[2],
+            broker.port,
+            "blocked.test",
+            &pebble,
+            &state("blocked"),
+            &format!("{http01}{}", eab(&good)),
+        ),
+        // TLS-ALPN-01 where pebble finds no listener: the challenge fails.
+        acme_listener(
+            "unanswered",
+            ports[3],
+            broker.port,
+            "fail.test",
+            &pebble,
+            &state("unanswered"),
+            &format!("            challenge: tls-alpn-01\n{}", eab(&good)),
+        ),
+    ];
+    let yaml = format!(
+        "log:\n  level: info,moat=debug\nadmin:\n  listen: 127.0.0.1:{admin}\nlisteners:\n{}",
+        listeners.concat()
+    );
+    let moat = Moat::start(dir.path(), &yaml, Some(admin));
+    for (listener, reason) in [
+        ("bad_eab", "order_refused"),
+        ("blocked", "order_refused"),
+        ("unanswered", "challenge_failed"),
+    ] {
+        let n = moat.metric_reaching_within(
+            "moat_acme_failures_total",
+            &format!("listener=\"{listener}\",reason=\"{reason}\""),
+            1.0,
+            Duration::from_secs(30),
+        );
+        assert!(
+            n >= 1.0,
+            "{listener}: no {reason} counted; log:\n{}",
+            moat.logs()
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || dir
+            .join("good/cert.pem")
+            .exists()),
+        "the good entry got nothing; log:\n{}",
+        moat.logs()
+    );
+    let log = moat.logs();
+    // Each refusal is logged with the CA's problem document.
+    for (listener, problem) in [
+        ("bad_eab", "urn:ietf:params:acme:error:"),
+        ("blocked", "urn:ietf:params:acme:error:rejectedIdentifier"),
+        ("unanswered", "urn:ietf:params:acme:error:"),
+    ] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("listener={listener}"))
+                    && l.contains(&format!("ACME problem type {problem}"))),
+            "{listener}: {problem} not logged:\n{log}"
+        );
+    }
+    for field in [1, 2, 3] {
+        assert!(
+            log.contains(&format!("listeners[{field}].tls.certificates[0].acme")),
+            "listeners[{field}] not named:\n{log}"
+        );
+    }
+    // The good name is served (an RSA certificate); the others are not,
+    // and /readyz names them.
+    assert!(
+        wait_until(Duration::from_secs(10), || !served_serial(
+            ports[0],
+            "moat.test"
+        )
+        .is_empty()),
+        "{}",
+        moat.logs()
+    );
+    let (ok, out) = s_client(ports[0], &["-servername", "moat.test"], "");
+    assert!(ok && out.contains("Server public key is 2048 bit"), "{out}");
+    for (i, name) in [(1, "eab.test"), (2, "blocked.test"), (3, "fail.test")] {
+        assert!(served_serial(ports[i], name).is_empty(), "{name} is served");
+    }
+    let (code, body) = moat.get("/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("ACME"), "{body}");
+    for d in ["good", "bad_eab", "blocked", "unanswered"] {
+        let stored = dir.join(d).join("cert.pem").exists();
+        assert_eq!(stored, d == "good", "{d}");
+    }
 }

@@ -34,11 +34,18 @@ impl Pebble {
     /// Starts the DNS stub and pebble; `validity_secs` sets
     /// `certificateValidityPeriod` (pebble's default: about five years).
     pub fn start(dir: &TestDir, validity_secs: Option<u64>) -> Self {
-        Self::start_with(dir, validity_secs, free_port())
+        Self::start_with(dir, validity_secs, free_port(), "")
     }
 
-    /// As [`Pebble::start`], validating TLS-ALPN-01 on 127.0.0.1:`tls_port`.
-    pub fn start_with(dir: &TestDir, validity_secs: Option<u64>, tls_port: u16) -> Self {
+    /// As [`Pebble::start`], validating TLS-ALPN-01 on 127.0.0.1:`tls_port`;
+    /// `extra` is more of pebble's JSON settings, each after a comma (e.g.
+    /// `, "domainBlocklist": ["x.test"]`; a key given again wins).
+    pub fn start_with(
+        dir: &TestDir,
+        validity_secs: Option<u64>,
+        tls_port: u16,
+        extra: &str,
+    ) -> Self {
         require("pebble", "pebble");
         require("pebble-challtestsrv", "pebble");
         let tls_ca = Ca::new(dir.path(), "pebble-tls-ca", "Pebble TLS CA");
@@ -83,7 +90,7 @@ impl Pebble {
         let config = dir.write(
             "pebble.json",
             format!(
-                r#"{{"pebble": {{"listenAddress": "127.0.0.1:{acme_port}", "managementListenAddress": "127.0.0.1:{mgmt_port}", "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {}, "ocspResponderURL": "", "externalAccountBindingRequired": false{validity}}}}}"#,
+                r#"{{"pebble": {{"listenAddress": "127.0.0.1:{acme_port}", "managementListenAddress": "127.0.0.1:{mgmt_port}", "certificate": "{}", "privateKey": "{}", "httpPort": {http_port}, "tlsPort": {}, "ocspResponderURL": "", "externalAccountBindingRequired": false{validity}{extra}}}}}"#,
                 tls.cert.display(),
                 tls.key.display(),
                 tls_port
