@@ -70,14 +70,15 @@ impl Kind {
     }
 
     /// Whether this harness can configure the proxy to spread connections
-    /// over several brokers with `balance` (the `storm_cluster` scenario).
-    /// stunnel and the naive proxy have one `connect` each; nginx's stream
-    /// module could (`hash $remote_addr`) but is not configured for it here.
+    /// over several brokers with `balance` (the `storm_cluster` scenario):
+    /// moat by source or client id, HAProxy (`balance source`) and nginx
+    /// (`hash $remote_addr consistent`) by source; stunnel and the naive
+    /// proxy have one `connect` each.
     pub fn balances(self, balance: Balance) -> bool {
         match self {
             Kind::Moat => true,
-            Kind::Haproxy => balance == Balance::Source,
-            Kind::Nginx | Kind::Stunnel | Kind::Naive => false,
+            Kind::Haproxy | Kind::Nginx => balance == Balance::Source,
+            Kind::Stunnel | Kind::Naive => false,
         }
     }
 
@@ -415,8 +416,28 @@ listeners:
     )
 }
 
-fn nginx_config(env: &Env, dir: &Path, port: u16, backend: SocketAddr) -> String {
-    format!(
+/// nginx's `upstream` block (none for one broker: `proxy_pass` names it)
+/// and what `proxy_pass` names. For a cluster, `hash $remote_addr
+/// consistent`: the client's address, ketama-hashed onto the nodes.
+fn nginx_upstream(up: Upstream) -> Result<(String, String)> {
+    Ok(match up {
+        Upstream::One(a) => (String::new(), a.to_string()),
+        Upstream::Cluster(nodes, Balance::Source) => {
+            let mut s =
+                String::from("    upstream brokers {\n        hash $remote_addr consistent;\n");
+            for n in nodes {
+                s.push_str(&format!("        server {n};\n"));
+            }
+            s.push_str("    }\n");
+            (s, "brokers".into())
+        }
+        Upstream::Cluster(_, b) => bail!("nginx is not configured here to balance on {}", b.name()),
+    })
+}
+
+fn nginx_config(env: &Env, dir: &Path, port: u16, up: Upstream) -> Result<String> {
+    let (upstream, pass) = nginx_upstream(up)?;
+    Ok(format!(
         r#"daemon off;
 master_process on;
 worker_processes {cores};
@@ -428,13 +449,13 @@ events {{
     worker_connections {wc};
 }}
 stream {{
-    server {{
+{upstream}    server {{
         listen 127.0.0.1:{port} ssl backlog=4096;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.3;
         ssl_session_tickets on;
-        proxy_pass {backend};
+        proxy_pass {pass};
         proxy_connect_timeout 5s;
         proxy_timeout 1h;
     }}
@@ -447,7 +468,7 @@ stream {{
         wc = env.max_conns * 2 + 50,
         cert = env.pki.cert.display(),
         key = env.pki.key.display(),
-    )
+    ))
 }
 
 /// HAProxy's `backend broker` section: one `server`, or `balance source`
@@ -564,7 +585,7 @@ async fn start_upstream(env: &Env, kind: Kind, up: Upstream<'_>) -> Result<Proxy
         }
         Kind::Nginx => {
             let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, nginx_config(env, &dir, port, single(kind, up)?))?;
+            std::fs::write(&conf, nginx_config(env, &dir, port, up)?)?;
             cmd = Command::new(peers::find(&["nginx"]).context("nginx is not installed")?);
             cmd.arg("-p")
                 .arg(&dir)
@@ -672,6 +693,21 @@ mod tests {
     }
 
     #[test]
+    fn nginx_hashes_the_source_address_over_an_upstream_of_three() {
+        let (block, pass) =
+            nginx_upstream(Upstream::One("127.0.0.1:9000".parse().unwrap())).unwrap();
+        assert_eq!((block.as_str(), pass.as_str()), ("", "127.0.0.1:9000"));
+        let nodes = nodes();
+        let (block, pass) = nginx_upstream(Upstream::Cluster(&nodes, Balance::Source)).unwrap();
+        assert_eq!(pass, "brokers");
+        assert_eq!(
+            block,
+            "    upstream brokers {\n        hash $remote_addr consistent;\n        server 127.0.0.1:1883;\n        server 127.0.0.1:1884;\n        server 127.0.0.1:1885;\n    }\n"
+        );
+        assert!(nginx_upstream(Upstream::Cluster(&nodes, Balance::ClientId)).is_err());
+    }
+
+    #[test]
     fn moat_lists_three_nodes_with_the_balance_rule() {
         let one = moat_backend(Upstream::One("127.0.0.1:9000".parse().unwrap()));
         assert_eq!(one, "    backend: 127.0.0.1:9000\n");
@@ -690,12 +726,14 @@ mod tests {
     }
 
     #[test]
-    fn only_moat_and_haproxy_balance() {
+    fn only_moat_haproxy_and_nginx_balance() {
         assert!(Kind::Moat.balances(Balance::Source));
         assert!(Kind::Moat.balances(Balance::ClientId));
         assert!(Kind::Haproxy.balances(Balance::Source));
         assert!(!Kind::Haproxy.balances(Balance::ClientId));
-        for k in [Kind::Nginx, Kind::Stunnel, Kind::Naive] {
+        assert!(Kind::Nginx.balances(Balance::Source));
+        assert!(!Kind::Nginx.balances(Balance::ClientId));
+        for k in [Kind::Stunnel, Kind::Naive] {
             assert!(!k.balances(Balance::Source), "{k:?}");
         }
     }
