@@ -28,7 +28,7 @@ pub struct CompareArgs {
     pub scale: f64,
     /// Scenarios to run, comma-separated: full, resumed, idle, idle_wss, bulk,
     /// small, storm, storm_cluster (idle_wss is measured for moat only,
-    /// storm_cluster for moat and HAProxy).
+    /// storm_cluster for moat, HAProxy and nginx).
     #[arg(
         long,
         value_delimiter = ',',
