@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use crate::cluster;
 use crate::model::{workspace_root, Meta, Plan, Problem, Record, Results, Saved};
 use crate::peers;
 use crate::pki::Pki;
@@ -26,11 +27,12 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 1.0)]
     pub scale: f64,
     /// Scenarios to run, comma-separated: full, resumed, idle, idle_wss, bulk,
-    /// small, storm (idle_wss is measured for moat only).
+    /// small, storm, storm_cluster (idle_wss is measured for moat only,
+    /// storm_cluster for moat, HAProxy and nginx).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "full,resumed,idle,idle_wss,bulk,small,storm"
+        default_value = "full,resumed,idle,idle_wss,bulk,small,storm,storm_cluster"
     )]
     pub scenarios: Vec<String>,
     /// Proxies to measure, comma-separated: moat, nginx, haproxy, stunnel, naive.
@@ -63,8 +65,15 @@ pub struct CompareArgs {
 }
 
 /// Every scenario, in run order.
-pub const SCENARIOS: [&str; 7] = [
-    "full", "resumed", "idle", "idle_wss", "bulk", "small", "storm",
+pub const SCENARIOS: [&str; 8] = [
+    "full",
+    "resumed",
+    "idle",
+    "idle_wss",
+    "bulk",
+    "small",
+    "storm",
+    "storm_cluster",
 ];
 
 /// Open files kept free in each proxy process besides its connections.
@@ -275,6 +284,23 @@ async fn measure(
             .await;
             res.add(run, scenario, name, r);
         }
+        "storm_cluster" => {
+            let variants = cluster::variants(kind);
+            if variants.is_empty() {
+                eprintln!("  {name:<8} skipped: {}", cluster::SKIPPED);
+                return;
+            }
+            for (balance, key) in variants {
+                let r = async {
+                    let (_brokers, nodes) = cluster::start_brokers(env).await?;
+                    let proxy = proxies::start_cluster(env, kind, &nodes, balance).await?;
+                    cluster::storm_cluster(env, &proxy, &nodes, plan.storm_devices, key).await
+                }
+                .await;
+                res.add(run, scenario, name, r);
+                settle().await;
+            }
+        }
         _ => {
             let r = async {
                 let (_echo, backend) = proxies::start_echo(env)?;
@@ -356,6 +382,12 @@ fn smoke_check(res: &Results, kinds: &[Kind], scenarios: &[&str], plan: &Plan) -
                 "bulk" => vec!["bulk_s_per_gib".into()],
                 "small" => vec!["rtt_p99_us".into(), "small_cpu_ms_per_1000".into()],
                 "storm" => vec!["storm_s".into(), "storm_cpu_s".into()],
+                "storm_cluster" => cluster::variants(k)
+                    .into_iter()
+                    .flat_map(|(_, key)| {
+                        ["s", "cpu_s", "busiest_pct"].map(|m| format!("{key}_{m}"))
+                    })
+                    .collect(),
                 _ => vec![],
             };
             for m in want {
@@ -384,6 +416,22 @@ fn smoke_check(res: &Results, kinds: &[Kind], scenarios: &[&str], plan: &Plan) -
                     Some(_) => {}
                 }
             }
+        }
+    }
+    // Hashing distinct client ids must reach every node; one source
+    // address reaches one, which is the finding, not a failure.
+    for r in res
+        .records
+        .iter()
+        .filter(|r| r.metric == "storm_cluster_cid_nodes_used")
+    {
+        if r.value < cluster::NODES as f64 {
+            failures.push(format!(
+                "storm_cluster / {}: balance client_id put the devices on {} of {} brokers",
+                r.proxy,
+                r.value,
+                cluster::NODES
+            ));
         }
     }
     if failures.is_empty() {
@@ -454,7 +502,7 @@ pub fn main(args: CompareArgs) -> Result<()> {
         .iter()
         .flat_map(|k| k.needs().iter().copied())
         .collect();
-    if scenarios.contains(&"storm") {
+    if scenarios.contains(&"storm") || scenarios.contains(&"storm_cluster") {
         needs.push(peers::MOSQUITTO);
     }
     peers::require(&needs)?;

@@ -11,6 +11,7 @@
 
 mod charts;
 mod client;
+mod cluster;
 mod compare;
 mod echo;
 mod machine;
@@ -109,7 +110,7 @@ pub struct SmokeArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "full,resumed,idle,idle_wss,bulk,small,storm"
+        default_value = "full,resumed,idle,idle_wss,bulk,small,storm,storm_cluster"
     )]
     pub scenarios: Vec<String>,
     /// The moat binary. Default: $MOAT_BIN, else `moat` next to this binary.

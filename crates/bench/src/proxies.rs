@@ -69,6 +69,19 @@ impl Kind {
             })
     }
 
+    /// Whether this harness can configure the proxy to spread connections
+    /// over several brokers with `balance` (the `storm_cluster` scenario):
+    /// moat by source or client id, HAProxy (`balance source`) and nginx
+    /// (`hash $remote_addr consistent`) by source; stunnel and the naive
+    /// proxy have one `connect` each.
+    pub fn balances(self, balance: Balance) -> bool {
+        match self {
+            Kind::Moat => true,
+            Kind::Haproxy | Kind::Nginx => balance == Balance::Source,
+            Kind::Stunnel | Kind::Naive => false,
+        }
+    }
+
     /// The Debian packages this proxy needs.
     pub fn needs(self) -> &'static [Need] {
         match self {
@@ -93,6 +106,36 @@ impl Kind {
             }],
         }
     }
+}
+
+/// How a proxy picks one of several brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// A hash of the client's address (HAProxy's `balance source`, moat's
+    /// `balance: source`).
+    Source,
+    /// A hash of the MQTT client id, read from the CONNECT before the
+    /// broker is dialled (moat's `balance: client_id`, MQTT-aware).
+    ClientId,
+}
+
+impl Balance {
+    /// The name, as in moat's configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::Source => "source",
+            Balance::ClientId => "client_id",
+        }
+    }
+}
+
+/// Where a proxy relays to.
+#[derive(Debug, Clone, Copy)]
+pub enum Upstream<'a> {
+    /// One broker (or the echo backend): every scenario but `storm_cluster`.
+    One(SocketAddr),
+    /// The nodes of a cluster and how to pick one.
+    Cluster(&'a [SocketAddr], Balance),
 }
 
 /// What every start needs.
@@ -305,13 +348,31 @@ impl Proxy {
     }
 }
 
+/// A moat listener's `backend:` (and, for a cluster, `balance:`, plus
+/// `mqtt: {}` for `client_id`, which needs an MQTT-aware listener).
+fn moat_backend(up: Upstream) -> String {
+    match up {
+        Upstream::One(a) => format!("    backend: {a}\n"),
+        Upstream::Cluster(nodes, balance) => {
+            let mut s = String::from("    backend:\n");
+            for n in nodes {
+                s.push_str(&format!("      - {n}\n"));
+            }
+            s.push_str(&format!("    balance: {}\n", balance.name()));
+            if balance == Balance::ClientId {
+                s.push_str("    mqtt: {}\n");
+            }
+            s
+        }
+    }
+}
+
 /// One moat listener; `websocket` adds the `websocket:` section.
-fn moat_listener(env: &Env, name: &str, port: u16, backend: SocketAddr, websocket: bool) -> String {
+fn moat_listener(env: &Env, name: &str, port: u16, up: Upstream, websocket: bool) -> String {
     format!(
         r#"  - name: {name}
     listen: 127.0.0.1:{port}
-    backend: {backend}
-    tls:
+{backend}    tls:
       certificates:
         - cert: {cert}
           key: {key}
@@ -323,6 +384,7 @@ fn moat_listener(env: &Env, name: &str, port: u16, backend: SocketAddr, websocke
       per_ip_connections: 0
       per_ip_rate: 0
 {ws}"#,
+        backend = moat_backend(up),
         cert = env.pki.cert.display(),
         key = env.pki.key.display(),
         max = env.max_conns + 50,
@@ -338,7 +400,7 @@ fn moat_listener(env: &Env, name: &str, port: u16, backend: SocketAddr, websocke
 /// one, `bench-wss`, with the same backend and certificate plus
 /// `websocket:`, for the idle WSS scenario (so that `bench` stays exactly
 /// as it was).
-fn moat_config(env: &Env, port: u16, ws_port: u16, backend: SocketAddr) -> String {
+fn moat_config(env: &Env, port: u16, ws_port: u16, up: Upstream) -> String {
     format!(
         r#"log:
   level: warn
@@ -349,13 +411,33 @@ reload:
   check_interval: 0s
 listeners:
 {bench}{wss}"#,
-        bench = moat_listener(env, "bench", port, backend, false),
-        wss = moat_listener(env, "bench-wss", ws_port, backend, true),
+        bench = moat_listener(env, "bench", port, up, false),
+        wss = moat_listener(env, "bench-wss", ws_port, up, true),
     )
 }
 
-fn nginx_config(env: &Env, dir: &Path, port: u16, backend: SocketAddr) -> String {
-    format!(
+/// nginx's `upstream` block (none for one broker: `proxy_pass` names it)
+/// and what `proxy_pass` names. For a cluster, `hash $remote_addr
+/// consistent`: the client's address, ketama-hashed onto the nodes.
+fn nginx_upstream(up: Upstream) -> Result<(String, String)> {
+    Ok(match up {
+        Upstream::One(a) => (String::new(), a.to_string()),
+        Upstream::Cluster(nodes, Balance::Source) => {
+            let mut s =
+                String::from("    upstream brokers {\n        hash $remote_addr consistent;\n");
+            for n in nodes {
+                s.push_str(&format!("        server {n};\n"));
+            }
+            s.push_str("    }\n");
+            (s, "brokers".into())
+        }
+        Upstream::Cluster(_, b) => bail!("nginx is not configured here to balance on {}", b.name()),
+    })
+}
+
+fn nginx_config(env: &Env, dir: &Path, port: u16, up: Upstream) -> Result<String> {
+    let (upstream, pass) = nginx_upstream(up)?;
+    Ok(format!(
         r#"daemon off;
 master_process on;
 worker_processes {cores};
@@ -367,13 +449,13 @@ events {{
     worker_connections {wc};
 }}
 stream {{
-    server {{
+{upstream}    server {{
         listen 127.0.0.1:{port} ssl backlog=4096;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.3;
         ssl_session_tickets on;
-        proxy_pass {backend};
+        proxy_pass {pass};
         proxy_connect_timeout 5s;
         proxy_timeout 1h;
     }}
@@ -386,11 +468,29 @@ stream {{
         wc = env.max_conns * 2 + 50,
         cert = env.pki.cert.display(),
         key = env.pki.key.display(),
-    )
+    ))
 }
 
-fn haproxy_config(env: &Env, port: u16, backend: SocketAddr) -> String {
-    format!(
+/// HAProxy's `backend broker` section: one `server`, or `balance source`
+/// over one `server` per node.
+fn haproxy_backend(up: Upstream) -> Result<String> {
+    Ok(match up {
+        Upstream::One(a) => format!("backend broker\n    server broker {a}\n"),
+        Upstream::Cluster(nodes, Balance::Source) => {
+            let mut s = String::from("backend broker\n    balance source\n");
+            for (i, n) in nodes.iter().enumerate() {
+                s.push_str(&format!("    server node{} {n}\n", i + 1));
+            }
+            s
+        }
+        Upstream::Cluster(_, b) => {
+            bail!("haproxy is not configured here to balance on {}", b.name())
+        }
+    })
+}
+
+fn haproxy_config(env: &Env, port: u16, up: Upstream) -> Result<String> {
+    Ok(format!(
         r#"global
     nbthread {cores}
     maxconn {max}
@@ -408,13 +508,12 @@ frontend mqtts
     backlog 4096
     default_backend broker
 
-backend broker
-    server broker {backend}
-"#,
+{backend}"#,
+        backend = haproxy_backend(up)?,
         cores = env.cores,
         max = env.max_conns + 10,
         combined = env.pki.combined.display(),
-    )
+    ))
 }
 
 fn stunnel_config(env: &Env, dir: &Path, port: u16, backend: SocketAddr) -> String {
@@ -443,6 +542,33 @@ TIMEOUTidle = 3600
 /// Starts `kind` relaying to `backend`, and waits until it completes a TLS
 /// handshake (and, for nginx, until all workers are up).
 pub async fn start(env: &Env, kind: Kind, backend: SocketAddr) -> Result<Proxy> {
+    start_upstream(env, kind, Upstream::One(backend)).await
+}
+
+/// Starts `kind` in front of every node of `nodes`, picking one per
+/// connection by `balance`; fails for a proxy that cannot
+/// ([`Kind::balances`]).
+pub async fn start_cluster(
+    env: &Env,
+    kind: Kind,
+    nodes: &[SocketAddr],
+    balance: Balance,
+) -> Result<Proxy> {
+    if !kind.balances(balance) {
+        bail!("{} cannot balance on {}", kind.name(), balance.name());
+    }
+    start_upstream(env, kind, Upstream::Cluster(nodes, balance)).await
+}
+
+/// The single backend of a proxy that has only one `connect` setting.
+fn single(kind: Kind, up: Upstream) -> Result<SocketAddr> {
+    match up {
+        Upstream::One(a) => Ok(a),
+        Upstream::Cluster(..) => bail!("{} is not configured with several brokers", kind.name()),
+    }
+}
+
+async fn start_upstream(env: &Env, kind: Kind, up: Upstream<'_>) -> Result<Proxy> {
     let dir = env.subdir(kind.name())?;
     let port = free_port()?;
     let log = dir.join(format!("{}.out", kind.name()));
@@ -453,13 +579,13 @@ pub async fn start(env: &Env, kind: Kind, backend: SocketAddr) -> Result<Proxy> 
             let ws_port = free_port()?;
             ws_addr = Some(format!("127.0.0.1:{ws_port}").parse()?);
             let conf = dir.join("moat.yaml");
-            std::fs::write(&conf, moat_config(env, port, ws_port, backend))?;
+            std::fs::write(&conf, moat_config(env, port, ws_port, up))?;
             cmd = Command::new(&env.moat_bin);
             cmd.arg("run").arg("--config").arg(conf);
         }
         Kind::Nginx => {
             let conf = dir.join("nginx.conf");
-            std::fs::write(&conf, nginx_config(env, &dir, port, backend))?;
+            std::fs::write(&conf, nginx_config(env, &dir, port, up)?)?;
             cmd = Command::new(peers::find(&["nginx"]).context("nginx is not installed")?);
             cmd.arg("-p")
                 .arg(&dir)
@@ -470,13 +596,13 @@ pub async fn start(env: &Env, kind: Kind, backend: SocketAddr) -> Result<Proxy> 
         }
         Kind::Haproxy => {
             let conf = dir.join("haproxy.cfg");
-            std::fs::write(&conf, haproxy_config(env, port, backend))?;
+            std::fs::write(&conf, haproxy_config(env, port, up)?)?;
             cmd = Command::new(peers::find(&["haproxy"]).context("haproxy is not installed")?);
             cmd.arg("-db").arg("-f").arg(conf);
         }
         Kind::Stunnel => {
             let conf = dir.join("stunnel.conf");
-            std::fs::write(&conf, stunnel_config(env, &dir, port, backend))?;
+            std::fs::write(&conf, stunnel_config(env, &dir, port, single(kind, up)?))?;
             cmd = Command::new(
                 peers::find(&["stunnel4", "stunnel"]).context("stunnel4 is not installed")?,
             );
@@ -488,7 +614,7 @@ pub async fn start(env: &Env, kind: Kind, backend: SocketAddr) -> Result<Proxy> 
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--backend")
-                .arg(backend.to_string())
+                .arg(single(kind, up)?.to_string())
                 .arg("--cert")
                 .arg(&env.pki.cert)
                 .arg("--key")
@@ -540,4 +666,75 @@ pub async fn start(env: &Env, kind: Kind, backend: SocketAddr) -> Result<Proxy> 
         ws_addr,
         proc,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes() -> Vec<SocketAddr> {
+        ["127.0.0.1:1883", "127.0.0.1:1884", "127.0.0.1:1885"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn haproxy_keeps_one_server_and_balances_three_by_source() {
+        let one = haproxy_backend(Upstream::One("127.0.0.1:9000".parse().unwrap())).unwrap();
+        assert_eq!(one, "backend broker\n    server broker 127.0.0.1:9000\n");
+        let nodes = nodes();
+        let three = haproxy_backend(Upstream::Cluster(&nodes, Balance::Source)).unwrap();
+        assert_eq!(
+            three,
+            "backend broker\n    balance source\n    server node1 127.0.0.1:1883\n    server node2 127.0.0.1:1884\n    server node3 127.0.0.1:1885\n"
+        );
+        assert!(haproxy_backend(Upstream::Cluster(&nodes, Balance::ClientId)).is_err());
+    }
+
+    #[test]
+    fn nginx_hashes_the_source_address_over_an_upstream_of_three() {
+        let (block, pass) =
+            nginx_upstream(Upstream::One("127.0.0.1:9000".parse().unwrap())).unwrap();
+        assert_eq!((block.as_str(), pass.as_str()), ("", "127.0.0.1:9000"));
+        let nodes = nodes();
+        let (block, pass) = nginx_upstream(Upstream::Cluster(&nodes, Balance::Source)).unwrap();
+        assert_eq!(pass, "brokers");
+        assert_eq!(
+            block,
+            "    upstream brokers {\n        hash $remote_addr consistent;\n        server 127.0.0.1:1883;\n        server 127.0.0.1:1884;\n        server 127.0.0.1:1885;\n    }\n"
+        );
+        assert!(nginx_upstream(Upstream::Cluster(&nodes, Balance::ClientId)).is_err());
+    }
+
+    #[test]
+    fn moat_lists_three_nodes_with_the_balance_rule() {
+        let one = moat_backend(Upstream::One("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(one, "    backend: 127.0.0.1:9000\n");
+        let nodes = nodes();
+        let source = moat_backend(Upstream::Cluster(&nodes, Balance::Source));
+        assert_eq!(
+            source,
+            "    backend:\n      - 127.0.0.1:1883\n      - 127.0.0.1:1884\n      - 127.0.0.1:1885\n    balance: source\n"
+        );
+        // client_id needs an MQTT-aware listener.
+        let cid = moat_backend(Upstream::Cluster(&nodes, Balance::ClientId));
+        assert!(
+            cid.ends_with("    balance: client_id\n    mqtt: {}\n"),
+            "{cid}"
+        );
+    }
+
+    #[test]
+    fn only_moat_haproxy_and_nginx_balance() {
+        assert!(Kind::Moat.balances(Balance::Source));
+        assert!(Kind::Moat.balances(Balance::ClientId));
+        assert!(Kind::Haproxy.balances(Balance::Source));
+        assert!(!Kind::Haproxy.balances(Balance::ClientId));
+        assert!(Kind::Nginx.balances(Balance::Source));
+        assert!(!Kind::Nginx.balances(Balance::ClientId));
+        for k in [Kind::Stunnel, Kind::Naive] {
+            assert!(!k.balances(Balance::Source), "{k:?}");
+        }
+    }
 }

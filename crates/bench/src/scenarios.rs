@@ -34,11 +34,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn value(&mut self, key: impl Into<String>, v: f64) {
+    pub(crate) fn value(&mut self, key: impl Into<String>, v: f64) {
         self.values.push((key.into(), v));
     }
 
-    fn cpu_must_be_positive(&mut self, what: &str, cpu_s: f64) {
+    pub(crate) fn cpu_must_be_positive(&mut self, what: &str, cpu_s: f64) {
         if cpu_s <= 0.0 {
             self.problems
                 .push(format!("{what}: the proxy used no measurable CPU"));
@@ -553,12 +553,52 @@ async fn mqtt_session(
     Ok(())
 }
 
-/// Scenario 6: `devices` connect at once through the proxy to Mosquitto;
-/// the time until every one has its CONNACK, and the proxy's CPU for it.
-pub async fn storm(env: &Env, proxy: &Proxy, devices: usize) -> Result<Outcome> {
+/// A storm's devices, each with its CONNACK (or given up), still held by
+/// their workers until [`Storm::finish`].
+pub struct Storm {
+    /// Devices that got their CONNACK.
+    pub ok: usize,
+    /// Devices that gave up.
+    pub failed: usize,
+    /// Attempts that failed and were retried.
+    pub retries: usize,
+    /// From `go` to the last CONNACK, in milliseconds.
+    pub elapsed_ms: f64,
+    /// The proxy's CPU seconds from `go` to the last CONNACK.
+    pub cpu_s: f64,
+    /// The first errors.
+    pub errors: Vec<String>,
+    workers: Vec<WorkerProc>,
+}
+
+impl Storm {
+    /// Closes every device's connection.
+    pub fn finish(self) {
+        for w in self.workers {
+            w.finish();
+        }
+    }
+
+    /// The problem to report when not every device got its CONNACK.
+    pub fn problem(&self, what: &str, devices: usize) -> Option<String> {
+        (self.failed > 0 || self.ok != devices).then(|| {
+            format!(
+                "{what}: only {} of {devices} devices got their CONNACK ({} gave up; first error: {})",
+                self.ok,
+                self.failed,
+                self.errors.first().cloned().unwrap_or_default()
+            )
+        })
+    }
+}
+
+/// `devices` connect at once through the proxy (after a few warm-up
+/// sessions), client ids `{id_prefix}{worker}-{n}`; returns once every one
+/// has its CONNACK or has given up, the connections still open.
+pub async fn storm_run(env: &Env, proxy: &Proxy, devices: usize, id_prefix: &str) -> Result<Storm> {
     let cfg = client::config(&env.ca, false);
     for i in 0..8 {
-        mqtt_session(proxy.addr, &cfg, &format!("warm-{i}"))
+        mqtt_session(proxy.addr, &cfg, &format!("warm-{id_prefix}{i}"))
             .await
             .context("warm-up MQTT session through the proxy")?;
     }
@@ -569,7 +609,7 @@ pub async fn storm(env: &Env, proxy: &Proxy, devices: usize) -> Result<Outcome> 
             target: proxy.addr,
             ca: env.pki.ca_pem.clone(),
             count: n,
-            id_prefix: format!("dev{i}"),
+            id_prefix: format!("{id_prefix}{i}"),
             concurrency: n,
             deadline_s: 120.0,
         };
@@ -582,38 +622,49 @@ pub async fn storm(env: &Env, proxy: &Proxy, devices: usize) -> Result<Outcome> 
     for w in &mut workers {
         w.go()?;
     }
-    let mut ok = 0;
-    let mut failed = 0;
-    let mut retries = 0;
-    let mut elapsed_ms: f64 = 0.0;
-    let mut errors = Vec::new();
+    let mut storm = Storm {
+        ok: 0,
+        failed: 0,
+        retries: 0,
+        elapsed_ms: 0.0,
+        cpu_s: 0.0,
+        errors: Vec::new(),
+        workers: Vec::new(),
+    };
     for w in &mut workers {
         let e = w.established(Duration::from_secs(600)).await?;
-        ok += e.ok;
-        failed += e.failed;
-        retries += e.retries;
-        elapsed_ms = elapsed_ms.max(e.elapsed_ms);
-        errors.extend(e.errors);
+        storm.ok += e.ok;
+        storm.failed += e.failed;
+        storm.retries += e.retries;
+        storm.elapsed_ms = storm.elapsed_ms.max(e.elapsed_ms);
+        storm.errors.extend(e.errors);
     }
-    let cpu = proxy.sample().cpu_s - before.cpu_s;
-    for w in workers {
-        w.finish();
-    }
+    storm.cpu_s = proxy.sample().cpu_s - before.cpu_s;
+    storm.workers = workers;
+    Ok(storm)
+}
+
+/// Scenario 6: `devices` connect at once through the proxy to Mosquitto;
+/// the time until every one has its CONNACK, and the proxy's CPU for it.
+pub async fn storm(env: &Env, proxy: &Proxy, devices: usize) -> Result<Outcome> {
+    let st = storm_run(env, proxy, devices, "dev").await?;
     let mut o = Outcome::default();
-    o.cpu_must_be_positive("storm", cpu);
-    if failed > 0 || ok != devices {
-        o.problems.push(format!(
-            "storm: only {ok} of {devices} devices got their CONNACK ({failed} gave up; first error: {})",
-            errors.first().cloned().unwrap_or_default()
-        ));
-    }
-    o.value("storm_s", elapsed_ms / 1e3);
-    o.value("storm_cpu_s", cpu);
-    o.value("storm_cpu_us_per_device", cpu * 1e6 / ok.max(1) as f64);
-    o.info = format!(
-        "{ok}/{devices} CONNACKs in {:.2} s, proxy CPU {cpu:.2} s, {retries} retried attempts",
-        elapsed_ms / 1e3
+    o.cpu_must_be_positive("storm", st.cpu_s);
+    o.problems.extend(st.problem("storm", devices));
+    o.value("storm_s", st.elapsed_ms / 1e3);
+    o.value("storm_cpu_s", st.cpu_s);
+    o.value(
+        "storm_cpu_us_per_device",
+        st.cpu_s * 1e6 / st.ok.max(1) as f64,
     );
+    o.info = format!(
+        "{}/{devices} CONNACKs in {:.2} s, proxy CPU {:.2} s, {} retried attempts",
+        st.ok,
+        st.elapsed_ms / 1e3,
+        st.cpu_s,
+        st.retries
+    );
+    st.finish();
     Ok(o)
 }
 

@@ -58,6 +58,8 @@ fn smoke_moat_and_naive_proxy() {
         "Bulk echo",
         "round trip p99",
         "Reconnect storm",
+        "balance source, storm over 3 brokers",
+        "moat balance client_id",
     ] {
         assert!(stdout.contains(row), "summary lacks {row:?}:\n{stdout}");
     }

@@ -210,26 +210,69 @@ impl<'a> Report<'a> {
                         "ms",
                     );
                 }
-                "storm" => {
-                    let n = level_label(self.plan.storm_devices);
-                    row(
-                        "storm_s".into(),
-                        format!("Reconnect storm, {n} devices: time until every CONNACK"),
-                        "s",
-                    );
-                    row(
-                        "storm_cpu_s".into(),
-                        format!("Reconnect storm, {n} devices: proxy CPU"),
-                        "s",
-                    );
-                    row(
-                        "storm_cpu_us_per_device".into(),
-                        "Reconnect storm: proxy CPU per device".into(),
-                        "µs",
-                    );
+                "storm" | "storm_cluster" => {
+                    for r in self.storm_rows(s) {
+                        row(r.key, r.label, r.unit);
+                    }
                 }
                 _ => {}
             }
+        }
+        rows
+    }
+
+    /// The rows of the two storm scenarios.
+    fn storm_rows(&self, scenario: &str) -> Vec<Row> {
+        let mut rows = Vec::new();
+        let mut row = |key: String, label: String, unit| rows.push(Row { key, label, unit });
+        match scenario {
+            "storm" => {
+                let n = level_label(self.plan.storm_devices);
+                row(
+                    "storm_s".into(),
+                    format!("Reconnect storm, {n} devices: time until every CONNACK"),
+                    "s",
+                );
+                row(
+                    "storm_cpu_s".into(),
+                    format!("Reconnect storm, {n} devices: proxy CPU"),
+                    "s",
+                );
+                row(
+                    "storm_cpu_us_per_device".into(),
+                    "Reconnect storm: proxy CPU per device".into(),
+                    "µs",
+                );
+            }
+            "storm_cluster" => {
+                let n = level_label(self.plan.storm_devices);
+                for (key, how) in [
+                    ("storm_cluster", "balance source"),
+                    (
+                        "storm_cluster_cid",
+                        "moat balance client_id (ratios to the peer's source)",
+                    ),
+                ] {
+                    let head = format!("{how}, storm over 3 brokers of {n} devices");
+                    row(
+                        format!("{key}_s"),
+                        format!("{head}: time until every CONNACK"),
+                        "s",
+                    );
+                    row(format!("{key}_cpu_s"), "… proxy CPU".into(), "s");
+                    row(
+                        format!("{key}_cpu_us_per_device"),
+                        "… proxy CPU per device".into(),
+                        "µs",
+                    );
+                    row(
+                        format!("{key}_busiest_pct"),
+                        "… devices on the busiest broker".into(),
+                        "%",
+                    );
+                }
+            }
+            _ => {}
         }
         rows
     }
@@ -274,9 +317,12 @@ impl<'a> Report<'a> {
         Some((m, lo, hi))
     }
 
-    /// moat/peer within each run, and the median of those ratios.
+    /// moat/peer within each run, and the median of those ratios. moat's
+    /// `balance: client_id` storm figures are taken against the peer's
+    /// `balance source` ones (the peers are not measured with client_id).
     pub fn ratio(&self, metric: &str, peer: &str) -> Option<(f64, Vec<f64>)> {
-        self.ratio_to(metric, peer, metric)
+        let peer_metric = metric.replace("storm_cluster_cid_", "storm_cluster_");
+        self.ratio_to(metric, peer, &peer_metric)
     }
 
     /// moat's `metric` over the peer's `peer_metric` within each run, and

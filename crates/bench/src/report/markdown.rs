@@ -149,7 +149,7 @@ impl Report<'_> {
             }
             if has_moat {
                 for p in &peers {
-                    let r = if row.key == "resumed_pct" || row.key.starts_with("rtt_added") {
+                    let r = if row.key.ends_with("_pct") || row.key.starts_with("rtt_added") {
                         "".into()
                     } else {
                         self.ratio(&row.key, p.name())
@@ -167,6 +167,20 @@ impl Report<'_> {
                 md,
                 "Idle WSS connections were {}.\n",
                 crate::scenarios::WSS_ONLY_MOAT
+            );
+        }
+        let skipped: Vec<&str> = self
+            .kinds
+            .iter()
+            .filter(|k| crate::cluster::variants(**k).is_empty())
+            .map(|k| k.name())
+            .collect();
+        if self.scenarios.contains(&"storm_cluster") && !skipped.is_empty() {
+            let _ = writeln!(
+                md,
+                "The storm over 3 brokers was {} (here: {}).\n",
+                crate::cluster::SKIPPED,
+                skipped.join(", ")
             );
         }
     }
