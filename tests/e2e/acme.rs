@@ -596,3 +596,64 @@ fn acme_refusals_from_the_ca_are_logged_with_its_problem_counted_and_nothing_is_
         assert_eq!(stored, d == "good", "{d}");
     }
 }
+
+#[test]
+fn acme_account_key_file_is_the_account_and_a_wrong_one_is_refused_at_start() {
+    let s = Scene::new(None);
+    let key = s.dir.join("account.key");
+    let rsa = s.dir.join("rsa.key");
+    for (path, alg) in [
+        (&key, "ec_paramgen_curve:P-256"),
+        (&rsa, "rsa_keygen_bits:2048"),
+    ] {
+        let algorithm = if alg.starts_with("ec") { "EC" } else { "RSA" };
+        let st = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", algorithm, "-pkeyopt", alg, "-out"])
+            .arg(path)
+            .status()
+            .expect("openssl");
+        assert!(st.success());
+    }
+    let with_key = |k: &std::path::Path| {
+        s.yaml.replace(
+            "            http01_listen",
+            &format!(
+                "            account_key: {}\n            http01_listen",
+                k.display()
+            ),
+        )
+    };
+    // An RSA key: refused before anything is ordered, naming the field.
+    let mut moat = Moat::spawn(s.dir.path(), "rsa.yaml", &with_key(&rsa), Some(s.admin));
+    let status = moat
+        .wait_exit(Duration::from_secs(20))
+        .expect("moat should exit");
+    assert!(!status.success());
+    let log = moat.logs();
+    assert!(
+        log.contains("listeners[0].tls.certificates[0].acme.account_key")
+            && log.contains("not an ECDSA P-256 key"),
+        "{log}"
+    );
+    assert_eq!(s.pebble.logs().matches("POST /order-plz").count(), 0);
+    // The P-256 key: the order runs under its account, and moat keeps no
+    // account of its own.
+    let moat = Moat::start(s.dir.path(), &with_key(&key), Some(s.admin));
+    assert!(
+        wait_until(Duration::from_secs(30), || moat.get("/readyz").0 == 200),
+        "{}",
+        moat.logs()
+    );
+    assert!(s.dir.join("acme/cert.pem").exists());
+    assert!(!s.dir.join("acme/account.json").exists());
+    let check = moat_cmd(&[
+        "check",
+        "--config",
+        s.dir.join("moat.yaml").to_str().unwrap(),
+    ]);
+    assert!(
+        check.stdout.contains("account of the key"),
+        "{}",
+        check.stdout
+    );
+}

@@ -75,6 +75,9 @@ pub fn resolve_paths(config: &mut Config, base: &Path) {
                 if let Some(e) = &mut a.eab {
                     resolve(&mut e.hmac_key_file);
                 }
+                if let Some(k) = &mut a.account_key {
+                    resolve(k);
+                }
             }
             // Empty means not written (an ACME entry); validation tells.
             if !c.cert.as_os_str().is_empty() {

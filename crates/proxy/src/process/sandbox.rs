@@ -77,6 +77,7 @@ pub fn runtime_paths(config: &ValidConfig) -> (Vec<PathBuf>, Vec<PathBuf>) {
             dirs.push(a.state_dir.clone());
             files.extend(a.ca_bundle.clone());
             files.extend(a.eab.as_ref().map(|e| e.hmac_key_file.clone()));
+            files.extend(a.account_key.clone());
         }
     }
     files.sort();

@@ -28,6 +28,10 @@ pub struct AcmeConfig {
     pub ca_bundle: Option<PathBuf>,
     /// External account binding, for CAs that require it.
     pub eab: Option<EabConfig>,
+    /// A PEM PKCS#8 ECDSA P-256 private key to use as the account key
+    /// (an account managed outside moat); absent, moat makes one and keeps
+    /// it in `state_dir/account.json`.
+    pub account_key: Option<PathBuf>,
     /// How the CA validates the names: `http-01` (the default) or
     /// `tls-alpn-01`.
     #[serde(default)]

@@ -12,8 +12,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, BytesResponse, ChallengeType,
-    ExternalAccountKey, HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    ExternalAccountKey, HttpClient, Identifier, Key, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
 };
+use rustls::pki_types::PrivateKeyDer;
 use tracing::info;
 use zeroize::Zeroizing;
 
@@ -134,8 +136,44 @@ impl HttpClient for AcmeHttp {
     }
 }
 
-/// The account of `cfg.state_dir`, created (and stored, 0600) on first use.
+/// The account key of `acme.account_key`: a PKCS#8 ECDSA P-256 key, the
+/// only account key type instant-acme signs with. Read at start-up (to
+/// refuse a bad file at once) and at each order.
+pub fn account_key(path: &std::path::Path) -> Result<(Key, PrivateKeyDer<'static>), String> {
+    let bytes = Zeroizing::new(
+        std::fs::read(path).map_err(|e| format!("{}: cannot read it: {e}", path.display()))?,
+    );
+    let key = crate::tls::certs::parse_private_key(path, &bytes).map_err(|e| e.to_string())?;
+    let PrivateKeyDer::Pkcs8(pkcs8) = key else {
+        return Err(format!(
+            "{}: not a PKCS#8 key; convert it with `openssl pkcs8 -topk8 -nocrypt -in KEY -out KEY.p8`",
+            path.display()
+        ));
+    };
+    let signer = Key::from_pkcs8_der(pkcs8.clone_key()).map_err(|e| {
+        format!(
+            "{}: not an ECDSA P-256 key ({e}); make one with `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256`",
+            path.display()
+        )
+    })?;
+    Ok((signer, PrivateKeyDer::Pkcs8(pkcs8)))
+}
+
+/// The account: the one of `acme.account_key` when set (found, or
+/// created, at the CA by its key), else the one of `cfg.state_dir`,
+/// created (and stored, 0600) on first use.
 pub async fn account(cfg: &AcmeConfig, http: &AcmeHttp) -> Result<Account, Failure> {
+    if let Some(path) = &cfg.account_key {
+        let key = account_key(path)
+            .map_err(|e| Failure::new("other", format!("acme.account_key {e}")))?;
+        // instant-acme's create_from_key sends neither contacts nor EAB:
+        // such an account is registered with them beforehand (docs).
+        let (account, _) = Account::builder_with_http(Box::new(http.clone()))
+            .create_from_key(key, cfg.directory.clone())
+            .await
+            .map_err(|e| Failure::of(e, "order_refused", "directory_unreachable"))?;
+        return Ok(account);
+    }
     let file = store::account_file(&cfg.state_dir);
     if let Ok(text) = std::fs::read(&file).map(Zeroizing::new) {
         let creds: AccountCredentials = serde_json::from_slice(&text).map_err(|e| {

@@ -74,6 +74,9 @@ pub fn prepare(config: &ValidConfig) -> Result<Option<Acme>, String> {
                 .map_err(|e| format!("{field}.ca_bundle: {e}"))?;
             store::ensure_dir(&a.state_dir)
                 .map_err(|e| format!("{field}.state_dir {}: {e}", a.state_dir.display()))?;
+            if let Some(k) = &a.account_key {
+                client::account_key(k).map_err(|e| format!("{field}.account_key {e}"))?;
+            }
             if let Some(addr) = a.http01_listen {
                 addrs
                     .entry(addr)
@@ -298,10 +301,10 @@ impl Entry {
 /// The ACME state of an entry for `moat check`: the directory, the names,
 /// whether an account is stored, and when the stored certificate renews.
 pub fn describe(cfg: &AcmeConfig) -> String {
-    let account = if store::account_file(&cfg.state_dir).exists() {
-        "stored"
-    } else {
-        "none yet"
+    let account = match &cfg.account_key {
+        Some(k) => format!("of the key {}", k.display()),
+        None if store::account_file(&cfg.state_dir).exists() => "stored".into(),
+        None => "none yet".into(),
     };
     let renewal = match store::stored(&cfg.state_dir.join("cert.pem"), &cfg.domains) {
         Some(s) => {
