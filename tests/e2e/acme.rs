@@ -399,6 +399,13 @@ fn acme_with_no_certificate_yet_and_no_ca_serves_nothing_on_the_name_and_is_not_
         "{body}"
     );
     assert_eq!(moat.metric("moat_ready", ""), 0.0);
+    let (_, certs) = moat.get("/certificates");
+    let certs: serde_json::Value = serde_json::from_str(&certs).expect("json");
+    assert_eq!(certs["listeners"][0]["certificates"], serde_json::json!([]));
+    assert_eq!(
+        certs["listeners"][0]["acme_pending"][0]["domains"],
+        serde_json::json!(["moat.test"])
+    );
     let log = moat.logs();
     assert!(
         log.contains("listeners[0].tls.certificates[0].acme") && log.contains("ACME order failed"),

@@ -122,10 +122,18 @@ pub fn certificates_json(listeners: &[Arc<Context>]) -> serde_json::Value {
                 })
                 .collect();
             let cas: Vec<_> = tls.client_cas.iter().map(|c| cert_json(c, now)).collect();
+            // ACME entries with no certificate yet: their names, not served.
+            let pending: Vec<_> = tls
+                .pending
+                .iter()
+                .filter_map(|&i| live.config.tls.certificates.get(i)?.acme.as_ref())
+                .map(|a| serde_json::json!({ "domains": a.domains, "directory": a.directory }))
+                .collect();
             serde_json::json!({
                 "name": l.name,
                 "loaded_at": rfc3339(unix(tls.loaded_at)),
                 "certificates": certs,
+                "acme_pending": pending,
                 "client_ca_file": tls.client_ca_path.as_ref().map(|p| p.display().to_string()),
                 "client_cas": cas,
             })
