@@ -71,6 +71,9 @@ pub struct BackendLink {
     checks: BackendHealthConfig,
     /// How `discover:` entries are looked up.
     dns: BackendDnsConfig,
+    /// Woken after each round of discovery, for connections that came
+    /// before the first answer.
+    discovered: tokio::sync::Notify,
     families: NodeFamilies,
     listener: String,
     /// When the link was made: hold-downs count from it.
@@ -237,6 +240,7 @@ impl BackendLink {
             hold_down: listener.backend_health.hold_down.0,
             checks: listener.backend_health.clone(),
             dns: listener.backend_dns.clone(),
+            discovered: tokio::sync::Notify::new(),
             families,
             listener: listener.name.clone(),
             base: Instant::now(),
@@ -414,7 +418,20 @@ impl BackendLink {
     /// One broker: with retries until the timeout. A cluster: each node
     /// once, in this connection's order, within the timeout.
     async fn connect_node(&self, key: BalanceKey<'_>) -> io::Result<(TcpStream, Lease)> {
-        let nodes = self.current();
+        let mut nodes = self.current();
+        if nodes.is_empty() && self.backend.discovers() {
+            // Before the first answer (at start, or just after a reload
+            // that changed the backend): wait for it within the timeout
+            // rather than refuse the device.
+            let round = self.discovered.notified();
+            tokio::pin!(round);
+            round.as_mut().enable();
+            nodes = self.current();
+            if nodes.is_empty() {
+                let _ = tokio::time::timeout(self.timeout, round).await;
+                nodes = self.current();
+            }
+        }
         if nodes.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -560,6 +577,9 @@ async fn discovery_loop(link: Weak<BackendLink>, dns: BackendDnsConfig) {
             match Resolver::new(&dns) {
                 Ok(r) => resolver = Some(r),
                 Err(e) => {
+                    if let Some(link) = link.upgrade() {
+                        link.discovered.notify_waiters();
+                    }
                     warn!(listener = %listener, error = %e, "cannot set up the DNS resolver for discovered backends; trying again at the next interval");
                     for e in entries.iter().filter(|e| e.discover.is_some()) {
                         families.dns_failures.get_or_create(&labels(e)).inc();
@@ -599,6 +619,7 @@ async fn discovery_loop(link: Weak<BackendLink>, dns: BackendDnsConfig) {
         let wanted = discovery::wanted(&entries, &found);
         let Some(link) = link.upgrade() else { return };
         let d = link.set_nodes(&wanted);
+        link.discovered.notify_waiters();
         if !d.is_empty() {
             info!(listener = %listener, added = ?d.added, removed = ?d.removed, nodes = wanted.len(), "backend nodes changed in the DNS");
         }
