@@ -28,15 +28,16 @@ fn srv_records(ports: &[u16]) -> Vec<String> {
     r
 }
 
-/// moat with required client certificates in front of the nodes of one
-/// backend entry `entry`, looked up at `dns` every second.
+/// moat with required client certificates and MQTT health checks in front
+/// of the nodes of one backend entry `entry`, looked up at `dns` every
+/// second.
 fn gateway(dir: TestDir, nodes: Vec<Mosquitto>, dns: &Dnsmasq, entry: &str) -> Cluster {
     let mut prepared = Gateway::new()
         .in_dir(dir)
         .backend(nodes[0].port)
         .client_auth("required")
         .listener_yaml(&format!(
-            "mqtt:\nbackend_health:\n  hold_down: 1s\nbackend_dns:\n  interval: 1s\n  servers: [127.0.0.1:{}]",
+            "mqtt:\nbackend_health:\n  hold_down: 1s\n  check: mqtt\n  interval: 500ms\n  timeout: 400ms\nbackend_dns:\n  interval: 1s\n  servers: [127.0.0.1:{}]",
             dns.port
         ))
         .prepare();
@@ -83,6 +84,18 @@ fn srv_nodes_join_and_leave_with_their_records_and_only_their_devices_move() {
         &format!("{{ address: {SRV}, discover: srv }}"),
     );
     wait_nodes(&c, SRV, 3.0);
+    // The discovered nodes are checked like written ones.
+    for p in &ports {
+        let ok = format!("backend=\"127.0.0.1:{p}\",result=\"ok\"");
+        assert!(
+            wait_until(Duration::from_secs(5), || c
+                .s
+                .moat
+                .metric("moat_backend_health_checks_total", &ok)
+                >= 1.0),
+            "127.0.0.1:{p} was not checked"
+        );
+    }
     let path = c.s.path().to_path_buf();
     let devices: Vec<CertFiles> = (0..90)
         .map(|i| {

@@ -306,21 +306,28 @@ impl BackendLink {
 
     /// Applies one round of check results: counts them, moves nodes in
     /// and out of rotation, logs each change once. Results for nodes that
-    /// left during the round are dropped.
+    /// left during the round are dropped. `states` is kept per node (not
+    /// per address: a node that leaves and comes back starts afresh).
     fn apply_checks(
         &self,
-        states: &mut HashMap<String, Checks>,
+        states: &mut Vec<(Arc<Node>, Checks)>,
         results: Vec<(Arc<Node>, Result<(), probe::Failure>)>,
     ) {
         let now = self.current();
-        states.retain(|a, _| now.iter().any(|n| &n.address == a));
+        states.retain(|(n, _)| now.iter().any(|m| Arc::ptr_eq(m, n)));
         for (node, r) in results {
             if !now.iter().any(|n| Arc::ptr_eq(n, &node)) {
                 continue;
             }
-            let state = states
-                .entry(node.address.clone())
-                .or_insert_with(|| Checks::new(self.checks.rise, self.checks.fall));
+            let at = match states.iter().position(|(n, _)| Arc::ptr_eq(n, &node)) {
+                Some(at) => at,
+                None => {
+                    let fresh = Checks::new(self.checks.rise, self.checks.fall);
+                    states.push((Arc::clone(&node), fresh));
+                    states.len() - 1
+                }
+            };
+            let state = &mut states[at].1;
             let result = r.as_ref().map_or_else(|f| f.result, |()| "ok");
             self.families
                 .checks
@@ -517,7 +524,7 @@ impl BackendLink {
 /// and to apply the results.
 async fn probe_loop(link: Weak<BackendLink>, config: BackendHealthConfig, proxy: ProxyProtocol) {
     let pid = std::process::id();
-    let mut states = HashMap::new();
+    let mut states = Vec::new();
     let mut tick = tokio::time::interval(config.interval.0);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
