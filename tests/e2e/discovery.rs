@@ -5,7 +5,8 @@
 //! broker still runs: the DNS moved them), its open sessions stay, and its
 //! metric series leave /metrics; when it comes back it is used again.
 //! With `discover: addresses`, a name with an A and an AAAA record gives
-//! two nodes on the same port. `moat check` lists what it finds.
+//! two nodes on the same port. `moat check` lists what it finds. A reload
+//! that changes `backend_dns` finds the nodes again and moves no device.
 
 use std::time::Duration;
 
@@ -233,4 +234,64 @@ fn addresses_gives_a_node_per_a_and_aaaa_record_on_the_entry_port() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn a_reload_that_changes_backend_dns_keeps_every_device_on_its_node() {
+    let dir = TestDir::new();
+    let nodes: Vec<Mosquitto> = (0..3).map(|_| Mosquitto::start(dir.path())).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let dns = Dnsmasq::start(dir.path(), &srv_records(&ports));
+    let c = gateway(
+        dir,
+        nodes,
+        &dns,
+        &format!("{{ address: {SRV}, discover: srv }}"),
+    );
+    wait_nodes(&c, SRV, 3.0);
+    let path = c.s.path().to_path_buf();
+    let devices: Vec<CertFiles> = (0..30)
+        .map(|i| {
+            let cn = format!("device-{i}");
+            c.s.devices().issue(&path, &cn, &Issue::client(&cn))
+        })
+        .collect();
+    let home: Vec<usize> = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let id = format!("device-{i}-before");
+            assert_eq!(c.connect(d, &id), 0);
+            c.node_of(&id)
+        })
+        .collect();
+
+    // A new interval makes a new link, whose nodes are looked up afresh:
+    // the devices that connect right after the reload wait for that
+    // answer rather than fail, and land where they did.
+    let file = c.s.moat.config.clone();
+    let text = std::fs::read_to_string(&file).expect("read moat.yaml");
+    assert!(text.contains("interval: 1s"), "{text}");
+    let tmp = file.with_extension("new");
+    std::fs::write(&tmp, text.replace("interval: 1s", "interval: 2s")).expect("write");
+    std::fs::rename(&tmp, &file).expect("rename");
+    let admin = c.s.moat.admin.expect("admin");
+    let (code, body) = http_request(admin, "POST", "/reload").expect("POST /reload");
+    assert_eq!(code, 200, "{body}");
+    for (i, d) in devices.iter().enumerate() {
+        let id = format!("device-{i}-after");
+        assert_eq!(c.connect(d, &id), 0, "device-{i} after the reload");
+        assert_eq!(c.node_of(&id), home[i], "device-{i} moved at the reload");
+    }
+    assert_eq!(
+        c.s.moat.metric("moat_backend_dns_nodes", "name=\"_mqtt"),
+        3.0
+    );
+    // The new link found its three nodes itself.
+    let found =
+        c.s.moat
+            .logs()
+            .matches("backend nodes changed in the DNS")
+            .count();
+    assert_eq!(found, 2, "{}", c.s.moat.logs());
 }
