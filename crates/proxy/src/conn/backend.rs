@@ -734,6 +734,11 @@ impl Backend {
             let stream = match self {
                 Self::Addr(a) => TcpStream::connect(a).await?,
                 Self::Name(n) => {
+                    // A written name goes through the system's resolver
+                    // (getaddrinfo), not hickory as `discover:` entries do:
+                    // that honours /etc/hosts, nsswitch and the libc's
+                    // search rules, which configurations written before
+                    // discovery rely on. Discovered nodes are addresses.
                     let mut last = None;
                     let mut found = None;
                     for addr in tokio::net::lookup_host(n.as_str()).await? {
