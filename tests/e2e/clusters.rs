@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use moat_testkit::*;
 
 /// The scene: three brokers, moat with required client certificates and
-/// an MQTT-aware listener whose backend lists the three.
-struct Cluster {
-    s: Running,
-    nodes: Vec<Mosquitto>,
+/// an MQTT-aware listener whose backend lists the three (`discovery` makes
+/// its own, with nodes found in the DNS).
+pub(crate) struct Cluster {
+    pub(crate) s: Running,
+    pub(crate) nodes: Vec<Mosquitto>,
 }
 
 fn cluster() -> Cluster {
@@ -36,7 +37,7 @@ fn cluster() -> Cluster {
 impl Cluster {
     /// Connects as `device` with client id `id`; the CONNACK's return code
     /// (0 accepted, 3 server unavailable).
-    fn connect(&self, device: &CertFiles, id: &str) -> u8 {
+    pub(crate) fn connect(&self, device: &CertFiles, id: &str) -> u8 {
         let cfg = rustls_client(
             &self.s.ca().cert,
             Some((device.cert.as_path(), device.key.as_path())),
@@ -49,7 +50,7 @@ impl Cluster {
     }
 
     /// `moat_backend_up` of node `i`.
-    fn up(&self, i: usize) -> f64 {
+    pub(crate) fn up(&self, i: usize) -> f64 {
         self.s.moat.metric(
             "moat_backend_up",
             &format!("backend=\"127.0.0.1:{}\"", self.nodes[i].port),
@@ -57,7 +58,7 @@ impl Cluster {
     }
 
     /// The node whose log shows client id `id`, waiting up to 10 s.
-    fn node_of(&self, id: &str) -> usize {
+    pub(crate) fn node_of(&self, id: &str) -> usize {
         let needle = format!(" as {id} (");
         let mut found = None;
         wait_until(Duration::from_secs(10), || {

@@ -14,6 +14,7 @@ mod confinement;
 mod crl_distribution_points;
 mod deploy;
 mod device_identity;
+mod discovery;
 mod faults;
 mod hardening;
 mod health_checks;

@@ -380,6 +380,15 @@ impl Prepared {
     /// Makes the listener's backend the list of brokers on `ports` (a
     /// cluster), in place of the one broker [`Gateway::backend`] gave.
     pub fn cluster_of(&mut self, ports: &[u16]) {
+        let entries: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        self.backend_list(&entries);
+    }
+
+    /// Makes the listener's backend the list of `entries`, each written as
+    /// a YAML list item (`127.0.0.1:1883`, or a flow mapping such as
+    /// `{ address: _mqtt._tcp.brokers.test, discover: srv }`), in place of
+    /// the one broker [`Gateway::backend`] gave.
+    pub fn backend_list(&mut self, entries: &[String]) {
         let one = self
             .yaml
             .lines()
@@ -387,9 +396,9 @@ impl Prepared {
             .expect("a listener with one backend")
             .to_string();
         let indent = &one[..one.len() - one.trim_start().len()];
-        let list: String = ports
+        let list: String = entries
             .iter()
-            .map(|p| format!("\n{indent}  - 127.0.0.1:{p}"))
+            .map(|e| format!("\n{indent}  - {e}"))
             .collect();
         self.yaml = self
             .yaml

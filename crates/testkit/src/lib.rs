@@ -2,7 +2,7 @@
 //!
 //! Every test starts what it needs on 127.0.0.1 with free ports: a real
 //! Mosquitto, the real `moat` binary, and real clients (`mosquitto_pub`,
-//! `mosquitto_sub`, `openssl s_client`, sslyze, MQTT.js in headless
+//! `mosquitto_sub`, `openssl s_client`, dnsmasq, sslyze, MQTT.js in headless
 //! Chromium), and an OCSP responder whose answers `openssl ocsp` makes.
 //! Certificates are generated at test time with rcgen or openssl; no
 //! private key is ever committed.
@@ -19,6 +19,7 @@ pub mod browser;
 pub mod clients;
 pub mod config;
 pub mod dir;
+pub mod dnsmasq;
 pub mod gateway;
 pub mod http;
 pub mod ocsp;
@@ -38,6 +39,7 @@ pub use browser::*;
 pub use clients::*;
 pub use config::*;
 pub use dir::*;
+pub use dnsmasq::*;
 pub use gateway::*;
 pub use http::*;
 pub use ocsp::*;

@@ -25,6 +25,16 @@ pub struct Mosquitto {
     /// Its log file.
     pub log: PathBuf,
     conf: PathBuf,
+    host: String,
+}
+
+/// Whether `host` (an IP address) accepts TCP connections on `port`.
+fn open_at(host: &str, port: u16) -> bool {
+    if host == "127.0.0.1" {
+        return port_open(port);
+    }
+    let ip: std::net::IpAddr = host.parse().expect("an IP address");
+    std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_millis(200)).is_ok()
 }
 
 impl Mosquitto {
@@ -40,11 +50,22 @@ impl Mosquitto {
 
     /// Starts a broker on a given port.
     pub fn start_on(dir: &Path, port: u16, extra: &str) -> Self {
+        Self::start_at(dir, "127.0.0.1", port, extra)
+    }
+
+    /// Starts a broker on `host` (`127.0.0.1` or `::1`) and `port`: two
+    /// brokers may share a port on the two loopback addresses.
+    pub fn start_at(dir: &Path, host: &str, port: u16, extra: &str) -> Self {
         require("mosquitto", "mosquitto");
-        let conf = dir.join(format!("mosquitto-{port}.conf"));
-        let log = dir.join(format!("mosquitto-{port}.log"));
+        let tag = if host == "127.0.0.1" {
+            port.to_string()
+        } else {
+            format!("{}-{port}", host.replace(':', "_"))
+        };
+        let conf = dir.join(format!("mosquitto-{tag}.conf"));
+        let log = dir.join(format!("mosquitto-{tag}.log"));
         let mut text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest file {}\nlog_type all\nuser root\n",
+            "listener {port} {host}\nallow_anonymous true\npersistence false\nlog_dest file {}\nlog_type all\nuser root\n",
             log.display()
         );
         text.push_str(extra);
@@ -61,10 +82,11 @@ impl Mosquitto {
             port,
             log,
             conf,
+            host: host.to_string(),
         };
         assert!(
-            wait_until(START_TIMEOUT, || port_open(port)),
-            "mosquitto did not start on port {port}; log: {}",
+            wait_until(START_TIMEOUT, || open_at(host, port)),
+            "mosquitto did not start on {host} port {port}; log: {}",
             m.logs()
         );
         m
@@ -91,9 +113,9 @@ impl Mosquitto {
             .stderr(Stdio::null())
             .spawn()
             .expect("restart mosquitto");
-        let port = self.port;
+        let (host, port) = (self.host.clone(), self.port);
         assert!(
-            wait_until(START_TIMEOUT, || port_open(port)),
+            wait_until(START_TIMEOUT, || open_at(&host, port)),
             "mosquitto did not restart"
         );
     }

@@ -7,7 +7,8 @@
 //! no certificate covers, private keys readable by other users. The same
 //! warnings are logged when `moat run` starts. Unlike `moat run`, it also
 //! resolves every backend host name (`backend_names`) and fails on a name
-//! that does not resolve, unless told `--no-resolve`.
+//! that does not resolve, unless told `--no-resolve`; it lists the nodes
+//! that entries with `discover:` find.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -29,16 +30,19 @@ pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
 /// Runs `moat check`; with `resolve`, every backend host name must resolve.
 pub fn run(config: &ValidConfig, resolve: bool) -> ExitCode {
-    let unresolved = if resolve {
-        backend_names::unresolved(config)
+    let resolved = if resolve {
+        backend_names::resolve(config)
     } else {
-        Vec::new()
+        backend_names::Resolved::default()
     };
-    for e in &unresolved {
+    for e in &resolved.errors {
         eprintln!("error: {e}");
     }
-    if !unresolved.is_empty() {
+    if !resolved.errors.is_empty() {
         return ExitCode::from(EXIT_BAD_INPUT);
+    }
+    for line in &resolved.discovered {
+        println!("backend {line}");
     }
     if config.config.development.generate_certificates {
         let missing: Vec<_> = config

@@ -827,3 +827,113 @@ fn websocket_section_defaults_and_bad_values_named_by_field() {
     assert!(error_text(&alpn("[h2, http/1.1]")).contains("lists h2"));
     assert!(parse_str(&alpn("[mqtt, http/1.1]")).is_ok());
 }
+
+#[test]
+fn discovered_entries_and_backend_dns_parse_with_defaults() {
+    let text = MINIMAL.replace(
+        "    backend: 127.0.0.1:1883\n",
+        "    backend:\n      - { address: _mqtt._tcp.mosquitto.mqtt.svc.cluster.local, discover: srv, weight: 2 }\n      - { address: spare.mqtt.svc:1883, discover: addresses, backup: true }\n    backend_dns:\n      servers: [10.96.0.10:53, '[fd00::a]:53']\n",
+    );
+    let c = parse_str(&text).expect("valid");
+    let l = &c.config.listeners[0];
+    let n = l.backend.nodes();
+    assert_eq!(n[0].discover, Some(crate::config::Discover::Srv));
+    assert_eq!(n[0].weight, 2);
+    assert_eq!(n[1].discover, Some(crate::config::Discover::Addresses));
+    assert!(l.backend.is_cluster() && l.backend.discovers());
+    assert_eq!(l.backend_dns.interval.0, std::time::Duration::from_secs(10));
+    assert_eq!(l.backend_dns.servers.len(), 2);
+    let d = &parse_str(MINIMAL).expect("valid").config.listeners[0];
+    assert!(!d.backend.discovers() && d.backend_dns.servers.is_empty());
+}
+
+#[test]
+fn bad_discovery_settings_are_refused_by_field() {
+    let text = MINIMAL.replace(
+        "    backend: 127.0.0.1:1883\n",
+        "    backend:\n      - { address: _mqtt._tcp.brokers.test, discover: srv }\n    backend_dns:\n      interval: 5s\n      servers: [127.0.0.1:53]\n",
+    );
+    parse_str(&text).expect("valid");
+    let refused = |from: &str, to: &str, field: &str, says: &str| {
+        let e = error_text(&text.replace(from, to));
+        assert!(
+            e.contains(&format!("{field}: ")) || e.contains(&format!("{field} (")),
+            "{field}: {e}"
+        );
+        assert!(e.contains(says), "{field} / {says}: {e}");
+    };
+    let dns = "listeners[0].backend_dns";
+    refused(
+        "interval: 5s",
+        "interval: 500ms",
+        &format!("{dns}.interval"),
+        "between 1s and 1h",
+    );
+    refused(
+        "interval: 5s",
+        "interval: 2h",
+        &format!("{dns}.interval"),
+        "between 1s and 1h",
+    );
+    refused(
+        "127.0.0.1:53",
+        "dns.example:53",
+        &format!("{dns}.servers[0]"),
+        "is not an ip:port",
+    );
+    refused(
+        "127.0.0.1:53",
+        "127.0.0.1",
+        &format!("{dns}.servers[0]"),
+        "is not an ip:port",
+    );
+    refused(
+        "127.0.0.1:53",
+        "127.0.0.1:0",
+        &format!("{dns}.servers[0]"),
+        "is not an ip:port",
+    );
+    let at = "listeners[0].backend[0].discover";
+    refused(
+        "_mqtt._tcp.brokers.test, discover: srv",
+        "10.0.0.1, discover: srv",
+        at,
+        "is an IP address",
+    );
+    refused(
+        "_mqtt._tcp.brokers.test, discover: srv",
+        "'10.0.0.1:1883', discover: addresses",
+        at,
+        "is an IP address",
+    );
+    refused(
+        "_mqtt._tcp.brokers.test, discover: srv",
+        "'[::1]:1883', discover: addresses",
+        at,
+        "is an IP address",
+    );
+    refused(
+        "_mqtt._tcp.brokers.test, discover: srv",
+        "'brokers.test:1883', discover: srv",
+        at,
+        "without a port",
+    );
+    refused(
+        "_mqtt._tcp.brokers.test, discover: srv",
+        "'bad name!', discover: srv",
+        at,
+        "not a valid SRV name",
+    );
+    refused(
+        "_mqtt._tcp.brokers.test, discover: srv",
+        "brokers.test, discover: addresses",
+        "listeners[0].backend[0]",
+        "has no port",
+    );
+    refused(
+        "discover: srv",
+        "discover: dns",
+        "listeners[0].backend[0].discover",
+        "unknown variant",
+    );
+}

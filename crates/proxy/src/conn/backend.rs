@@ -19,13 +19,24 @@
 //! (tried last, like a held-down node) until it passes `rise` in a row.
 //! A node is in rotation only while its checks are good and it is not
 //! held down. The task holds the link weakly and ends with it.
+//!
+//! With entries that have `discover:` (see `discovery`), a second task
+//! looks them up every `backend_dns.interval` and swaps the node set:
+//! nodes that stay keep their state (counters, hold-down, checks), new
+//! ones join, gone ones leave, and their metric series with them. The
+//! hashing is keyed by node address, so only the devices of a gone node
+//! move and a new node takes only its share; connections already open are
+//! never closed by a change in the DNS. The prober checks whatever nodes
+//! the link has at each round.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -35,13 +46,14 @@ use tracing::{info, warn};
 
 use super::balance::{self, NodeView};
 use super::checks::{Checks, Transition};
+use super::discovery::{self, EntryState, Event, Resolver, Wanted};
 use super::metrics::ConnMetrics;
 use super::probe;
 use crate::config::{
-    BackendHealthConfig, Backends, Balance, ClientAuthMode, HealthCheck, ListenerConfig,
-    ProxyProtocol,
+    BackendDnsConfig, BackendHealthConfig, Backends, Balance, ClientAuthMode, HealthCheck,
+    ListenerConfig, ProxyProtocol,
 };
-use crate::metrics::labels::{BackendCheckLabels, BackendLabels};
+use crate::metrics::labels::{BackendCheckLabels, BackendLabels, DnsLabels};
 use crate::metrics::Metrics;
 use crate::proxy_protocol::{self, TlsDetails};
 
@@ -51,12 +63,18 @@ use crate::proxy_protocol::{self, TlsDetails};
 pub struct BackendLink {
     /// Where the broker is, as configured.
     pub backend: Backends,
-    nodes: Vec<Node>,
+    /// The nodes now: those written, and those discovered so far.
+    nodes: ArcSwap<Vec<Arc<Node>>>,
     balance: Balance,
     hold_down: Duration,
     /// The active check's settings.
     checks: BackendHealthConfig,
-    check_counts: Family<BackendCheckLabels, Counter>,
+    /// How `discover:` entries are looked up.
+    dns: BackendDnsConfig,
+    /// Woken after each round of discovery, for connections that came
+    /// before the first answer.
+    discovered: tokio::sync::Notify,
+    families: NodeFamilies,
     listener: String,
     /// When the link was made: hold-downs count from it.
     base: Instant,
@@ -65,6 +83,55 @@ pub struct BackendLink {
     proxy_protocol: ProxyProtocol,
     /// Failures in a row, for readiness.
     pub health: BackendHealth,
+}
+
+/// The metric families of the nodes: a node's series are made when it
+/// joins and removed when it leaves.
+#[derive(Debug, Clone)]
+struct NodeFamilies {
+    up: Family<BackendLabels, Gauge>,
+    connections: Family<BackendLabels, Gauge>,
+    selected: Family<BackendLabels, Counter>,
+    failures: Family<BackendLabels, Counter>,
+    checks: Family<BackendCheckLabels, Counter>,
+    dns_nodes: Family<DnsLabels, Gauge>,
+    dns_failures: Family<DnsLabels, Counter>,
+}
+
+/// Every `result` label of `moat_backend_health_checks_total`.
+const CHECK_RESULTS: [&str; 5] = ["ok", "connect_failed", "timeout", "rejected", "bad_reply"];
+
+impl NodeFamilies {
+    fn of(metrics: &Metrics) -> Self {
+        Self {
+            up: metrics.backend_up.clone(),
+            connections: metrics.backend_connections.clone(),
+            selected: metrics.backend_selected.clone(),
+            failures: metrics.backend_node_failures.clone(),
+            checks: metrics.backend_health_checks.clone(),
+            dns_nodes: metrics.backend_dns_nodes.clone(),
+            dns_failures: metrics.backend_dns_failures.clone(),
+        }
+    }
+
+    /// Drops the series of a node that left.
+    fn remove(&self, listener: &str, address: &str) {
+        let l = BackendLabels {
+            listener: listener.to_string(),
+            backend: address.to_string(),
+        };
+        self.up.remove(&l);
+        self.connections.remove(&l);
+        self.selected.remove(&l);
+        self.failures.remove(&l);
+        for result in CHECK_RESULTS {
+            self.checks.remove(&BackendCheckLabels {
+                listener: l.listener.clone(),
+                backend: l.backend.clone(),
+                result: result.to_string(),
+            });
+        }
+    }
 }
 
 /// One node of the backend, with its hold-down and counters.
@@ -130,44 +197,51 @@ impl BalanceKey<'_> {
     }
 }
 
+impl Node {
+    /// A node of `listener` at `w`, in rotation, with its series made.
+    fn new(listener: &str, w: &Wanted, families: &NodeFamilies) -> Self {
+        let l = BackendLabels {
+            listener: listener.to_string(),
+            backend: w.address.clone(),
+        };
+        let up = families.up.get_or_create_owned(&l);
+        up.set(1);
+        Node {
+            target: Backend::parse(&w.address),
+            address: w.address.clone(),
+            weight: w.weight,
+            backup: w.backup,
+            down_until: AtomicU64::new(0),
+            checked_down: AtomicBool::new(false),
+            open: Arc::new(Open {
+                count: AtomicUsize::new(0),
+                gauge: families.connections.get_or_create_owned(&l),
+            }),
+            up,
+            selected: families.selected.get_or_create_owned(&l),
+            failures: families.failures.get_or_create_owned(&l),
+        }
+    }
+}
+
 impl BackendLink {
-    /// The link of `listener`.
+    /// The link of `listener`, with its written nodes (discovered ones
+    /// join at the first look-up).
     pub fn new(listener: &ListenerConfig, metrics: &Metrics) -> Self {
-        let nodes = listener
-            .backend
-            .nodes()
+        let families = NodeFamilies::of(metrics);
+        let nodes = discovery::wanted(listener.backend.nodes(), &[])
             .iter()
-            .map(|n| {
-                let l = BackendLabels {
-                    listener: listener.name.clone(),
-                    backend: n.address.clone(),
-                };
-                let up = metrics.backend_up.get_or_create_owned(&l);
-                up.set(1);
-                Node {
-                    target: Backend::parse(&n.address),
-                    address: n.address.clone(),
-                    weight: n.weight,
-                    backup: n.backup,
-                    down_until: AtomicU64::new(0),
-                    checked_down: AtomicBool::new(false),
-                    open: Arc::new(Open {
-                        count: AtomicUsize::new(0),
-                        gauge: metrics.backend_connections.get_or_create_owned(&l),
-                    }),
-                    up,
-                    selected: metrics.backend_selected.get_or_create_owned(&l),
-                    failures: metrics.backend_node_failures.get_or_create_owned(&l),
-                }
-            })
+            .map(|w| Arc::new(Node::new(&listener.name, w, &families)))
             .collect();
         Self {
             backend: listener.backend.clone(),
-            nodes,
+            nodes: ArcSwap::from_pointee(nodes),
             balance: Self::balance_of(listener),
             hold_down: listener.backend_health.hold_down.0,
             checks: listener.backend_health.clone(),
-            check_counts: metrics.backend_health_checks.clone(),
+            dns: listener.backend_dns.clone(),
+            discovered: tokio::sync::Notify::new(),
+            families,
             listener: listener.name.clone(),
             base: Instant::now(),
             turn: AtomicU64::new(0),
@@ -181,42 +255,82 @@ impl BackendLink {
     }
 
     /// The link of `listener`, with its prober running when
-    /// `backend_health.check` is on (and a runtime is there to run it).
+    /// `backend_health.check` is on, and its discovery when an entry has
+    /// `discover:` (when a runtime is there to run them).
     pub fn start(listener: &ListenerConfig, metrics: &Metrics) -> Arc<Self> {
         let link = Arc::new(Self::new(listener, metrics));
-        if link.checks.check != HealthCheck::Off {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(probe_loop(Arc::downgrade(&link), link.probe_plan()));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            if link.checks.check != HealthCheck::Off {
+                rt.spawn(probe_loop(
+                    Arc::downgrade(&link),
+                    link.checks.clone(),
+                    link.proxy_protocol,
+                ));
+            }
+            if link.backend.discovers() {
+                rt.spawn(discovery_loop(Arc::downgrade(&link), link.dns.clone()));
             }
         }
         link
     }
 
-    /// What the prober needs, taken once so that it holds the link only
-    /// while it applies results.
-    fn probe_plan(&self) -> ProbePlan {
-        let pid = std::process::id();
-        ProbePlan {
-            targets: self.nodes.iter().map(|n| n.target.clone()).collect(),
-            ids: (0..self.nodes.len())
-                .map(|i| format!("moat-health-{pid}-{i}"))
-                .collect(),
-            config: self.checks.clone(),
-            proxy: self.proxy_protocol,
+    /// The nodes now.
+    fn current(&self) -> Arc<Vec<Arc<Node>>> {
+        self.nodes.load_full()
+    }
+
+    /// Makes the link's nodes `wanted`: nodes that stay are kept as they
+    /// are, new ones join in rotation, gone ones leave with their series.
+    /// Returns what changed.
+    fn set_nodes(&self, wanted: &[Wanted]) -> discovery::Diff {
+        let old = self.current();
+        let d = discovery::diff(old.iter().map(|n| n.address.as_str()), wanted);
+        if d.is_empty() {
+            return d;
         }
+        let by_address: HashMap<&str, &Arc<Node>> =
+            old.iter().map(|n| (n.address.as_str(), n)).collect();
+        let next: Vec<Arc<Node>> = wanted
+            .iter()
+            .map(|w| match by_address.get(w.address.as_str()) {
+                Some(n) => Arc::clone(n),
+                None => Arc::new(Node::new(&self.listener, w, &self.families)),
+            })
+            .collect();
+        self.nodes.store(Arc::new(next));
+        for gone in &d.removed {
+            self.families.remove(&self.listener, gone);
+        }
+        d
     }
 
     /// Applies one round of check results: counts them, moves nodes in
-    /// and out of rotation, logs each change once.
+    /// and out of rotation, logs each change once. Results for nodes that
+    /// left during the round are dropped. `states` is kept per node (not
+    /// per address: a node that leaves and comes back starts afresh).
     fn apply_checks(
         &self,
-        states: &mut [Checks],
-        results: Vec<(usize, Result<(), probe::Failure>)>,
+        states: &mut Vec<(Arc<Node>, Checks)>,
+        results: Vec<(Arc<Node>, Result<(), probe::Failure>)>,
     ) {
-        for (i, r) in results {
-            let (node, state) = (&self.nodes[i], &mut states[i]);
+        let now = self.current();
+        states.retain(|(n, _)| now.iter().any(|m| Arc::ptr_eq(m, n)));
+        for (node, r) in results {
+            if !now.iter().any(|n| Arc::ptr_eq(n, &node)) {
+                continue;
+            }
+            let at = match states.iter().position(|(n, _)| Arc::ptr_eq(n, &node)) {
+                Some(at) => at,
+                None => {
+                    let fresh = Checks::new(self.checks.rise, self.checks.fall);
+                    states.push((Arc::clone(&node), fresh));
+                    states.len() - 1
+                }
+            };
+            let state = &mut states[at].1;
             let result = r.as_ref().map_or_else(|f| f.result, |()| "ok");
-            self.check_counts
+            self.families
+                .checks
                 .get_or_create(&BackendCheckLabels {
                     listener: self.listener.clone(),
                     backend: node.address.clone(),
@@ -261,6 +375,7 @@ impl BackendLink {
     /// reload needs a new link.
     pub fn settings_differ(a: &ListenerConfig, b: &ListenerConfig) -> bool {
         a.backend != b.backend
+            || (a.backend.discovers() && a.backend_dns != b.backend_dns)
             || Self::balance_of(a) != Self::balance_of(b)
             || a.backend_health != b.backend_health
             || a.timeouts.connect != b.timeouts.connect
@@ -310,7 +425,27 @@ impl BackendLink {
     /// One broker: with retries until the timeout. A cluster: each node
     /// once, in this connection's order, within the timeout.
     async fn connect_node(&self, key: BalanceKey<'_>) -> io::Result<(TcpStream, Lease)> {
-        if let [node] = self.nodes.as_slice() {
+        let mut nodes = self.current();
+        if nodes.is_empty() && self.backend.discovers() {
+            // Before the first answer (at start, or just after a reload
+            // that changed the backend): wait for it within the timeout
+            // rather than refuse the device.
+            let round = self.discovered.notified();
+            tokio::pin!(round);
+            round.as_mut().enable();
+            nodes = self.current();
+            if nodes.is_empty() {
+                let _ = tokio::time::timeout(self.timeout, round).await;
+                nodes = self.current();
+            }
+        }
+        if nodes.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no backend node yet: the discovered entries have not resolved",
+            ));
+        }
+        if let [node] = nodes.as_slice() {
             return match node.target.connect(self.timeout).await {
                 Ok(s) => {
                     if !node.checked_down.load(Ordering::Relaxed) {
@@ -326,8 +461,7 @@ impl BackendLink {
             };
         }
         let now = self.now_ms();
-        let views: Vec<NodeView<'_>> = self
-            .nodes
+        let views: Vec<NodeView<'_>> = nodes
             .iter()
             .map(|n| NodeView {
                 address: &n.address,
@@ -349,7 +483,7 @@ impl BackendLink {
             }
             // A node that does not answer must leave time for the others.
             let share = (left / (order.len() - tried) as u32).max(Duration::from_millis(250));
-            let node = &self.nodes[i];
+            let node = &nodes[i];
             match node.target.connect_once(share.min(left)).await {
                 Ok(s) => {
                     if node.down_until.swap(0, Ordering::Relaxed) > 0
@@ -383,34 +517,35 @@ impl BackendLink {
     }
 }
 
-/// The nodes to check and how, for [`probe_loop`].
-struct ProbePlan {
-    targets: Vec<Backend>,
-    ids: Vec<String>,
-    config: BackendHealthConfig,
-    proxy: ProxyProtocol,
-}
-
 /// Checks every node of the link each interval, all at once, until the
 /// link is dropped (a reload that changed it, or the listener closed).
-async fn probe_loop(link: Weak<BackendLink>, plan: ProbePlan) {
-    let mut states = vec![Checks::new(plan.config.rise, plan.config.fall); plan.targets.len()];
-    let mut tick = tokio::time::interval(plan.config.interval.0);
+/// The nodes are taken afresh each round, so discovered nodes are checked
+/// from the round after they join; the link is held only to take them
+/// and to apply the results.
+async fn probe_loop(link: Weak<BackendLink>, config: BackendHealthConfig, proxy: ProxyProtocol) {
+    let pid = std::process::id();
+    let mut states = Vec::new();
+    let mut tick = tokio::time::interval(config.interval.0);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let Some(nodes) = link.upgrade().map(|l| l.current()) else {
+            return;
+        };
         let mut round = tokio::task::JoinSet::new();
-        for (i, (target, id)) in plan.targets.iter().zip(&plan.ids).enumerate() {
-            let (target, id) = (target.clone(), id.clone());
-            let (kind, timeout, proxy) = (plan.config.check, plan.config.timeout.0, plan.proxy);
+        for node in nodes.iter() {
+            let node = Arc::clone(node);
+            // The check's own client id, the same for a node every round.
+            let id = format!("moat-health-{pid}-{}", node.address);
+            let (kind, timeout) = (config.check, config.timeout.0);
             round.spawn(async move {
-                (
-                    i,
-                    probe::check(target.connect_once(timeout), kind, timeout, proxy, &id).await,
-                )
+                let r = probe::check(node.target.connect_once(timeout), kind, timeout, proxy, &id)
+                    .await;
+                (node, r)
             });
         }
-        let mut results = Vec::with_capacity(plan.targets.len());
+        let mut results = Vec::with_capacity(nodes.len());
+        drop(nodes);
         while let Some(r) = round.join_next().await {
             if let Ok(r) = r {
                 results.push(r);
@@ -418,6 +553,83 @@ async fn probe_loop(link: Weak<BackendLink>, plan: ProbePlan) {
         }
         let Some(link) = link.upgrade() else { return };
         link.apply_checks(&mut states, results);
+    }
+}
+
+/// Looks the link's discovered entries up each `backend_dns.interval`
+/// (the first time at once) and swaps its node set, until the link is
+/// dropped. A failed or empty answer keeps the entry's last good nodes
+/// and is counted; the change of state is logged once.
+async fn discovery_loop(link: Weak<BackendLink>, dns: BackendDnsConfig) {
+    let Some((listener, entries, families)) = link.upgrade().map(|l| {
+        (
+            l.listener.clone(),
+            l.backend.nodes().to_vec(),
+            l.families.clone(),
+        )
+    }) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(dns.interval.0);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut resolver = None;
+    let mut states = vec![EntryState::default(); entries.len()];
+    let labels = |e: &crate::config::BackendNode| DnsLabels {
+        listener: listener.clone(),
+        name: e.address.clone(),
+    };
+    loop {
+        tick.tick().await;
+        if resolver.is_none() {
+            match Resolver::new(&dns) {
+                Ok(r) => resolver = Some(r),
+                Err(e) => {
+                    if let Some(link) = link.upgrade() {
+                        link.discovered.notify_waiters();
+                    }
+                    warn!(listener = %listener, error = %e, "cannot set up the DNS resolver for discovered backends; trying again at the next interval");
+                    for e in entries.iter().filter(|e| e.discover.is_some()) {
+                        families.dns_failures.get_or_create(&labels(e)).inc();
+                    }
+                    continue;
+                }
+            }
+        }
+        let Some(r) = resolver.as_ref() else { continue };
+        for (e, state) in entries.iter().zip(states.iter_mut()) {
+            if e.discover.is_none() {
+                continue;
+            }
+            let answer = r.lookup(e).await;
+            match state.settle(answer) {
+                Event::None => {}
+                Event::Failing(why) => {
+                    warn!(listener = %listener, name = %e.address, nodes = state.nodes.len(), "backend discovery: {why}; keeping the last good nodes");
+                }
+                Event::Recovered => {
+                    info!(listener = %listener, name = %e.address, nodes = state.nodes.len(), "backend discovery answers again");
+                }
+            }
+            if state.failing() {
+                families.dns_failures.get_or_create(&labels(e)).inc();
+            }
+            families
+                .dns_nodes
+                .get_or_create(&labels(e))
+                .set(state.nodes.len() as i64);
+        }
+        let found: Vec<Option<&[SocketAddr]>> = entries
+            .iter()
+            .zip(&states)
+            .map(|(e, s)| e.discover.map(|_| s.nodes.as_slice()))
+            .collect();
+        let wanted = discovery::wanted(&entries, &found);
+        let Some(link) = link.upgrade() else { return };
+        let d = link.set_nodes(&wanted);
+        link.discovered.notify_waiters();
+        if !d.is_empty() {
+            info!(listener = %listener, added = ?d.added, removed = ?d.removed, nodes = wanted.len(), "backend nodes changed in the DNS");
+        }
     }
 }
 
@@ -522,6 +734,11 @@ impl Backend {
             let stream = match self {
                 Self::Addr(a) => TcpStream::connect(a).await?,
                 Self::Name(n) => {
+                    // A written name goes through the system's resolver
+                    // (getaddrinfo), not hickory as `discover:` entries do:
+                    // that honours /etc/hosts, nsswitch and the libc's
+                    // search rules, which configurations written before
+                    // discovery rely on. Discovered nodes are addresses.
                     let mut last = None;
                     let mut found = None;
                     for addr in tokio::net::lookup_host(n.as_str()).await? {

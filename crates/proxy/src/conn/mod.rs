@@ -35,6 +35,7 @@ pub mod bans;
 mod checks;
 pub mod context;
 pub mod crl;
+pub mod discovery;
 mod finish;
 mod handshake;
 mod identity;

@@ -1,6 +1,7 @@
 //! The label sets of moat's metrics. Labels are bounded: listener names,
-//! fixed reason and direction values, certificate files and subjects;
-//! never a topic, a client id or an address.
+//! fixed reason and direction values, certificate files and subjects,
+//! backend nodes (as configured, or found by `discover:`, whose series
+//! leave with the node); never a topic, a client id or a client address.
 
 use prometheus_client::encoding::EncodeLabelSet;
 
@@ -16,8 +17,17 @@ pub struct ListenerLabels {
 pub struct BackendLabels {
     /// Listener name.
     pub listener: String,
-    /// The node's address, as configured.
+    /// The node's address, as configured or discovered (`ip:port`).
     pub backend: String,
+}
+
+/// Labels: one backend entry with `discover:`, by the name it looks up.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabels {
+    /// Listener name.
+    pub listener: String,
+    /// The entry's address (`host:port` or SRV name), as configured.
+    pub name: String,
 }
 
 /// Labels: one node of a listener's backend and a health check result.

@@ -79,6 +79,10 @@ families! {
     backend_selected: Family<BackendLabels, Counter> = "moat_backend_selected", "Connections that went to each backend node", Default::default();
     /// `moat_backend_node_connect_failures`.
     backend_node_failures: Family<BackendLabels, Counter> = "moat_backend_node_connect_failures", "Failed connects to each backend node (a connection then tries the next node)", Default::default();
+    /// `moat_backend_dns_nodes`.
+    backend_dns_nodes: Family<DnsLabels, Gauge> = "moat_backend_dns_nodes", "Nodes a backend entry with discover: has now (its last good DNS answer)", Default::default();
+    /// `moat_backend_dns_failures`.
+    backend_dns_failures: Family<DnsLabels, Counter> = "moat_backend_dns_failures", "Look-ups of a discovered backend entry that failed or found nothing (its last good nodes stay)", Default::default();
     /// `moat_relayed_bytes`.
     relayed_bytes: Family<DirectionLabels, Counter> = "moat_relayed_bytes", "Plaintext bytes relayed between clients and the backend", Default::default();
     /// `moat_ready`.

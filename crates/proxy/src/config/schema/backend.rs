@@ -2,7 +2,8 @@
 //! (`host:port`) or as a list of nodes of a cluster, each with an optional
 //! weight and `backup`; `balance:`, which node a connection goes to; and
 //! `backend_health:`, how long a node that failed stays out of rotation
-//! and how it is checked actively.
+//! and how it is checked actively; `backend_dns:`, how entries with
+//! `discover:` are looked up and how often.
 
 use std::fmt;
 
@@ -23,6 +24,58 @@ pub struct BackendNode {
     /// Used only while every node that is not a backup is down.
     #[serde(default)]
     pub backup: bool,
+    /// Absent, the entry is one node. `addresses`: one node per A/AAAA
+    /// record of the host, on the entry's port; `srv`: the address is an
+    /// SRV name, one node per record's target address and port. Both are
+    /// looked up again every `backend_dns.interval`.
+    #[serde(default)]
+    pub discover: Option<Discover>,
+}
+
+/// How one backend entry becomes nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discover {
+    /// `host:port`: a node per address of `host` (A and AAAA).
+    Addresses,
+    /// `_service._proto.name`: a node per SRV record (target and port).
+    Srv,
+}
+
+impl Discover {
+    /// The name, as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Addresses => "addresses",
+            Self::Srv => "srv",
+        }
+    }
+}
+
+/// The `backend_dns:` setting: how discovered entries are looked up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendDnsConfig {
+    /// How often every discovered entry is looked up again.
+    #[serde(default = "default_dns_interval")]
+    pub interval: HumanDuration,
+    /// DNS servers as `ip:port` (UDP, then TCP for long answers); empty,
+    /// the system's (/etc/resolv.conf).
+    #[serde(default)]
+    pub servers: Vec<String>,
+}
+
+fn default_dns_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+
+impl Default for BackendDnsConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_dns_interval(),
+            servers: Vec::new(),
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -35,6 +88,7 @@ impl BackendNode {
             address: address.to_string(),
             weight: 1,
             backup: false,
+            discover: None,
         }
     }
 }
@@ -49,9 +103,15 @@ impl Backends {
         &self.0
     }
 
-    /// Whether this is a cluster (more than one node).
+    /// Whether this is a cluster (more than one node, or nodes found in
+    /// the DNS).
     pub fn is_cluster(&self) -> bool {
-        self.0.len() > 1
+        self.0.len() > 1 || self.discovers()
+    }
+
+    /// Whether an entry is expanded from the DNS (`discover:`).
+    pub fn discovers(&self) -> bool {
+        self.0.iter().any(|n| n.discover.is_some())
     }
 }
 

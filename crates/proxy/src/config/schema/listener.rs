@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::backend::{BackendHealthConfig, Backends, Balance};
+use super::backend::{BackendDnsConfig, BackendHealthConfig, Backends, Balance};
 use super::mqtt::MqttConfig;
 use super::tls::TlsConfig;
 use super::values::HumanDuration;
@@ -33,6 +33,10 @@ pub struct ListenerConfig {
     /// How failed nodes are kept out of rotation.
     #[serde(default)]
     pub backend_health: BackendHealthConfig,
+    /// How backend entries with `discover:` are looked up (routes share
+    /// their listener's).
+    #[serde(default)]
+    pub backend_dns: BackendDnsConfig,
     /// TLS settings.
     pub tls: TlsConfig,
     /// Timeouts.

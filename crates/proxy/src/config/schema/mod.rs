@@ -18,7 +18,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use acme::{AcmeChallenge, AcmeConfig, AcmeKeyType, EabConfig};
-pub use backend::{BackendHealthConfig, BackendNode, Backends, Balance, HealthCheck};
+pub use backend::{
+    BackendDnsConfig, BackendHealthConfig, BackendNode, Backends, Balance, Discover, HealthCheck,
+};
 pub use listener::{
     LimitsConfig, ListenerConfig, ProxyProtocol, RouteConfig, RouteOf, TimeoutsConfig,
     DEFAULT_MAX_CONNECTIONS,

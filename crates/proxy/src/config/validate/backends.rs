@@ -1,13 +1,14 @@
 //! The checks of a listener's (or route's) backend: the node list, the
 //! balancing rule, the hold-down, and the active health check's interval,
-//! timeout and rise/fall counts.
+//! timeout and rise/fall counts; entries with `discover:` and
+//! `backend_dns:` (interval, servers).
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use super::super::error::ConfigError;
-use super::super::schema::{Balance, ClientAuthMode, ListenerConfig};
+use super::super::schema::{BackendNode, Balance, ClientAuthMode, Discover, ListenerConfig};
 
 /// The backend list: not empty, no duplicates, valid addresses and
 /// weights, not only backups; and a balancing rule the listener can key.
@@ -31,7 +32,14 @@ pub(super) fn check_backends(
     }
     for (i, n) in nodes.iter().enumerate() {
         let at = node_field(prefix, l, i);
-        if let Err(msg) = check_host_port(&n.address) {
+        if let Some(d) = n.discover {
+            if let Err((msg, hint)) = check_discovered(n, d) {
+                push(format!("{at}.discover"), msg, hint);
+            }
+        }
+        if n.discover == Some(Discover::Srv) {
+            // An SRV name, checked above.
+        } else if let Err(msg) = check_host_port(&n.address) {
             push(
                 at.clone(),
                 msg,
@@ -82,6 +90,77 @@ pub(super) fn check_backends(
         );
     }
     check_health(l, prefix, &mut push);
+    // Routes share their listener's `backend_dns`: checked there once.
+    if l.route.is_none() {
+        check_dns(l, prefix, &mut push);
+    }
+}
+
+/// An entry with `discover:` names something to look up: a host name with
+/// a port (`addresses`), or an SRV name without one (`srv`); never an IP
+/// address, which has nothing to discover.
+fn check_discovered(n: &BackendNode, d: Discover) -> Result<(), (String, &'static str)> {
+    let a = n.address.as_str();
+    let host = match d {
+        Discover::Addresses => a.rsplit_once(':').map_or(a, |(h, _)| h),
+        Discover::Srv => a,
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if a.parse::<SocketAddr>().is_ok() || bare.parse::<std::net::IpAddr>().is_ok() {
+        return Err((
+            format!(
+                "discover: {} needs a name to look up; {a} is an IP address",
+                d.as_str()
+            ),
+            "remove `discover:` to use this address as one node, or write the DNS name",
+        ));
+    }
+    if d == Discover::Srv {
+        if a.contains(':') {
+            return Err((
+                format!("discover: srv takes an SRV name without a port; {a:?} has one"),
+                "the port comes from each SRV record, e.g. _mqtt._tcp.mosquitto.mqtt.svc.cluster.local",
+            ));
+        }
+        let ok = !a.is_empty()
+            && a.len() <= 253
+            && a.trim_end_matches('.').split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        if !ok {
+            return Err((
+                format!("{a:?} is not a valid SRV name"),
+                "write it as _service._proto.name, e.g. _mqtt._tcp.mosquitto.mqtt.svc.cluster.local",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `backend_dns`: an interval between 1s and 1h, and servers as `ip:port`.
+fn check_dns(l: &ListenerConfig, prefix: &str, push: &mut impl FnMut(String, String, &str)) {
+    let d = &l.backend_dns;
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d.interval.0) {
+        push(
+            format!("{prefix}.backend_dns.interval"),
+            "must be between 1s and 1h".into(),
+            "discovered entries are looked up again this often; 10s is the default",
+        );
+    }
+    for (i, server) in d.servers.iter().enumerate() {
+        match server.parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 => {}
+            _ => push(
+                format!("{prefix}.backend_dns.servers[{i}]"),
+                format!("{server:?} is not an ip:port"),
+                "write a DNS server as an IP address and port, e.g. 10.96.0.10:53 or [fd00::a]:53",
+            ),
+        }
+    }
 }
 
 /// The active health check's numbers: an interval the probes can keep, a
@@ -137,7 +216,7 @@ fn check_host_port(s: &str) -> Result<(), String> {
 
 /// Where node `i` of a listener's backend is in the file:
 /// `listeners[0].backend` for a single broker, `listeners[0].backend[1]`
-/// in a list.
+/// in a list (and for an entry with `discover:`, written in a list).
 fn node_field(prefix: &str, l: &ListenerConfig, i: usize) -> String {
     if l.backend.is_cluster() {
         format!("{prefix}.backend[{i}]")
@@ -146,13 +225,19 @@ fn node_field(prefix: &str, l: &ListenerConfig, i: usize) -> String {
     }
 }
 
-/// A backend node written as `host:port` with a host name.
+/// A backend node written as `host:port` with a host name, or an entry
+/// with `discover:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedBackend {
     /// Its field, e.g. `listeners[0].routes[1].backend[2]`.
     pub field: String,
-    /// `host:port`, as written.
+    /// `host:port` (or the SRV name), as written.
     pub address: String,
+    /// How the entry becomes nodes; absent, it is one node.
+    pub discover: Option<Discover>,
+    /// The listener's DNS servers for discovered entries (empty: the
+    /// system's).
+    pub servers: Vec<String>,
 }
 
 /// The nodes of a listener's backend written with a host name rather than
@@ -166,6 +251,8 @@ pub(super) fn named_nodes(prefix: &str, l: &ListenerConfig) -> Vec<NamedBackend>
         .map(|(i, n)| NamedBackend {
             field: node_field(prefix, l, i),
             address: n.address.clone(),
+            discover: n.discover,
+            servers: l.backend_dns.servers.clone(),
         })
         .collect()
 }
