@@ -8,10 +8,12 @@
 //! without a restart. Every resolved address is tried in turn. One broker:
 //! failed attempts are retried with a short backoff, all within the
 //! connect timeout. A cluster: the nodes are tried in the order
-//! `balance` gives for this connection, each once; a node whose connect
-//! fails is held down for `backend_health.hold_down` (tried last while it
-//! is), so its devices go to their next node and a flapping node does not
-//! make them thrash.
+//! `balance` gives for this connection, each once (the first choice gets
+//! half the timeout, see [`connect_share`]); a node whose connect fails is
+//! held down for `backend_health.hold_down` (tried last while it is), so
+//! its devices go to their next node and a flapping node does not make
+//! them thrash; unless it accepted another connection meanwhile: then it
+//! is slow, not down, and stays in rotation.
 //!
 //! With `backend_health.check` (`tcp` or `mqtt`), a prober task per link
 //! checks every node each `interval` (`probe` does one check, `checks`
@@ -42,13 +44,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::balance::{self, NodeView};
 use super::checks::{Checks, Transition};
 use super::discovery::{self, EntryState, Event, Resolver, Wanted};
 use super::metrics::ConnMetrics;
 use super::probe;
+pub use super::target::Backend;
 use crate::config::{
     BackendDnsConfig, BackendHealthConfig, Backends, Balance, ClientAuthMode, HealthCheck,
     ListenerConfig, ProxyProtocol,
@@ -143,6 +146,9 @@ struct Node {
     backup: bool,
     /// Milliseconds since `base` until which the node is held down.
     down_until: AtomicU64,
+    /// Milliseconds since `base` (plus one; 0: never) of the node's last
+    /// accepted connect.
+    answered: AtomicU64,
     /// Out of rotation by its active checks.
     checked_down: AtomicBool,
     open: Arc<Open>,
@@ -212,6 +218,7 @@ impl Node {
             weight: w.weight,
             backup: w.backup,
             down_until: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
             checked_down: AtomicBool::new(false),
             open: Arc::new(Open {
                 count: AtomicUsize::new(0),
@@ -481,11 +488,13 @@ impl BackendLink {
             if left.is_zero() {
                 break;
             }
-            // A node that does not answer must leave time for the others.
-            let share = (left / (order.len() - tried) as u32).max(Duration::from_millis(250));
+            let share = connect_share(left, order.len() - tried, tried == 0);
             let node = &nodes[i];
+            let began = self.now_ms() + 1;
             match node.target.connect_once(share.min(left)).await {
                 Ok(s) => {
+                    node.answered
+                        .fetch_max(self.now_ms() + 1, Ordering::Relaxed);
                     if node.down_until.swap(0, Ordering::Relaxed) > 0
                         && !node.checked_down.load(Ordering::Relaxed)
                     {
@@ -493,6 +502,15 @@ impl BackendLink {
                         info!(backend = %node.address, "backend node reachable again; back in rotation");
                     }
                     return Ok((s, self.took(node)));
+                }
+                Err(e) if node.answered.load(Ordering::Relaxed) >= began => {
+                    // Slow, not down: it accepted another connection while
+                    // this one waited (a broker swamped by a reconnect
+                    // storm). Holding it down would move all its devices,
+                    // off their sessions, for `hold_down`.
+                    node.failures.inc();
+                    debug!(backend = %node.address, error = %e, "backend node slow to accept but answering others; this connection goes to the next node, the node stays in rotation");
+                    last = e;
                 }
                 Err(e) => {
                     node.failures.inc();
@@ -688,102 +706,35 @@ impl BackendHealth {
     }
 }
 
-/// Where the backend broker is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backend {
-    /// A fixed address.
-    Addr(SocketAddr),
-    /// A name resolved at connect time.
-    Name(String),
+/// How long one node of a cluster may take to accept, out of `left`, with
+/// `remaining` nodes (this one included) still to try: the first choice,
+/// the node that holds the device's session, gets half, so a node slowed
+/// by a storm keeps its devices; each later one an even part, so a node
+/// that does not answer leaves time for the others. At least 250 ms.
+fn connect_share(left: Duration, remaining: usize, first: bool) -> Duration {
+    let part = match (first, remaining) {
+        (_, 0 | 1) => left,
+        (true, _) => left / 2,
+        (false, n) => left / n as u32,
+    };
+    part.max(Duration::from_millis(250))
 }
 
-impl Backend {
-    /// Parses `host:port` (already validated by the config loader).
-    pub fn parse(s: &str) -> Self {
-        match s.parse() {
-            Ok(a) => Self::Addr(a),
-            Err(_) => Self::Name(s.to_string()),
-        }
-    }
+#[cfg(test)]
+mod tests {
+    use super::connect_share;
+    use std::time::Duration;
 
-    /// Connects within `timeout`, with `TCP_NODELAY` set. Refused or failed
-    /// attempts are retried with a short backoff (25 ms doubling to 400 ms)
-    /// until the timeout, so a broker that is restarting is reached as soon
-    /// as it listens again.
-    pub async fn connect(&self, timeout: Duration) -> io::Result<TcpStream> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut backoff = Duration::from_millis(25);
-        let mut last_error;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.connect_once(left).await {
-                Ok(s) => return Ok(s),
-                Err(e) => last_error = e,
-            }
-            if tokio::time::Instant::now() + backoff >= deadline {
-                return Err(last_error);
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(400));
-        }
-    }
-
-    /// One attempt: every resolved address in turn, within `timeout`.
-    pub(super) async fn connect_once(&self, timeout: Duration) -> io::Result<TcpStream> {
-        let attempt = async {
-            let stream = match self {
-                Self::Addr(a) => TcpStream::connect(a).await?,
-                Self::Name(n) => {
-                    // A written name goes through the system's resolver
-                    // (getaddrinfo), not hickory as `discover:` entries do:
-                    // that honours /etc/hosts, nsswitch and the libc's
-                    // search rules, which configurations written before
-                    // discovery rely on. Discovered nodes are addresses.
-                    let mut last = None;
-                    let mut found = None;
-                    for addr in tokio::net::lookup_host(n.as_str()).await? {
-                        match TcpStream::connect(addr).await {
-                            Ok(s) => {
-                                found = Some(s);
-                                break;
-                            }
-                            Err(e) => last = Some(e),
-                        }
-                    }
-                    match found {
-                        Some(s) => s,
-                        None => {
-                            return Err(last.unwrap_or_else(|| {
-                                io::Error::new(
-                                    io::ErrorKind::NotFound,
-                                    format!("{n} resolved to no address"),
-                                )
-                            }))
-                        }
-                    }
-                }
-            };
-            stream.set_nodelay(true)?;
-            Ok(stream)
-        };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "no connection within {}",
-                    humantime::format_duration(timeout)
-                ),
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Addr(a) => write!(f, "{a}"),
-            Self::Name(n) => f.write_str(n),
-        }
+    #[test]
+    fn the_first_choice_gets_half_the_connect_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(connect_share(s(5), 3, true), Duration::from_millis(2500));
+        assert_eq!(connect_share(s(2), 2, false), s(1));
+        assert_eq!(connect_share(s(2), 1, false), s(2));
+        assert_eq!(connect_share(s(5), 1, true), s(5));
+        assert_eq!(
+            connect_share(Duration::from_millis(100), 4, false),
+            Duration::from_millis(250)
+        );
     }
 }

@@ -21,6 +21,11 @@
 //!    checked first, then the guard on every packet), each connecting the
 //!    broker through `backend` and ending through `finish`.
 //!
+//! `backend` picks and dials the broker's node, with its helpers:
+//! `balance` (the order of nodes for a connection, pure), `checks` and
+//! `probe` (active health checks), `discovery` (nodes from DNS answers)
+//! and `target` (one node's address and one bounded connect).
+//!
 //! Failures at any stage close only that connection, with a log line and a
 //! metric (`reasons`, `metrics`). `context` is what a listener's
 //! connections share; `registry` knows every established session, so that
@@ -47,6 +52,7 @@ mod probe;
 pub mod reasons;
 pub mod registry;
 pub mod revocation;
+mod target;
 mod websocket;
 
 use std::net::SocketAddr;
