@@ -310,7 +310,9 @@ pub fn describe(cfg: &AcmeConfig) -> String {
         Some(s) => {
             let at = schedule::renewal_at(s.not_before, s.not_after);
             let at = crate::tls::certs::rfc3339(i64::try_from(at).unwrap_or(i64::MAX));
-            format!("renewal due {at}")
+            format!(
+                "renewal due {at} (2/3 of its lifetime; where the CA offers ARI, its window decides)"
+            )
         }
         None => format!(
             "no certificate for these names yet: ordered over {} once moat runs, and not served until then",
