@@ -92,6 +92,20 @@ impl Scene {
         norm_serial(&files.serial())
     }
 
+    /// A handshake as `moat.test` that must verify to pebble's `root` and
+    /// the name, with `more` s_client arguments; its output.
+    fn verified(&self, root: &std::path::Path, more: &[&str]) -> String {
+        let mut args = vec![
+            "-servername",
+            "moat.test",
+            "-verify_hostname",
+            "moat.test",
+            "-verify_return_error",
+        ];
+        args.extend_from_slice(more);
+        s_client_ok(self.port, root, &args)
+    }
+
     fn served(&self) -> String {
         norm_serial(&served_serial(self.port, "moat.test"))
     }
@@ -109,17 +123,7 @@ fn acme_first_issuance_over_http01_then_a_restart_reuses_the_stored_certificate(
     // The chain (leaf and pebble's intermediate) verifies to pebble's root
     // for the name asked for.
     let root = s.pebble.root(&s.dir);
-    s_client_ok(
-        s.port,
-        &root,
-        &[
-            "-servername",
-            "moat.test",
-            "-verify_hostname",
-            "moat.test",
-            "-verify_return_error",
-        ],
-    );
+    s.verified(&root, &[]);
     let serial = s.stored_serial();
     assert_eq!(s.served(), serial);
     // A device reaches the real broker through moat.
@@ -208,21 +212,7 @@ fn acme_first_issuance_over_tls_alpn_01_on_a_listener_that_requires_device_certi
         device.cert.display().to_string(),
         device.key.display().to_string(),
     );
-    let out = s_client_ok(
-        s.port,
-        &root,
-        &[
-            "-servername",
-            "moat.test",
-            "-verify_hostname",
-            "moat.test",
-            "-verify_return_error",
-            "-cert",
-            &cert,
-            "-key",
-            &key,
-        ],
-    );
+    let out = s.verified(&root, &["-cert", &cert, "-key", &key]);
     // key_type: ed25519, which pebble signs.
     assert!(
         out.to_ascii_lowercase()

@@ -50,6 +50,23 @@ fn gateway(dir: TestDir, nodes: Vec<Mosquitto>, dns: &Dnsmasq, entry: &str) -> C
     }
 }
 
+/// Three Mosquittos behind one `discover: srv` entry whose records dnsmasq
+/// serves, once moat has found all three; and the nodes' ports.
+fn three_srv_nodes() -> (Cluster, Vec<u16>, Dnsmasq) {
+    let dir = TestDir::new();
+    let nodes: Vec<Mosquitto> = (0..3).map(|_| Mosquitto::start(dir.path())).collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
+    let dns = Dnsmasq::start(dir.path(), &srv_records(&ports));
+    let c = gateway(
+        dir,
+        nodes,
+        &dns,
+        &format!("{{ address: {SRV}, discover: srv }}"),
+    );
+    wait_nodes(&c, SRV, 3.0);
+    (c, ports, dns)
+}
+
 /// Waits until the entry `name` has `n` nodes (`moat_backend_dns_nodes`).
 fn wait_nodes(c: &Cluster, name: &str, n: f64) {
     let labels = format!("name=\"{name}\"");
@@ -74,17 +91,7 @@ fn has_series(c: &Cluster, address: &str) -> bool {
 
 #[test]
 fn srv_nodes_join_and_leave_with_their_records_and_only_their_devices_move() {
-    let dir = TestDir::new();
-    let nodes: Vec<Mosquitto> = (0..3).map(|_| Mosquitto::start(dir.path())).collect();
-    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
-    let mut dns = Dnsmasq::start(dir.path(), &srv_records(&ports));
-    let c = gateway(
-        dir,
-        nodes,
-        &dns,
-        &format!("{{ address: {SRV}, discover: srv }}"),
-    );
-    wait_nodes(&c, SRV, 3.0);
+    let (c, ports, mut dns) = three_srv_nodes();
     // The discovered nodes are checked like written ones.
     for p in &ports {
         let ok = format!("backend=\"127.0.0.1:{p}\",result=\"ok\"");
@@ -238,17 +245,7 @@ fn addresses_gives_a_node_per_a_and_aaaa_record_on_the_entry_port() {
 
 #[test]
 fn a_reload_that_changes_backend_dns_keeps_every_device_on_its_node() {
-    let dir = TestDir::new();
-    let nodes: Vec<Mosquitto> = (0..3).map(|_| Mosquitto::start(dir.path())).collect();
-    let ports: Vec<u16> = nodes.iter().map(|n| n.port).collect();
-    let dns = Dnsmasq::start(dir.path(), &srv_records(&ports));
-    let c = gateway(
-        dir,
-        nodes,
-        &dns,
-        &format!("{{ address: {SRV}, discover: srv }}"),
-    );
-    wait_nodes(&c, SRV, 3.0);
+    let (c, _, _dns) = three_srv_nodes();
     let path = c.s.path().to_path_buf();
     let devices: Vec<CertFiles> = (0..30)
         .map(|i| {

@@ -182,6 +182,7 @@ pub async fn storm_cluster(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxies::tests::nodes;
 
     const TABLE: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 0100007F:075B 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
@@ -193,13 +194,6 @@ mod tests {
    6: 0200007F:075D 0100007F:C354 01 00000000:00000000 00:00000000 00000000     0        0 6 1 0000000000000000 20 4 30 10 -1
    7: 0100007F:075B 0100007F:C351 01 00000000:00000000 00:00000000 00000000     0        0 6 1 0000000000000000 20 4 30 10 -1
 ";
-
-    fn nodes() -> Vec<SocketAddr> {
-        ["127.0.0.1:1883", "127.0.0.1:1884", "127.0.0.1:1885"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect()
-    }
 
     #[test]
     fn counts_only_established_connections_on_each_node() {

@@ -669,10 +669,11 @@ async fn start_upstream(env: &Env, kind: Kind, up: Upstream<'_>) -> Result<Proxy
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn nodes() -> Vec<SocketAddr> {
+    /// Three brokers' addresses, for the cluster tests here and in `cluster`.
+    pub(crate) fn nodes() -> Vec<SocketAddr> {
         ["127.0.0.1:1883", "127.0.0.1:1884", "127.0.0.1:1885"]
             .iter()
             .map(|s| s.parse().unwrap())
