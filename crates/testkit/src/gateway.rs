@@ -378,9 +378,15 @@ impl Prepared {
     }
 
     /// Makes the listener's backend the list of brokers on `ports` (a
-    /// cluster), in place of the one broker [`Gateway::backend`] gave.
+    /// cluster), named `node-0`, `node-1`, ... (so the hash, and which
+    /// devices each node gets, does not depend on the random ports), in
+    /// place of the one broker [`Gateway::backend`] gave.
     pub fn cluster_of(&mut self, ports: &[u16]) {
-        let entries: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let entries: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{{ address: 127.0.0.1:{p}, name: node-{i} }}"))
+            .collect();
         self.backend_list(&entries);
     }
 

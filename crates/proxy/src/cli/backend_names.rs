@@ -68,6 +68,7 @@ fn discover(rt: &tokio::runtime::Runtime, node: &NamedBackend) -> Lookup {
         address: node.address.clone(),
         weight: 1,
         backup: false,
+        name: None,
         discover: node.discover,
     };
     rt.block_on(async {

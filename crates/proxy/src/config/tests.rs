@@ -472,6 +472,16 @@ fn a_backend_list_with_weights_backups_and_a_balancing_rule() {
     );
     assert!(nodes[2].backup && !nodes[0].backup);
     assert_eq!(l.balance, Some(Balance::LeastConnections));
+    assert_eq!(nodes[0].name, None);
+    let named = text.replace("weight: 2 }", "weight: 2, name: node-b }");
+    assert_eq!(
+        parse_str(&named).expect("valid").config.listeners[0]
+            .backend
+            .nodes()[1]
+            .name
+            .as_deref(),
+        Some("node-b")
+    );
     assert_eq!(
         l.backend.to_string(),
         "10.0.0.1:1883, 10.0.0.2:1883, broker-3:1883"
@@ -497,6 +507,18 @@ fn a_backend_list_with_weights_backups_and_a_balancing_rule() {
         "at least 1",
     );
     refused("weight: 2", "wieght: 2", "listeners[0].backend", "wieght");
+    refused(
+        "weight: 2 }",
+        "weight: 2, name: broker-3:1883 }",
+        "listeners[0].backend[1].name",
+        "names two nodes",
+    );
+    refused(
+        "weight: 2 }",
+        "weight: 2, name: \" \" }",
+        "listeners[0].backend[1].name",
+        "is empty",
+    );
     refused(
         "- 10.0.0.1:1883",
         "- 10.0.0.1",
@@ -892,6 +914,12 @@ fn bad_discovery_settings_are_refused_by_field() {
         "127.0.0.1:0",
         &format!("{dns}.servers[0]"),
         "is not an ip:port",
+    );
+    refused(
+        "discover: srv }",
+        "discover: srv, name: brokers }",
+        "listeners[0].backend[0].name",
+        "cannot be set with discover",
     );
     let at = "listeners[0].backend[0].discover";
     refused(

@@ -142,6 +142,8 @@ impl NodeFamilies {
 struct Node {
     target: Backend,
     address: String,
+    /// Its rendezvous hash key: its `name`, or its address.
+    key: String,
     weight: u32,
     backup: bool,
     /// Milliseconds since `base` until which the node is held down.
@@ -215,6 +217,7 @@ impl Node {
         Node {
             target: Backend::parse(&w.address),
             address: w.address.clone(),
+            key: w.name.clone().unwrap_or_else(|| w.address.clone()),
             weight: w.weight,
             backup: w.backup,
             down_until: AtomicU64::new(0),
@@ -471,7 +474,7 @@ impl BackendLink {
         let views: Vec<NodeView<'_>> = nodes
             .iter()
             .map(|n| NodeView {
-                address: &n.address,
+                key: &n.key,
                 weight: n.weight,
                 backup: n.backup,
                 down: n.down_until.load(Ordering::Relaxed) > now

@@ -5,10 +5,12 @@
 //!
 //! The hashing rules use weighted rendezvous hashing (highest random
 //! weight): every node gets a score from a hash of the key and the node's
-//! address, and the order is by score. A device therefore always ranks the
-//! nodes the same way; when its first node is down it goes to its second,
-//! and only the devices whose first node is down move. Hashing the address
-//! (not the position in the list) means reordering the list moves no one.
+//! `name` (its address as written when unnamed), and the order is by
+//! score. A device therefore always ranks the nodes the same way; when its
+//! first node is down it goes to its second, and only the devices whose
+//! first node is down move. Hashing the name (not the position in the
+//! list) means reordering the list moves no one, and a named node that
+//! moves to a new address keeps its devices.
 //!
 //! The hash is FNV-1a with a splitmix64 finish, written here rather than
 //! taken from std: `DefaultHasher` is not promised to stay the same across
@@ -21,8 +23,9 @@ use crate::config::Balance;
 /// What the order needs to know about one node.
 #[derive(Debug, Clone, Copy)]
 pub struct NodeView<'a> {
-    /// Its address as configured (the rendezvous hash's node part).
-    pub address: &'a str,
+    /// Its `name`, or its address as configured: the rendezvous hash's
+    /// node part.
+    pub key: &'a str,
     /// Its weight (at least 1).
     pub weight: u32,
     /// Only for when every other node is down.
@@ -90,7 +93,7 @@ pub fn order(balance: Balance, key: &[u8], nodes: &[NodeView<'_>], turn: u64) ->
 /// with `u` uniform in (0, 1) from the hash, so that a node of weight 2
 /// wins twice as often as one of weight 1.
 fn score(key: &[u8], node: &NodeView<'_>) -> f64 {
-    let h = hash(key, node.address.as_bytes());
+    let h = hash(key, node.key.as_bytes());
     // 53 random bits, never 0 or 1.
     let u = ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
     f64::from(node.weight) / -u.ln()
@@ -121,7 +124,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, a)| NodeView {
-                address: a,
+                key: a,
                 weight: 1,
                 backup: false,
                 down: down.contains(&i),

@@ -101,6 +101,8 @@ impl EntryState {
 pub struct Wanted {
     /// `host:port` as configured, or `ip:port` as discovered.
     pub address: String,
+    /// Its `name`, the rendezvous hash's node part; absent, the address.
+    pub name: Option<String>,
     /// Its entry's weight.
     pub weight: u32,
     /// Its entry's `backup`.
@@ -130,6 +132,7 @@ pub fn wanted(entries: &[BackendNode], found: &[Option<&[SocketAddr]>]) -> Vec<W
             if seen.insert(address.clone()) {
                 out.push(Wanted {
                     address,
+                    name: e.name.clone(),
                     weight: e.weight,
                     backup: e.backup,
                 });
@@ -270,6 +273,7 @@ mod tests {
             address: address.into(),
             weight,
             backup,
+            name: None,
             discover,
         }
     }
@@ -356,6 +360,7 @@ mod tests {
             s.iter()
                 .map(|a| Wanted {
                     address: a.to_string(),
+                    name: None,
                     weight: 1,
                     backup: false,
                 })

@@ -24,6 +24,12 @@ pub struct BackendNode {
     /// Used only while every node that is not a backup is down.
     #[serde(default)]
     pub backup: bool,
+    /// The node's name in the rendezvous hash, and so which devices are
+    /// its own; absent, its address as written. Naming a node keeps its
+    /// devices on it when its address changes (a broker moved to a new
+    /// host or port). Not with `discover`.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Absent, the entry is one node. `addresses`: one node per A/AAAA
     /// record of the host, on the entry's port; `srv`: the address is an
     /// SRV name, one node per record's target address and port. Both are
@@ -88,6 +94,7 @@ impl BackendNode {
             address: address.to_string(),
             weight: 1,
             backup: false,
+            name: None,
             discover: None,
         }
     }

@@ -53,6 +53,33 @@ pub(super) fn check_backends(
                 "list each broker once; give it a weight to send it more connections",
             );
         }
+        if let Some(name) = &n.name {
+            if n.discover.is_some() {
+                push(
+                    format!("{at}.name"),
+                    "cannot be set with discover".into(),
+                    "a discovered entry becomes many nodes; name written nodes only",
+                );
+            } else if name.trim().is_empty() {
+                push(
+                    format!("{at}.name"),
+                    "is empty".into(),
+                    "give the node a name, or leave name out to key it by its address",
+                );
+            } else if nodes[..i]
+                .iter()
+                .any(|m| m.name.as_deref().unwrap_or(&m.address) == name)
+                || nodes[i + 1..]
+                    .iter()
+                    .any(|m| m.name.is_none() && m.address == *name)
+            {
+                push(
+                    format!("{at}.name"),
+                    format!("{name:?} names two nodes"),
+                    "give each node its own name",
+                );
+            }
+        }
         if n.weight == 0 {
             push(
                 format!("{at}.weight"),
