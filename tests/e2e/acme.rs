@@ -106,6 +106,16 @@ impl Scene {
         s_client_ok(self.port, root, &args)
     }
 
+    /// Publishes one QoS 1 message through moat with `tls`, which must work.
+    fn publishes(&self, tls: &Tls) {
+        let out = mosquitto_pub("localhost", self.port, Some(tls), "acme/t", "hi");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn served(&self) -> String {
         norm_serial(&served_serial(self.port, "moat.test"))
     }
@@ -127,18 +137,7 @@ fn acme_first_issuance_over_http01_then_a_restart_reuses_the_stored_certificate(
     let serial = s.stored_serial();
     assert_eq!(s.served(), serial);
     // A device reaches the real broker through moat.
-    let out = mosquitto_pub(
-        "localhost",
-        s.port,
-        Some(&Tls::ca(&root).with_insecure()),
-        "acme/t",
-        "hi",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.publishes(&Tls::ca(&root).with_insecure());
     for f in ["account.json", "key.pem", "cert.pem"] {
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(s.dir.join("acme").join(f))
@@ -227,18 +226,7 @@ fn acme_first_issuance_over_tls_alpn_01_on_a_listener_that_requires_device_certi
         !out.status.success(),
         "a device without a certificate got in"
     );
-    let out = mosquitto_pub(
-        "localhost",
-        s.port,
-        Some(&tls.with_client(&device.cert, &device.key)),
-        "acme/t",
-        "hi",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.publishes(&tls.with_client(&device.cert, &device.key));
     // With no order in progress, an acme-tls/1 hello gets nothing.
     let (ok, out) = s_client(
         s.port,

@@ -57,6 +57,18 @@ impl Cluster {
         )
     }
 
+    /// `n` device certificates, `device-0` .. `device-{n-1}`, from the
+    /// gateway's devices CA.
+    pub(crate) fn devices(&self, n: usize) -> Vec<CertFiles> {
+        let dir = self.s.path().to_path_buf();
+        (0..n)
+            .map(|i| {
+                let cn = format!("device-{i}");
+                self.s.devices().issue(&dir, &cn, &Issue::client(&cn))
+            })
+            .collect()
+    }
+
     /// The node whose log shows client id `id`, waiting up to 10 s.
     pub(crate) fn node_of(&self, id: &str) -> usize {
         let needle = format!(" as {id} (");
@@ -72,13 +84,7 @@ impl Cluster {
 #[test]
 fn identity_balancing_spreads_sticks_and_moves_only_a_dead_nodes_devices() {
     let mut c = cluster();
-    let dir = c.s.path().to_path_buf();
-    let devices: Vec<CertFiles> = (0..300)
-        .map(|i| {
-            let cn = format!("device-{i}");
-            c.s.devices().issue(&dir, &cn, &Issue::client(&cn))
-        })
-        .collect();
+    let devices = c.devices(300);
     // Each device connects five times, with a new client id each time: a
     // device cannot steer itself to another node by its client id.
     std::thread::scope(|scope| {

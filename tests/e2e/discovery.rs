@@ -104,13 +104,7 @@ fn srv_nodes_join_and_leave_with_their_records_and_only_their_devices_move() {
             "127.0.0.1:{p} was not checked"
         );
     }
-    let path = c.s.path().to_path_buf();
-    let devices: Vec<CertFiles> = (0..90)
-        .map(|i| {
-            let cn = format!("device-{i}");
-            c.s.devices().issue(&path, &cn, &Issue::client(&cn))
-        })
-        .collect();
+    let devices = c.devices(90);
     let mut home = Vec::new();
     let mut count = [0usize; 3];
     for (i, d) in devices.iter().enumerate() {
@@ -246,13 +240,7 @@ fn addresses_gives_a_node_per_a_and_aaaa_record_on_the_entry_port() {
 #[test]
 fn a_reload_that_changes_backend_dns_keeps_every_device_on_its_node() {
     let (c, _, _dns) = three_srv_nodes();
-    let path = c.s.path().to_path_buf();
-    let devices: Vec<CertFiles> = (0..30)
-        .map(|i| {
-            let cn = format!("device-{i}");
-            c.s.devices().issue(&path, &cn, &Issue::client(&cn))
-        })
-        .collect();
+    let devices = c.devices(30);
     let home: Vec<usize> = devices
         .iter()
         .enumerate()
